@@ -1,0 +1,303 @@
+/*
+ * evmpi.h: asynchronous MPI collectives and point-to-point messages whose
+ * completions are delivered to the application's own libevent loop.
+ *
+ * Threads and ownership, in short (doc/design.md has the long form):
+ *  - A group has a worker thread that runs its collectives, one at a time,
+ *    in submission order, and a poller thread that tests its pending sends
+ *    and receives. Neither ever runs user code.
+ *  - Every callback (evmpi_work_on_complete, evmpi_future_then) runs on the
+ *    thread that runs the group's event_base. A group created with a NULL
+ *    base gets an internal loop thread, which then runs the callbacks.
+ *  - Submitting is thread-safe. The caller owns every data buffer and keeps
+ *    it alive (and does not touch it) until the work completes; evmpi copies
+ *    the tensor descriptors, never the data.
+ *  - Every function that can fail returns an int status (EVMPI_OK or one of
+ *    the EVMPI_ERR_* codes). On failure nothing is queued and no object is
+ *    created; evmpi_last_error() gives a message that names the operation
+ *    and the offending argument.
+ */
+#ifndef EVMPI_H
+#define EVMPI_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(EVMPI_BUILDING_LIBRARY) && defined(__GNUC__)
+#define EVMPI_API __attribute__((visibility("default")))
+#else
+#define EVMPI_API
+#endif
+
+struct event_base; /* libevent */
+
+/* ---- status ------------------------------------------------------------ */
+
+/** Status codes. Every failing call also sets evmpi_last_error(). */
+enum {
+  EVMPI_OK = 0,
+  EVMPI_ERR_INVALID = -1,     /**< bad argument: NULL, size or dtype mismatch, bad rank, not contiguous */
+  EVMPI_ERR_UNSUPPORTED = -2, /**< well formed but not supported: dtype/op pair, device without support */
+  EVMPI_ERR_MPI = -3,         /**< MPI returned an error; the message says which */
+  EVMPI_ERR_TIMEOUT = -4,     /**< a wait or an operation ran out of time */
+  EVMPI_ERR_ABORTED = -5,     /**< the work was aborted, or its group aborted, broke or was destroyed */
+  EVMPI_ERR_NOMEM = -6,       /**< out of memory */
+  EVMPI_ERR_CUDA = -7,        /**< a CUDA runtime call failed */
+  EVMPI_ERR_STATE = -8,       /**< not valid now (a result asked for before completion) */
+};
+
+/** A short constant description of a status code ("invalid argument").
+ * Never NULL: an unknown code gives "unknown evmpi status". Thread-safe. */
+EVMPI_API const char *evmpi_strerror(int status);
+
+/** The message of the last failed evmpi call made on this thread, naming the
+ * operation and the offending value ("allreduce: tensor: dtype 99 is not a
+ * valid evmpi_dtype_t"). "" when no call has failed on this thread. The
+ * string is thread-local and valid until the next failing call on this
+ * thread. */
+EVMPI_API const char *evmpi_last_error(void);
+
+/* ---- buffers ----------------------------------------------------------- */
+
+/** Element types. The first seven are the seed's. */
+typedef enum {
+  EVMPI_UINT8, EVMPI_INT8, EVMPI_INT16, EVMPI_INT32, EVMPI_INT64,
+  EVMPI_FLOAT32, EVMPI_FLOAT64,
+  EVMPI_UINT16, EVMPI_UINT32, EVMPI_UINT64,
+  EVMPI_FLOAT16, EVMPI_BFLOAT16, EVMPI_BOOL,
+  EVMPI_COMPLEX64, EVMPI_COMPLEX128,
+} evmpi_dtype_t;
+
+/** Size in bytes of one element of dtype; 0 for a value outside the enum. */
+EVMPI_API size_t evmpi_dtype_size(evmpi_dtype_t dtype);
+
+/** Reduction operators. The first four are the seed's. */
+typedef enum {
+  EVMPI_SUM, EVMPI_PRODUCT, EVMPI_MIN, EVMPI_MAX,
+  EVMPI_AVG, EVMPI_BAND, EVMPI_BOR, EVMPI_BXOR,
+} evmpi_reduce_op_t;
+
+typedef enum { EVMPI_DEVICE_CPU, EVMPI_DEVICE_CUDA } evmpi_device_type_t;
+
+/** Where a tensor's data lives. */
+typedef struct {
+  evmpi_device_type_t type;
+  int index; /**< CUDA device ordinal; 0 for the CPU */
+} evmpi_device_t;
+
+#define EVMPI_MAX_DIMS 8
+
+/** A description of a caller-owned buffer. evmpi copies the descriptor when
+ * an operation is submitted; the data stays the caller's. */
+typedef struct evmpi_tensor {
+  void *data;
+  evmpi_dtype_t dtype;
+  int ndim;                        /**< 0 = scalar (one element); at most EVMPI_MAX_DIMS */
+  int64_t shape[EVMPI_MAX_DIMS];   /**< each >= 0 */
+  int64_t strides[EVMPI_MAX_DIMS]; /**< in elements; all zero = contiguous */
+  evmpi_device_t device;
+} evmpi_tensor_t;
+
+/** A 1-D contiguous CPU tensor over count elements at data. Pure: checks
+ * nothing (operations check the tensors they are given). */
+EVMPI_API evmpi_tensor_t evmpi_tensor_flat(void *data, evmpi_dtype_t dtype, int64_t count);
+
+/** The number of elements: the product of the shape, 1 for ndim 0. Returns
+ * -1 for NULL, an ndim outside 0..EVMPI_MAX_DIMS or a negative dimension. */
+EVMPI_API int64_t evmpi_tensor_numel(const evmpi_tensor_t *tensor);
+
+/* ---- groups ------------------------------------------------------------ */
+
+typedef struct evmpi_pg evmpi_pg_t;
+typedef struct evmpi_work evmpi_work_t;
+typedef struct evmpi_future evmpi_future_t;
+
+/** Creates a process group. Collective over MPI_COMM_WORLD: every world rank
+ * calls it with the same ranks.
+ *
+ * Initialises MPI (MPI_Init_thread, MPI_THREAD_MULTIPLE) on first use if the
+ * application has not; then MPI_Finalize runs at exit. If the application
+ * initialised MPI itself, it must have asked for MPI_THREAD_MULTIPLE (the
+ * worker and poller threads call MPI at the same time) and finalises MPI
+ * itself, after destroying its groups.
+ *
+ * base: the loop on which callbacks run (the caller keeps it alive until
+ * evmpi_pg_destroy returns); NULL = an internal loop thread owned by the
+ * group. ranks: NULL (nranks ignored) for MPI_COMM_WORLD; otherwise nranks
+ * distinct world ranks, in the order that gives the new group's ranks. A
+ * caller that is not among them gets EVMPI_OK with *pg == NULL.
+ *
+ * Errors: EVMPI_ERR_INVALID (pg NULL, nranks < 1, a rank out of range or
+ * repeated), EVMPI_ERR_MPI (MPI initialisation or communicator creation
+ * failed, or MPI's threading level is below MPI_THREAD_MULTIPLE),
+ * EVMPI_ERR_NOMEM. */
+EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks,
+                              evmpi_pg_t **pg);
+
+/** A group over a communicator the application already has. The group
+ * works on its own duplicate (MPI_Comm_dup, so collective over comm) with
+ * MPI_ERRORS_RETURN; comm stays the caller's. Errors as evmpi_pg_create,
+ * plus EVMPI_ERR_INVALID for MPI_COMM_NULL. */
+EVMPI_API int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t **pg);
+
+/** This process's rank in the group; -1 for NULL. */
+EVMPI_API int evmpi_pg_rank(const evmpi_pg_t *pg);
+/** The number of ranks in the group; -1 for NULL. */
+EVMPI_API int evmpi_pg_size(const evmpi_pg_t *pg);
+/** "mpi", as the seed's backend is named. */
+EVMPI_API const char *evmpi_pg_backend_name(const evmpi_pg_t *pg);
+
+/** Waits for the queued collectives to finish, cancels pending receives
+ * (they complete with EVMPI_ERR_ABORTED), delivers every outstanding
+ * callback on the calling thread, stops the group's threads and frees the
+ * group. Call it on the loop thread (or while the loop does not run).
+ * Safe from inside a completion callback: the group is then torn down as
+ * soon as the callbacks of the current batch have run. Works the caller
+ * still holds stay valid until released; callbacks registered on them after
+ * this runs are called at once, on the registering thread. NULL is a no-op. */
+EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
+
+/** Fails every queued and pending work with EVMPI_ERR_ABORTED, then calls
+ * MPI_Abort on the group's communicator, which ends the job. Does not
+ * return unless MPI_Abort does. */
+EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
+
+/* ---- operations ---------------------------------------------------------
+ * Each returns EVMPI_OK and a new work in *work (the caller holds one
+ * reference and releases it with evmpi_work_release), or an error status
+ * with *work == NULL and nothing queued. The caller keeps every data buffer
+ * alive until the work completes; descriptor arrays may be freed as soon as
+ * the call returns.
+ *
+ * Common errors: EVMPI_ERR_INVALID for a NULL pg, tensor or work pointer, a
+ * malformed tensor (dtype outside the enum, ndim outside 0..8, a negative
+ * dimension, NULL data with elements, strides that are not contiguous), a
+ * root or peer outside 0..size-1, a negative tag; EVMPI_ERR_UNSUPPORTED for
+ * a CUDA tensor in a build without CUDA or a dtype/op pair that makes no
+ * sense; EVMPI_ERR_ABORTED when the group is being destroyed;
+ * EVMPI_ERR_NOMEM. The work itself may later fail with EVMPI_ERR_MPI (the
+ * message names the MPI call and MPI's error string) or EVMPI_ERR_ABORTED.
+ *
+ * Collectives run on the group's worker thread in submission order; every
+ * rank of the group must submit the same collectives in the same order. */
+
+/** Broadcasts tensor from root to every rank ("mpi:broadcast"). */
+EVMPI_API int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work_t **work);
+
+/** Reduces tensor across the group, in place, on every rank
+ * ("mpi:all_reduce"). */
+EVMPI_API int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op,
+                              evmpi_work_t **work);
+
+/** Waits until every rank of the group has reached it ("mpi:barrier"). */
+EVMPI_API int evmpi_barrier(evmpi_pg_t *pg, evmpi_work_t **work);
+
+/** Sends tensor to group rank dst with tag >= 0 ("mpi:send"). Issued with
+ * MPI_Isend at once; completion is noticed by the group's poller, so it is
+ * not held back by a long collective. dst may be this rank. */
+EVMPI_API int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, int tag,
+                         evmpi_work_t **work);
+
+/** Receives into tensor from group rank src with tag >= 0 ("mpi:recv").
+ * A message larger than the tensor fails the work with EVMPI_ERR_MPI. */
+EVMPI_API int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag,
+                         evmpi_work_t **work);
+
+/** Receives from any rank of the group ("mpi:recvAnySource"); the sender is
+ * evmpi_work_source_rank(work) once completed. */
+EVMPI_API int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag,
+                                   evmpi_work_t **work);
+
+/* ---- work -------------------------------------------------------------- */
+
+typedef void (*evmpi_work_cb)(evmpi_work_t *work, void *arg);
+
+/** Registers cb to run once, on the group's loop thread, after the work
+ * completes (also when it has completed already: then on the loop's next
+ * turn). Several callbacks run in registration order. The work stays valid
+ * during cb; cb may release it, submit new work and destroy the group.
+ * Errors: EVMPI_ERR_INVALID (work or cb NULL), EVMPI_ERR_NOMEM. */
+EVMPI_API int evmpi_work_on_complete(evmpi_work_t *work, evmpi_work_cb cb, void *arg);
+
+/** Blocks the calling thread up to timeout_ms (-1 = no limit, 0 = poll)
+ * until the work completes. Does not need the loop to run (callbacks are
+ * still delivered by the loop later). Returns EVMPI_OK, EVMPI_ERR_TIMEOUT
+ * (the work goes on), the work's own error status, or EVMPI_ERR_INVALID. */
+EVMPI_API int evmpi_work_wait(evmpi_work_t *work, int timeout_ms);
+
+/** True once the work has completed, successfully or not. */
+EVMPI_API bool evmpi_work_is_completed(evmpi_work_t *work);
+/** True once the work has completed successfully; false before. */
+EVMPI_API bool evmpi_work_is_success(evmpi_work_t *work);
+/** EVMPI_OK once succeeded, its error status once failed, EVMPI_ERR_STATE
+ * before completion, EVMPI_ERR_INVALID for NULL. */
+EVMPI_API int evmpi_work_status(evmpi_work_t *work);
+/** The failure message ("recv: MPI_Irecv failed: MPI_ERR_TRUNCATE: message
+ * truncated"); NULL unless the work failed. Owned by the work. */
+EVMPI_API const char *evmpi_work_error(evmpi_work_t *work);
+/** The group rank a completed receive came from; -1 for other works and
+ * before completion. */
+EVMPI_API int evmpi_work_source_rank(evmpi_work_t *work);
+/** The output tensors (the seed's result()): for allreduce and broadcast the
+ * tensor, for recv the buffer, none for send and barrier. Sets *tensors to
+ * an array owned by the work and returns its length; 0 and NULL before a
+ * successful completion. */
+EVMPI_API size_t evmpi_work_result(evmpi_work_t *work, const evmpi_tensor_t **tensors);
+/** The operation's name as the seed gives it ("mpi:all_reduce"). */
+EVMPI_API const char *evmpi_work_name(evmpi_work_t *work);
+/** The work's future, completed with the work. Owned by the work: valid
+ * while the work is, or longer after evmpi_future_retain. */
+EVMPI_API evmpi_future_t *evmpi_work_get_future(evmpi_work_t *work);
+/** Cancels a receive that has not matched a message yet (MPI_Cancel); it
+ * completes with EVMPI_ERR_ABORTED. Returns EVMPI_OK when cancelled,
+ * EVMPI_ERR_STATE when it is too late (completed, matched, a send or a
+ * collective already running), EVMPI_ERR_INVALID for NULL. */
+EVMPI_API int evmpi_work_abort(evmpi_work_t *work);
+/** Drops the caller's reference. The work's operation goes on (buffers
+ * must still live until it completes) and its callbacks still run. */
+EVMPI_API void evmpi_work_release(evmpi_work_t *work);
+
+/* ---- futures ----------------------------------------------------------- */
+
+typedef void (*evmpi_future_cb)(evmpi_future_t *future, void *arg);
+
+/** Registers cb to run once on the loop thread when the future is done
+ * (on the loop's next turn if it is done already). For a future from
+ * evmpi_future_all, the loop is that of the first future joined.
+ * Errors: EVMPI_ERR_INVALID (NULL), EVMPI_ERR_NOMEM. */
+EVMPI_API int evmpi_future_then(evmpi_future_t *future, evmpi_future_cb cb, void *arg);
+/** As evmpi_work_wait, for a future. */
+EVMPI_API int evmpi_future_wait(evmpi_future_t *future, int timeout_ms);
+/** True once the future is done. */
+EVMPI_API bool evmpi_future_is_done(evmpi_future_t *future);
+/** The value: the work's result tensors (none for a joined future). Sets
+ * *tensors to an array owned by the future; 0 and NULL unless done and
+ * successful. */
+EVMPI_API size_t evmpi_future_value(evmpi_future_t *future, const evmpi_tensor_t **tensors);
+/** The failure message; NULL unless the future failed. */
+EVMPI_API const char *evmpi_future_error(evmpi_future_t *future);
+/** EVMPI_OK once succeeded, the error status once failed, EVMPI_ERR_STATE
+ * before. */
+EVMPI_API int evmpi_future_status(evmpi_future_t *future);
+/** A new future (the caller holds a reference) done when all count futures
+ * are; it fails with the status and message of the first one, in array
+ * order, that failed. count 0 gives a future done at once, which then
+ * needs no loop and runs its callbacks on the registering thread.
+ * Errors: EVMPI_ERR_INVALID (NULL arguments), EVMPI_ERR_NOMEM. */
+EVMPI_API int evmpi_future_all(evmpi_future_t *const *futures, size_t count, evmpi_future_t **all);
+/** Takes a reference; a future of a work then keeps its work alive. */
+EVMPI_API void evmpi_future_retain(evmpi_future_t *future);
+/** Drops a reference taken with evmpi_future_retain or evmpi_future_all. */
+EVMPI_API void evmpi_future_release(evmpi_future_t *future);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EVMPI_H */

@@ -1,0 +1,162 @@
+/* bridge.c: the loop bridge. Library threads hand finished futures to the
+ * group's event_base through an eventfd; the loop thread drains them in
+ * batches and runs their callbacks. A group created without a base gets
+ * its own event_base and a thread that runs it. */
+#include "evmpi-internal.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static void drain_eventfd(int fd) {
+  uint64_t v;
+  while (read(fd, &v, sizeof v) < 0 && errno == EINTR)
+    ;
+}
+
+static void signal_eventfd(int fd) {
+  uint64_t one = 1;
+  while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+    ;
+}
+
+static void deliver_list(evmpi_future_t *f) {
+  while (f) {
+    evmpi_future_t *next = f->next_delivery;
+    f->next_delivery = NULL;
+    evmpi__future_deliver(f);
+    f = next;
+  }
+}
+
+static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
+  (void)what;
+  evmpi_pg_t *pg = arg;
+  evmpi_bridge_t *b = &pg->bridge;
+  drain_eventfd(fd);
+  pthread_mutex_lock(&b->mu);
+  evmpi_future_t *batch = b->head;
+  b->head = b->tail = NULL;
+  b->signalled = false;
+  bool stop = b->stop;
+  pthread_mutex_unlock(&b->mu);
+
+  b->dispatching = true;
+  deliver_list(batch);
+  b->dispatching = false;
+  if (b->destroy_requested) {
+    /* A callback destroyed this group; now that the batch is over it can
+     * go. b must not be touched after this. */
+    evmpi__pg_teardown(pg);
+    return;
+  }
+  if (stop)
+    event_base_loopbreak(b->base);
+}
+
+static void *loop_main(void *arg) {
+  evmpi_pg_t *pg = arg;
+  struct event_base *base = pg->bridge.base;
+  event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY);
+  pthread_mutex_lock(&pg->bridge.mu);
+  bool self_closed = pg->bridge.dead;
+  pthread_mutex_unlock(&pg->bridge.mu);
+  if (self_closed) /* destroyed from one of its own callbacks: clean up here */
+    event_base_free(base);
+  evmpi__pg_release(pg);
+  return NULL;
+}
+
+int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg) {
+  memset(b, 0, sizeof *b);
+  pthread_mutex_init(&b->mu, NULL);
+  b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (b->efd < 0)
+    return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: eventfd failed: %s", strerror(errno));
+  if (!base) {
+    b->own_loop = true;
+    base = event_base_new();
+    if (!base)
+      goto fail;
+  }
+  b->base = base;
+  b->ev = event_new(base, b->efd, EV_READ | EV_PERSIST, on_eventfd, pg);
+  if (!b->ev || event_add(b->ev, NULL) != 0)
+    goto fail;
+  if (b->own_loop) {
+    evmpi__pg_retain(pg); /* the loop thread's */
+    if (pthread_create(&b->loop_thread, NULL, loop_main, pg) != 0) {
+      evmpi__pg_release(pg);
+      goto fail;
+    }
+  }
+  return EVMPI_OK;
+fail:
+  if (b->ev)
+    event_free(b->ev);
+  if (b->own_loop && base)
+    event_base_free(base);
+  close(b->efd);
+  b->efd = -1;
+  return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot attach to the event loop");
+}
+
+bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) {
+  pthread_mutex_lock(&b->mu);
+  if (b->dead) {
+    pthread_mutex_unlock(&b->mu);
+    return false;
+  }
+  f->next_delivery = NULL;
+  if (b->tail)
+    b->tail->next_delivery = f;
+  else
+    b->head = f;
+  b->tail = f;
+  if (!b->signalled) {
+    /* One write per batch; written under the lock so close cannot race. */
+    b->signalled = true;
+    signal_eventfd(b->efd);
+  }
+  pthread_mutex_unlock(&b->mu);
+  return true;
+}
+
+bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b) {
+  return b->own_loop && pthread_equal(pthread_self(), b->loop_thread);
+}
+
+void evmpi__bridge_close(evmpi_bridge_t *b) {
+  bool self = evmpi__bridge_on_loop_thread(b);
+  if (b->own_loop && !self) {
+    /* Let our loop thread deliver what is queued, then stop it. */
+    pthread_mutex_lock(&b->mu);
+    b->stop = true;
+    signal_eventfd(b->efd);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->loop_thread, NULL);
+  }
+  pthread_mutex_lock(&b->mu);
+  b->dead = true;
+  evmpi_future_t *rest = b->head;
+  b->head = b->tail = NULL;
+  pthread_mutex_unlock(&b->mu);
+  deliver_list(rest);
+  event_free(b->ev);
+  b->ev = NULL;
+  close(b->efd);
+  b->efd = -1;
+  if (b->own_loop) {
+    if (self) {
+      /* We are in a callback on our own loop thread: stop the loop; the
+       * thread frees the base as it leaves and nobody joins it. */
+      event_base_loopbreak(b->base);
+      pthread_detach(b->loop_thread);
+    } else {
+      event_base_free(b->base);
+    }
+  }
+}

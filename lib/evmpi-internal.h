@@ -1,0 +1,233 @@
+/*
+ * evmpi-internal.h: the library's private types and the functions its
+ * modules call on each other. Never installed. Names with a double
+ * underscore (evmpi__) are internal and hidden from the shared library.
+ */
+#ifndef EVMPI_INTERNAL_H
+#define EVMPI_INTERNAL_H
+
+#include "evmpi.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+
+struct event;
+
+/* ---- status.c: errors as values ---------------------------------------- */
+
+/* Formats the thread's last-error message and returns status, so that a
+ * check reads `return evmpi__fail(EVMPI_ERR_INVALID, "...", ...)`. */
+int evmpi__fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A malloc'ed formatted string, or NULL when out of memory. */
+char *evmpi__asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* MPI's text for an error code: "MPI_ERR_TRUNCATE: message truncated". */
+void evmpi__mpi_error_text(int code, char *buf, size_t len);
+
+/* ---- tensor.c: descriptor checks --------------------------------------- */
+
+/* Checks one tensor given to operation op as argument arg; on success
+ * stores its element count. Sets the last error and returns its status. */
+int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t, int64_t *numel);
+
+/* ---- dtype_mpi.c: evmpi types and ops to MPI's ------------------------- */
+
+MPI_Datatype evmpi__mpi_datatype(evmpi_dtype_t dtype);
+const char *evmpi__dtype_name(evmpi_dtype_t dtype);
+const char *evmpi__reduce_op_name(evmpi_reduce_op_t op);
+/* The MPI_Op for op on dtype, or a refusal (EVMPI_ERR_INVALID for an op
+ * outside the enum, EVMPI_ERR_UNSUPPORTED for a pair that makes no sense).
+ * *post_divide is set when the op is an average (a sum then a division). */
+int evmpi__mpi_reduce_op(const char *opname, evmpi_reduce_op_t op, evmpi_dtype_t dtype,
+                         MPI_Op *mpi_op, bool *post_divide);
+/* Divides count elements of dtype at data by divisor, in place (avg). */
+void evmpi__divide(void *data, evmpi_dtype_t dtype, int64_t count, int divisor);
+
+/* ---- mpi_env.c: MPI initialised once, finalised once ------------------- */
+
+int evmpi__mpi_ensure_init(void);
+
+/* ---- future.c ---------------------------------------------------------- */
+
+typedef struct evmpi_cont evmpi_cont_t;
+typedef struct evmpi_join_link evmpi_join_link_t;
+
+struct evmpi_future {
+  atomic_int refs;          /* standalone futures only (owner == NULL) */
+  evmpi_work_t *owner;      /* a work's future shares the work's count */
+  evmpi_pg_t *pg;           /* whose loop runs the continuations (a ref) */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;                /* under mu */
+  int status;               /* under mu, final once done */
+  char *error;              /* under mu, final once done */
+  const evmpi_tensor_t *value;
+  size_t nvalue;
+  evmpi_cont_t *conts, *conts_tail; /* under mu: callbacks not yet run */
+  bool queued;              /* under mu: on the bridge's delivery list */
+  evmpi_join_link_t *parents; /* under mu: joins waiting on this one */
+  evmpi_future_t *next_delivery; /* bridge list link, under the bridge's lock */
+  /* joins (evmpi_future_all) only: */
+  atomic_size_t pending;
+  evmpi_future_t **children;
+  size_t nchildren;
+};
+
+void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
+void evmpi__future_cleanup(evmpi_future_t *f);
+/* Marks f done (any thread), wakes waiters, counts down joins and hands
+ * its callbacks to the loop. error is copied. */
+void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
+                            const evmpi_tensor_t *value, size_t nvalue);
+/* Runs f's pending callbacks; called on the loop thread by the bridge
+ * (or inline once the group is gone). Drops the delivery's reference. */
+void evmpi__future_deliver(evmpi_future_t *f);
+
+/* ---- work.c ------------------------------------------------------------ */
+
+typedef enum { EVMPI_WORK_COLLECTIVE, EVMPI_WORK_SEND, EVMPI_WORK_RECV } evmpi_work_kind_t;
+typedef enum { EVMPI_WORK_QUEUED, EVMPI_WORK_RUNNING, EVMPI_WORK_DONE } evmpi_work_state_t;
+
+/* Runs a collective on the worker thread. Returns a status; on failure it
+ * sets work->error_text (evmpi__work_mpi_error does so for MPI codes). */
+typedef int (*evmpi_run_fn)(evmpi_work_t *work);
+
+struct evmpi_work {
+  atomic_int refs;
+  evmpi_pg_t *pg;             /* a ref */
+  const char *name;           /* "mpi:all_reduce" */
+  const char *opname;         /* "allreduce", used in messages */
+  evmpi_work_kind_t kind;
+  evmpi_run_fn run;
+  evmpi_work_state_t state;   /* under the owning queue's lock */
+  uint64_t seq;               /* per group, from 1 */
+  /* arguments, copied at submission */
+  evmpi_tensor_t *tensors;    /* descriptors; outputs are tensors[0..noutputs) */
+  size_t ntensors, noutputs;
+  int64_t numel;
+  int root, peer, tag;
+  evmpi_reduce_op_t op;
+  MPI_Op mpi_op;
+  bool post_divide;
+  /* point to point */
+  MPI_Request request;
+  atomic_int source_rank;
+  /* result */
+  char *error_text;           /* set by the thread that finishes the work */
+  int outcome;                /* poller: status of a finished request */
+  evmpi_work_t *next;         /* worker queue or poller list */
+  evmpi_future_t future;      /* embedded; shares refs */
+  evmpi_tensor_t inline_tensors[1];
+};
+
+/* A new work with ntensors descriptor slots, refs = 2 (the caller's and the
+ * group's in-flight one). EVMPI_ERR_NOMEM sets the last error. */
+int evmpi__work_new(evmpi_pg_t *pg, const char *name, const char *opname, evmpi_work_kind_t kind,
+                    size_t ntensors, evmpi_work_t **out);
+/* Frees a work that was never queued (both refs). */
+void evmpi__work_discard(evmpi_work_t *w);
+void evmpi__work_retain(evmpi_work_t *w);
+/* Completes the work: status, message (error_text or a copy of msg), result
+ * tensors, future. Then drops the in-flight reference. */
+void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg);
+/* Records an MPI failure of call rc as the work's message and returns
+ * EVMPI_ERR_MPI. */
+int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc);
+
+/* ---- bridge.c: completions to the loop --------------------------------- */
+
+typedef struct evmpi_bridge {
+  struct event_base *base;
+  struct event *ev;
+  int efd;
+  bool own_loop;            /* base and thread are ours (NULL base given) */
+  pthread_t loop_thread;
+  pthread_mutex_t mu;
+  evmpi_future_t *head, *tail; /* under mu */
+  bool signalled;           /* under mu: eventfd written, not yet drained */
+  bool stop;                /* under mu: own loop should exit */
+  bool dead;                /* under mu: no loop any more, deliver inline */
+  bool dispatching;         /* loop thread only */
+  bool destroy_requested;   /* loop thread only */
+} evmpi_bridge_t;
+
+int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
+/* Hands f to the loop (the caller has taken a reference for it); false when
+ * the loop is gone, and the caller delivers f itself. */
+bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f);
+/* Delivers what is left, then detaches from the loop (and stops our own
+ * loop thread). Called by destroy, on the loop thread. */
+void evmpi__bridge_close(evmpi_bridge_t *b);
+bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b);
+
+/* ---- worker.c: collectives in order ------------------------------------ */
+
+typedef struct evmpi_worker {
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  evmpi_work_t *head, *tail; /* under mu */
+  bool closing;              /* under mu */
+  bool started;
+} evmpi_worker_t;
+
+int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg);
+/* Queues w (takes the in-flight reference); EVMPI_ERR_ABORTED once closing. */
+int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w);
+/* Removes w if it has not started; true when it did. */
+bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w);
+/* Runs what is queued, then stops and joins the thread. */
+void evmpi__worker_drain_and_stop(evmpi_worker_t *wk);
+/* Fails everything queued with EVMPI_ERR_ABORTED (group abort). */
+void evmpi__worker_fail_queued(evmpi_worker_t *wk, const char *why);
+
+/* ---- poller.c: point-to-point requests --------------------------------- */
+
+typedef struct evmpi_poller {
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  evmpi_work_t *incoming;    /* under mu: issued, not yet tested */
+  bool sleeping;             /* under mu: waiting on cv */
+  bool stopping;             /* under mu */
+  bool exited;               /* under mu: the thread has left */
+  /* poller-owned (and abort's, under mu) */
+  MPI_Request *reqs;
+  evmpi_work_t **works;
+  size_t n, cap;
+  bool started;
+} evmpi_poller_t;
+
+int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
+/* Hands an issued request's work to the poller (takes the in-flight ref). */
+int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w);
+/* Cancels a pending receive: EVMPI_OK (completed aborted) or STATE. */
+int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w);
+/* Cancels pending receives, waits for sends, stops and joins the thread. */
+void evmpi__poller_drain_and_stop(evmpi_poller_t *p);
+void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why);
+
+/* ---- pg.c -------------------------------------------------------------- */
+
+struct evmpi_pg {
+  atomic_int refs;           /* the user's handle + every work and future */
+  MPI_Comm comm;
+  int rank, size;
+  int tag_ub;                /* MPI_TAG_UB of comm */
+  atomic_bool closing;       /* destroy started: submissions refused */
+  atomic_uint_fast64_t next_seq;
+  evmpi_bridge_t bridge;
+  evmpi_worker_t worker;
+  evmpi_poller_t poller;
+};
+
+void evmpi__pg_retain(evmpi_pg_t *pg);
+void evmpi__pg_release(evmpi_pg_t *pg);
+/* The real teardown; the bridge calls it after a batch when a callback
+ * asked for destroy. */
+void evmpi__pg_teardown(evmpi_pg_t *pg);
+/* Common submission checks: pg and out not NULL, group not closing. */
+int evmpi__pg_check(const char *op, evmpi_pg_t *pg, evmpi_work_t **out);
+int evmpi__pg_check_rank(const char *op, const char *arg, const evmpi_pg_t *pg, int rank);
+
+#endif /* EVMPI_INTERNAL_H */

@@ -1,0 +1,326 @@
+/* future.c: futures, their callbacks, and joins of several futures.
+ *
+ * A future is marked done on whichever thread finishes its work (so that
+ * blocking waits need no loop), and its callbacks are handed to the loop of
+ * its group through the bridge, which runs them on the loop thread. */
+#include "evmpi-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct evmpi_cont {
+  evmpi_cont_t *next;
+  bool for_work;
+  union {
+    evmpi_work_cb work;
+    evmpi_future_cb future;
+  } fn;
+  void *arg;
+};
+
+struct evmpi_join_link {
+  evmpi_join_link_t *next;
+  evmpi_future_t *parent; /* a reference */
+};
+
+void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
+  memset(f, 0, sizeof *f);
+  atomic_init(&f->refs, 1);
+  atomic_init(&f->pending, 0);
+  f->owner = owner;
+  f->pg = pg;
+  if (pg)
+    evmpi__pg_retain(pg);
+  pthread_mutex_init(&f->mu, NULL);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&f->cv, &attr);
+  pthread_condattr_destroy(&attr);
+  f->status = EVMPI_ERR_STATE;
+}
+
+void evmpi__future_cleanup(evmpi_future_t *f) {
+  for (evmpi_cont_t *c = f->conts, *next; c; c = next) {
+    next = c->next;
+    free(c);
+  }
+  for (evmpi_join_link_t *l = f->parents, *next; l; l = next) {
+    next = l->next;
+    evmpi_future_release(l->parent);
+    free(l);
+  }
+  for (size_t i = 0; i < f->nchildren; i++)
+    evmpi_future_release(f->children[i]);
+  free(f->children);
+  free(f->error);
+  pthread_mutex_destroy(&f->mu);
+  pthread_cond_destroy(&f->cv);
+  if (f->pg)
+    evmpi__pg_release(f->pg);
+}
+
+void evmpi_future_retain(evmpi_future_t *f) {
+  if (!f)
+    return;
+  if (f->owner)
+    evmpi__work_retain(f->owner);
+  else
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void evmpi_future_release(evmpi_future_t *f) {
+  if (!f)
+    return;
+  if (f->owner) {
+    evmpi_work_release(f->owner);
+  } else if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
+    evmpi__future_cleanup(f);
+    free(f);
+  }
+}
+
+/* Hands f's callbacks to its loop, or runs them here when it has none. */
+static void schedule(evmpi_future_t *f) {
+  evmpi_future_retain(f);
+  if (!f->pg || !evmpi__bridge_post(&f->pg->bridge, f))
+    evmpi__future_deliver(f);
+}
+
+static void join_child_done(evmpi_future_t *join);
+
+void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
+                            const evmpi_tensor_t *value, size_t nvalue) {
+  char *copy = NULL;
+  if (status != EVMPI_OK)
+    copy = strdup(error ? error : evmpi_strerror(status));
+  pthread_mutex_lock(&f->mu);
+  if (f->done) {
+    pthread_mutex_unlock(&f->mu);
+    free(copy);
+    return;
+  }
+  f->done = true;
+  f->status = status;
+  f->error = copy;
+  f->value = status == EVMPI_OK ? value : NULL;
+  f->nvalue = status == EVMPI_OK ? nvalue : 0;
+  evmpi_join_link_t *parents = f->parents;
+  f->parents = NULL;
+  bool post = f->conts && !f->queued;
+  if (post)
+    f->queued = true;
+  pthread_cond_broadcast(&f->cv);
+  pthread_mutex_unlock(&f->mu);
+
+  for (evmpi_join_link_t *l = parents, *next; l; l = next) {
+    next = l->next;
+    join_child_done(l->parent);
+    evmpi_future_release(l->parent);
+    free(l);
+  }
+  if (post)
+    schedule(f);
+}
+
+void evmpi__future_deliver(evmpi_future_t *f) {
+  pthread_mutex_lock(&f->mu);
+  evmpi_cont_t *c = f->conts;
+  f->conts = f->conts_tail = NULL;
+  f->queued = false;
+  pthread_mutex_unlock(&f->mu);
+  while (c) {
+    evmpi_cont_t *next = c->next;
+    if (c->for_work)
+      c->fn.work(f->owner, c->arg);
+    else
+      c->fn.future(f, c->arg);
+    free(c);
+    c = next;
+  }
+  evmpi_future_release(f);
+}
+
+/* Appends a callback; schedules delivery when f is already done. */
+static int add_cont(evmpi_future_t *f, evmpi_cont_t *c) {
+  pthread_mutex_lock(&f->mu);
+  if (f->conts_tail)
+    f->conts_tail->next = c;
+  else
+    f->conts = c;
+  f->conts_tail = c;
+  bool post = f->done && !f->queued;
+  if (post)
+    f->queued = true;
+  pthread_mutex_unlock(&f->mu);
+  if (post)
+    schedule(f);
+  return EVMPI_OK;
+}
+
+int evmpi_future_then(evmpi_future_t *f, evmpi_future_cb cb, void *arg) {
+  if (!f || !cb)
+    return evmpi__fail(EVMPI_ERR_INVALID, "future_then: %s is NULL", f ? "cb" : "future");
+  evmpi_cont_t *c = calloc(1, sizeof *c);
+  if (!c)
+    return evmpi__fail(EVMPI_ERR_NOMEM, "future_then: out of memory");
+  c->fn.future = cb;
+  c->arg = arg;
+  return add_cont(f, c);
+}
+
+int evmpi_work_on_complete(evmpi_work_t *w, evmpi_work_cb cb, void *arg) {
+  if (!w || !cb)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_on_complete: %s is NULL", w ? "cb" : "work");
+  evmpi_cont_t *c = calloc(1, sizeof *c);
+  if (!c)
+    return evmpi__fail(EVMPI_ERR_NOMEM, "work_on_complete: out of memory");
+  c->for_work = true;
+  c->fn.work = cb;
+  c->arg = arg;
+  return add_cont(&w->future, c);
+}
+
+int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {
+  if (!f)
+    return evmpi__fail(EVMPI_ERR_INVALID, "wait: future is NULL");
+  struct timespec deadline;
+  if (timeout_ms > 0) {
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+      deadline.tv_sec++;
+      deadline.tv_nsec -= 1000000000L;
+    }
+  }
+  pthread_mutex_lock(&f->mu);
+  while (!f->done && timeout_ms != 0) {
+    if (timeout_ms < 0) {
+      pthread_cond_wait(&f->cv, &f->mu);
+    } else if (pthread_cond_timedwait(&f->cv, &f->mu, &deadline) == ETIMEDOUT) {
+      break;
+    }
+  }
+  int rc = f->done ? f->status : EVMPI_ERR_TIMEOUT;
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
+int evmpi_future_status(evmpi_future_t *f) {
+  if (!f)
+    return EVMPI_ERR_INVALID;
+  pthread_mutex_lock(&f->mu);
+  int rc = f->done ? f->status : EVMPI_ERR_STATE;
+  pthread_mutex_unlock(&f->mu);
+  return rc;
+}
+
+bool evmpi_future_is_done(evmpi_future_t *f) {
+  if (!f)
+    return false;
+  pthread_mutex_lock(&f->mu);
+  bool done = f->done;
+  pthread_mutex_unlock(&f->mu);
+  return done;
+}
+
+size_t evmpi_future_value(evmpi_future_t *f, const evmpi_tensor_t **tensors) {
+  size_t n = 0;
+  const evmpi_tensor_t *v = NULL;
+  if (f) {
+    pthread_mutex_lock(&f->mu);
+    if (f->done && f->status == EVMPI_OK) {
+      v = f->value;
+      n = f->nvalue;
+    }
+    pthread_mutex_unlock(&f->mu);
+  }
+  if (tensors)
+    *tensors = n ? v : NULL;
+  return n;
+}
+
+const char *evmpi_future_error(evmpi_future_t *f) {
+  if (!f)
+    return NULL;
+  pthread_mutex_lock(&f->mu);
+  const char *e = f->done && f->status != EVMPI_OK ? f->error : NULL;
+  pthread_mutex_unlock(&f->mu);
+  return e;
+}
+
+/* The last child of a join is done: the join takes the first failure. */
+static void join_child_done(evmpi_future_t *join) {
+  if (atomic_fetch_sub_explicit(&join->pending, 1, memory_order_acq_rel) != 1)
+    return;
+  int status = EVMPI_OK;
+  const char *error = NULL;
+  for (size_t i = 0; i < join->nchildren; i++) {
+    evmpi_future_t *c = join->children[i];
+    pthread_mutex_lock(&c->mu);
+    int s = c->status;
+    const char *e = c->error;
+    pthread_mutex_unlock(&c->mu);
+    if (s != EVMPI_OK) { /* c is done: its status and error are final */
+      status = s;
+      error = e;
+      break;
+    }
+  }
+  evmpi__future_complete(join, status, error, NULL, 0);
+}
+
+int evmpi_future_all(evmpi_future_t *const *futures, size_t count, evmpi_future_t **all) {
+  if (!all)
+    return evmpi__fail(EVMPI_ERR_INVALID, "future_all: all is NULL");
+  *all = NULL;
+  if (count > 0 && !futures)
+    return evmpi__fail(EVMPI_ERR_INVALID, "future_all: futures is NULL with count %zu", count);
+  for (size_t i = 0; i < count; i++)
+    if (!futures[i])
+      return evmpi__fail(EVMPI_ERR_INVALID, "future_all: futures[%zu] is NULL", i);
+  evmpi_future_t *j = malloc(sizeof *j);
+  evmpi_future_t **children = count ? calloc(count, sizeof *children) : NULL;
+  evmpi_join_link_t **links = count ? calloc(count, sizeof *links) : NULL;
+  bool nomem = !j || (count && (!children || !links));
+  for (size_t i = 0; !nomem && i < count; i++)
+    nomem = !(links[i] = malloc(sizeof **links));
+  if (nomem) {
+    for (size_t i = 0; links && i < count; i++)
+      free(links[i]);
+    free(links);
+    free(children);
+    free(j);
+    return evmpi__fail(EVMPI_ERR_NOMEM, "future_all: out of memory");
+  }
+  evmpi__future_init(j, NULL, count ? futures[0]->pg : NULL);
+  j->children = children;
+  j->nchildren = count;
+  /* One extra count keeps the join open while children are linked. */
+  atomic_store(&j->pending, count + 1);
+  for (size_t i = 0; i < count; i++) {
+    evmpi_future_t *c = futures[i];
+    evmpi_future_retain(c);
+    children[i] = c;
+    pthread_mutex_lock(&c->mu);
+    bool done = c->done;
+    if (!done) {
+      evmpi_future_retain(j);
+      links[i]->parent = j;
+      links[i]->next = c->parents;
+      c->parents = links[i];
+      links[i] = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (done)
+      join_child_done(j);
+    free(links[i]);
+  }
+  free(links);
+  join_child_done(j);
+  *all = j;
+  return EVMPI_OK;
+}

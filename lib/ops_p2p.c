@@ -1,0 +1,86 @@
+/* ops_p2p.c: sends and receives. They are issued at once on the calling
+ * thread (MPI_Isend/MPI_Irecv never block) and handed to the poller. */
+#include "evmpi-internal.h"
+
+#include <inttypes.h>
+#include <limits.h>
+
+static int check_tag(const char *op, const evmpi_pg_t *pg, int tag) {
+  if (tag < 0 || tag > pg->tag_ub)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: tag %d is outside 0..%d (MPI_TAG_UB)", op, tag,
+                       pg->tag_ub);
+  return EVMPI_OK;
+}
+
+static int check_count(const char *op, int64_t numel) {
+  if (numel > INT_MAX)
+    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: %" PRId64 " elements is more than one message "
+                       "can carry (INT_MAX); split the tensor", op, numel);
+  return EVMPI_OK;
+}
+
+typedef struct {
+  const char *opname, *name;
+  evmpi_work_kind_t kind;
+  const evmpi_tensor_t *tensor;
+  int peer; /* MPI_ANY_SOURCE for any */
+  int tag;
+} p2p_args_t;
+
+static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
+  int64_t numel = 0;
+  evmpi_work_t *w;
+  int rc = evmpi__pg_check(a->opname, pg, out);
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_tensor(a->opname, "tensor", a->tensor, &numel);
+  if (rc == EVMPI_OK && a->peer != MPI_ANY_SOURCE)
+    rc = evmpi__pg_check_rank(a->opname, a->kind == EVMPI_WORK_SEND ? "dst" : "src", pg, a->peer);
+  if (rc == EVMPI_OK)
+    rc = check_tag(a->opname, pg, a->tag);
+  if (rc == EVMPI_OK)
+    rc = check_count(a->opname, numel);
+  if (rc == EVMPI_OK)
+    rc = evmpi__work_new(pg, a->name, a->opname, a->kind, 1, &w);
+  if (rc != EVMPI_OK)
+    return rc;
+  w->tensors[0] = *a->tensor;
+  w->noutputs = a->kind == EVMPI_WORK_RECV ? 1 : 0;
+  w->numel = numel;
+  w->peer = a->peer;
+  w->tag = a->tag;
+  MPI_Datatype dt = evmpi__mpi_datatype(a->tensor->dtype);
+  const char *call = a->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv";
+  if (a->kind == EVMPI_WORK_SEND)
+    rc = MPI_Isend(w->tensors[0].data, (int)numel, dt, a->peer, a->tag, pg->comm, &w->request);
+  else
+    rc = MPI_Irecv(w->tensors[0].data, (int)numel, dt, a->peer, a->tag, pg->comm, &w->request);
+  if (rc != MPI_SUCCESS) {
+    char text[MPI_MAX_ERROR_STRING + 32];
+    evmpi__mpi_error_text(rc, text, sizeof text);
+    evmpi__work_discard(w);
+    return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", a->opname, call, text);
+  }
+  rc = evmpi__poller_submit(&pg->poller, w);
+  if (rc != EVMPI_OK) {
+    evmpi__work_discard(w);
+    return rc;
+  }
+  *out = w;
+  return EVMPI_OK;
+}
+
+int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, int tag, evmpi_work_t **work) {
+  p2p_args_t a = {"send", "mpi:send", EVMPI_WORK_SEND, tensor, dst, tag};
+  return submit_p2p(pg, &a, work);
+}
+
+int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag, evmpi_work_t **work) {
+  p2p_args_t a = {"recv", "mpi:recv", EVMPI_WORK_RECV, tensor, src, tag};
+  return submit_p2p(pg, &a, work);
+}
+
+int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag, evmpi_work_t **work) {
+  p2p_args_t a = {"recv_anysource", "mpi:recvAnySource", EVMPI_WORK_RECV, tensor, MPI_ANY_SOURCE,
+                  tag};
+  return submit_p2p(pg, &a, work);
+}

@@ -1,0 +1,179 @@
+/* pg.c: process groups: creation over the world, a subset of it or a
+ * communicator of the application's; rank, size; destroy and abort. */
+#include "evmpi-internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void evmpi__pg_retain(evmpi_pg_t *pg) { atomic_fetch_add_explicit(&pg->refs, 1, memory_order_relaxed); }
+
+void evmpi__pg_release(evmpi_pg_t *pg) {
+  if (atomic_fetch_sub_explicit(&pg->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  pthread_mutex_destroy(&pg->bridge.mu);
+  pthread_mutex_destroy(&pg->worker.mu);
+  pthread_cond_destroy(&pg->worker.cv);
+  pthread_mutex_destroy(&pg->poller.mu);
+  pthread_cond_destroy(&pg->poller.cv);
+  free(pg->poller.reqs);
+  free(pg->poller.works);
+  free(pg);
+}
+
+/* Takes ownership of comm (a communicator of evmpi's own). */
+static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi_pg_t **out) {
+  MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+  evmpi_pg_t *pg = calloc(1, sizeof *pg);
+  if (!pg) {
+    MPI_Comm_free(&comm);
+    return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", op);
+  }
+  atomic_init(&pg->refs, 1);
+  atomic_init(&pg->closing, false);
+  atomic_init(&pg->next_seq, 0);
+  pg->comm = comm;
+  MPI_Comm_rank(comm, &pg->rank);
+  MPI_Comm_size(comm, &pg->size);
+  int *tag_ub = NULL, flag = 0;
+  MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &flag);
+  pg->tag_ub = flag && tag_ub ? *tag_ub : 32767; /* 32767: the least MPI promises */
+  int rc = evmpi__bridge_open(&pg->bridge, base, pg);
+  if (rc == EVMPI_OK)
+    rc = evmpi__worker_start(&pg->worker, pg);
+  if (rc == EVMPI_OK)
+    rc = evmpi__poller_start(&pg->poller, pg);
+  if (rc != EVMPI_OK) {
+    evmpi__pg_teardown(pg);
+    return rc;
+  }
+  *out = pg;
+  return EVMPI_OK;
+}
+
+static int mpi_fail(const char *op, const char *call, int rc) {
+  char text[MPI_MAX_ERROR_STRING + 32];
+  evmpi__mpi_error_text(rc, text, sizeof text);
+  return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", op, call, text);
+}
+
+static int check_ranks(const int *ranks, int nranks, int world) {
+  if (nranks < 1 || nranks > world)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: nranks %d is outside 1..%d (the world size)",
+                       nranks, world);
+  for (int i = 0; i < nranks; i++) {
+    if (ranks[i] < 0 || ranks[i] >= world)
+      return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: ranks[%d] = %d is outside 0..%d", i,
+                         ranks[i], world - 1);
+    for (int j = 0; j < i; j++)
+      if (ranks[j] == ranks[i])
+        return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: rank %d appears twice (ranks[%d] and "
+                           "ranks[%d])", ranks[i], j, i);
+  }
+  return EVMPI_OK;
+}
+
+int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks, evmpi_pg_t **pg) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: pg is NULL");
+  *pg = NULL;
+  int rc = evmpi__mpi_ensure_init();
+  if (rc != EVMPI_OK)
+    return rc;
+  MPI_Comm comm = MPI_COMM_NULL;
+  if (!ranks) {
+    rc = MPI_Comm_dup(MPI_COMM_WORLD, &comm);
+    if (rc != MPI_SUCCESS)
+      return mpi_fail("pg_create", "MPI_Comm_dup", rc);
+    return pg_open("pg_create", base, comm, pg);
+  }
+  int world = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if ((rc = check_ranks(ranks, nranks, world)) != EVMPI_OK)
+    return rc;
+  MPI_Group world_group, group;
+  MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+  rc = MPI_Group_incl(world_group, nranks, ranks, &group);
+  MPI_Group_free(&world_group);
+  if (rc != MPI_SUCCESS)
+    return mpi_fail("pg_create", "MPI_Group_incl", rc);
+  rc = MPI_Comm_create(MPI_COMM_WORLD, group, &comm);
+  MPI_Group_free(&group);
+  if (rc != MPI_SUCCESS)
+    return mpi_fail("pg_create", "MPI_Comm_create", rc);
+  if (comm == MPI_COMM_NULL)
+    return EVMPI_OK; /* not a member: no group, as in the seed */
+  return pg_open("pg_create", base, comm, pg);
+}
+
+int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t **pg) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create_from_comm: pg is NULL");
+  *pg = NULL;
+  int rc = evmpi__mpi_ensure_init();
+  if (rc != EVMPI_OK)
+    return rc;
+  if (comm == MPI_COMM_NULL)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create_from_comm: comm is MPI_COMM_NULL");
+  MPI_Comm dup = MPI_COMM_NULL;
+  rc = MPI_Comm_dup(comm, &dup);
+  if (rc != MPI_SUCCESS)
+    return mpi_fail("pg_create_from_comm", "MPI_Comm_dup", rc);
+  return pg_open("pg_create_from_comm", base, dup, pg);
+}
+
+int evmpi_pg_rank(const evmpi_pg_t *pg) { return pg ? pg->rank : -1; }
+int evmpi_pg_size(const evmpi_pg_t *pg) { return pg ? pg->size : -1; }
+const char *evmpi_pg_backend_name(const evmpi_pg_t *pg) {
+  (void)pg;
+  return "mpi";
+}
+
+void evmpi__pg_teardown(evmpi_pg_t *pg) {
+  atomic_store(&pg->closing, true);
+  evmpi__worker_drain_and_stop(&pg->worker);
+  evmpi__poller_drain_and_stop(&pg->poller);
+  if (pg->bridge.ev)
+    evmpi__bridge_close(&pg->bridge);
+  MPI_Comm_free(&pg->comm);
+  evmpi__pg_release(pg); /* the user's reference */
+}
+
+void evmpi_pg_destroy(evmpi_pg_t *pg) {
+  if (!pg)
+    return;
+  evmpi_bridge_t *b = &pg->bridge;
+  if (b->own_loop ? evmpi__bridge_on_loop_thread(b) : b->dispatching) {
+    /* Called from one of this group's callbacks: finish the batch first. */
+    atomic_store(&pg->closing, true);
+    b->destroy_requested = true;
+    return;
+  }
+  evmpi__pg_teardown(pg);
+}
+
+void evmpi_pg_abort(evmpi_pg_t *pg) {
+  if (!pg)
+    return;
+  atomic_store(&pg->closing, true);
+  evmpi__worker_fail_queued(&pg->worker, "the group was aborted (evmpi_pg_abort)");
+  evmpi__poller_fail_pending(&pg->poller, "the group was aborted (evmpi_pg_abort)");
+  MPI_Abort(pg->comm, EXIT_FAILURE);
+}
+
+int evmpi__pg_check(const char *op, evmpi_pg_t *pg, evmpi_work_t **out) {
+  if (!out)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: work is NULL", op);
+  *out = NULL;
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: pg is NULL", op);
+  if (atomic_load(&pg->closing))
+    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", op);
+  return EVMPI_OK;
+}
+
+int evmpi__pg_check_rank(const char *op, const char *arg, const evmpi_pg_t *pg, int rank) {
+  if (rank < 0 || rank >= pg->size)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s %d is outside 0..%d (the group size is %d)", op,
+                       arg, rank, pg->size - 1, pg->size);
+  return EVMPI_OK;
+}

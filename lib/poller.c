@@ -1,0 +1,296 @@
+/* poller.c: the poller thread. Sends and receives are issued at once with
+ * MPI_Isend/MPI_Irecv by the submitting thread; the poller tests them all
+ * with MPI_Testsome, so that their completion does not wait for the
+ * collective the worker may be running. It spins briefly after activity,
+ * then backs off with growing sleeps (4 ranks share 2 cores in the tests),
+ * and sleeps on a condition variable when nothing is pending. */
+#include "evmpi-internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum {
+  SPIN_POLLS = 64,        /* polls with sched_yield before sleeping */
+  MAX_SLEEP_US = 500,     /* the longest back-off sleep */
+};
+
+typedef struct {
+  int *idx;
+  MPI_Status *st;
+  size_t cap;
+} scratch_t;
+
+static int grow(evmpi_poller_t *p, scratch_t *s, size_t need) {
+  if (need <= p->cap)
+    return 0;
+  size_t cap = p->cap ? p->cap * 2 : 16;
+  while (cap < need)
+    cap *= 2;
+  MPI_Request *r = realloc(p->reqs, cap * sizeof *r);
+  if (r)
+    p->reqs = r;
+  evmpi_work_t **w = realloc(p->works, cap * sizeof *w);
+  if (w)
+    p->works = w;
+  int *idx = realloc(s->idx, cap * sizeof *idx);
+  if (idx)
+    s->idx = idx;
+  MPI_Status *st = realloc(s->st, cap * sizeof *st);
+  if (st)
+    s->st = st;
+  if (!r || !w || !idx || !st)
+    return -1;
+  p->cap = s->cap = cap;
+  return 0;
+}
+
+/* The outcome of a finished request: status and message for its work. */
+static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
+  if (rc != MPI_SUCCESS)
+    return evmpi__work_mpi_error(w, w->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv", rc);
+  if (w->kind == EVMPI_WORK_RECV) {
+    int cancelled = 0;
+    MPI_Test_cancelled(st, &cancelled);
+    if (cancelled) {
+      free(w->error_text);
+      w->error_text = evmpi__asprintf("%s: cancelled before a message matched (#%llu)",
+                                      w->opname, (unsigned long long)w->seq);
+      return EVMPI_ERR_ABORTED;
+    }
+    atomic_store(&w->source_rank, st->MPI_SOURCE);
+  }
+  return EVMPI_OK;
+}
+
+static void adopt_incoming(evmpi_poller_t *p, scratch_t *s) {
+  while (p->incoming) {
+    if (grow(p, s, p->n + 1) != 0)
+      return; /* try again on the next round */
+    evmpi_work_t *w = p->incoming;
+    p->incoming = w->next;
+    w->next = NULL;
+    p->reqs[p->n] = w->request;
+    p->works[p->n] = w;
+    p->n++;
+  }
+}
+
+static void cancel_receives(evmpi_poller_t *p) {
+  for (size_t i = 0; i < p->n; i++)
+    if (p->works[i]->kind == EVMPI_WORK_RECV && p->reqs[i] != MPI_REQUEST_NULL)
+      MPI_Cancel(&p->reqs[i]);
+}
+
+static void sleep_backoff(evmpi_poller_t *p, unsigned idle) {
+  if (idle < SPIN_POLLS) {
+    sched_yield();
+    return;
+  }
+  unsigned shift = idle - SPIN_POLLS;
+  long us = shift >= 9 ? MAX_SLEEP_US : (1L << shift);
+  if (us > MAX_SLEEP_US)
+    us = MAX_SLEEP_US;
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  until.tv_nsec += us * 1000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&p->mu);
+  if (!p->incoming && !p->stopping) {
+    p->sleeping = true;
+    pthread_cond_timedwait(&p->cv, &p->mu, &until);
+    p->sleeping = false;
+  }
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void *poller_main(void *arg) {
+  evmpi_pg_t *pg = arg;
+  evmpi_poller_t *p = &pg->poller;
+  scratch_t s = {0};
+  unsigned idle = 0;
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    bool fresh = p->incoming != NULL;
+    adopt_incoming(p, &s);
+    if (p->stopping)
+      cancel_receives(p);
+    if (p->n == 0) {
+      if (p->stopping) {
+        p->exited = true;
+        pthread_mutex_unlock(&p->mu);
+        break;
+      }
+      p->sleeping = true;
+      pthread_cond_wait(&p->cv, &p->mu);
+      p->sleeping = false;
+      pthread_mutex_unlock(&p->mu);
+      idle = 0;
+      continue;
+    }
+    int outcount = 0;
+    int rc = MPI_Testsome((int)p->n, p->reqs, &outcount, s.idx, s.st);
+    evmpi_work_t *done = NULL;
+    if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) {
+      /* The call itself failed: every pending request fails with it. */
+      for (size_t i = 0; i < p->n; i++) {
+        evmpi_work_t *w = p->works[i];
+        w->state = EVMPI_WORK_DONE;
+        w->outcome = evmpi__work_mpi_error(w, "MPI_Testsome", rc);
+        w->next = done;
+        done = w;
+      }
+      p->n = 0;
+    } else if (outcount != MPI_UNDEFINED && outcount > 0) {
+      for (int k = 0; k < outcount; k++) {
+        evmpi_work_t *w = p->works[s.idx[k]];
+        int wrc = rc == MPI_ERR_IN_STATUS ? s.st[k].MPI_ERROR : MPI_SUCCESS;
+        w->state = EVMPI_WORK_DONE;
+        w->outcome = request_outcome(w, wrc, &s.st[k]);
+        p->works[s.idx[k]] = NULL;
+        w->next = done;
+        done = w;
+      }
+      size_t j = 0;
+      for (size_t i = 0; i < p->n; i++) {
+        if (p->works[i]) {
+          p->works[j] = p->works[i];
+          p->reqs[j] = p->reqs[i];
+          j++;
+        }
+      }
+      p->n = j;
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    bool progress = done != NULL || fresh;
+    while (done) {
+      evmpi_work_t *next = done->next;
+      evmpi__work_finish(done, done->outcome, NULL);
+      done = next;
+    }
+    idle = progress ? 0 : idle + 1;
+    if (!progress)
+      sleep_backoff(p, idle);
+  }
+  free(s.idx);
+  free(s.st);
+  return NULL;
+}
+
+int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
+  memset(p, 0, sizeof *p);
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->cv, &attr);
+  pthread_condattr_destroy(&attr);
+  if (pthread_create(&p->thread, NULL, poller_main, pg) != 0)
+    return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot start the poller thread");
+  p->started = true;
+  return EVMPI_OK;
+}
+
+int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
+  pthread_mutex_lock(&p->mu);
+  if (p->exited) {
+    /* Raced with destroy: nobody will test this request any more. */
+    pthread_mutex_unlock(&p->mu);
+    MPI_Cancel(&w->request);
+    MPI_Request_free(&w->request);
+    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
+  }
+  w->state = EVMPI_WORK_RUNNING;
+  w->next = p->incoming;
+  p->incoming = w;
+  if (p->sleeping)
+    pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return EVMPI_OK;
+}
+
+int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
+  pthread_mutex_lock(&p->mu);
+  evmpi_work_t **link = &p->incoming;
+  while (*link && *link != w)
+    link = &(*link)->next;
+  MPI_Request *req = NULL;
+  size_t at = 0;
+  if (*link) {
+    req = &w->request;
+  } else {
+    for (at = 0; at < p->n && p->works[at] != w; at++)
+      ;
+    if (at < p->n)
+      req = &p->reqs[at];
+  }
+  if (!req) {
+    pthread_mutex_unlock(&p->mu);
+    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already completed",
+                       w->name, (unsigned long long)w->seq);
+  }
+  /* An unmatched receive completes at once when cancelled; a matched one
+   * cannot be cancelled and completes normally, later, in the poller. */
+  MPI_Status st;
+  int flag = 0;
+  MPI_Cancel(req);
+  int rc = MPI_Test(req, &flag, &st);
+  if (!flag && rc == MPI_SUCCESS) {
+    pthread_mutex_unlock(&p->mu);
+    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",
+                       w->name, (unsigned long long)w->seq);
+  }
+  if (*link) {
+    *link = w->next;
+    w->next = NULL;
+  } else {
+    p->n--;
+    p->reqs[at] = p->reqs[p->n];
+    p->works[at] = p->works[p->n];
+  }
+  w->state = EVMPI_WORK_DONE;
+  int outcome = request_outcome(w, rc, &st);
+  pthread_mutex_unlock(&p->mu);
+  evmpi__work_finish(w, outcome, NULL);
+  if (outcome == EVMPI_ERR_ABORTED)
+    return EVMPI_OK;
+  return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) completed before it could be "
+                     "cancelled", w->name, (unsigned long long)w->seq);
+}
+
+void evmpi__poller_drain_and_stop(evmpi_poller_t *p) {
+  if (!p->started)
+    return;
+  pthread_mutex_lock(&p->mu);
+  p->stopping = true;
+  pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  pthread_join(p->thread, NULL);
+  p->started = false;
+}
+
+void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why) {
+  pthread_mutex_lock(&p->mu);
+  evmpi_work_t *done = p->incoming;
+  p->incoming = NULL;
+  for (size_t i = 0; i < p->n; i++) {
+    p->works[i]->next = done;
+    done = p->works[i];
+  }
+  p->n = 0;
+  for (evmpi_work_t *w = done; w; w = w->next)
+    w->state = EVMPI_WORK_DONE;
+  pthread_mutex_unlock(&p->mu);
+  while (done) {
+    evmpi_work_t *next = done->next;
+    evmpi__work_finish(done, EVMPI_ERR_ABORTED, why);
+    done = next;
+  }
+}

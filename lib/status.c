@@ -1,0 +1,59 @@
+/* status.c: status codes, their text, and the per-thread last error. */
+#include "evmpi-internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static _Thread_local char last_error[512];
+
+const char *evmpi_strerror(int status) {
+  switch (status) {
+  case EVMPI_OK: return "success";
+  case EVMPI_ERR_INVALID: return "invalid argument";
+  case EVMPI_ERR_UNSUPPORTED: return "not supported";
+  case EVMPI_ERR_MPI: return "MPI error";
+  case EVMPI_ERR_TIMEOUT: return "timed out";
+  case EVMPI_ERR_ABORTED: return "aborted";
+  case EVMPI_ERR_NOMEM: return "out of memory";
+  case EVMPI_ERR_CUDA: return "CUDA error";
+  case EVMPI_ERR_STATE: return "not valid in this state";
+  default: return "unknown evmpi status";
+  }
+}
+
+const char *evmpi_last_error(void) { return last_error; }
+
+int evmpi__fail(int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+char *evmpi__asprintf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    return NULL;
+  char *s = malloc((size_t)n + 1);
+  if (!s)
+    return NULL;
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+void evmpi__mpi_error_text(int code, char *buf, size_t len) {
+  char text[MPI_MAX_ERROR_STRING];
+  int tlen = 0, cls = 0;
+  if (MPI_Error_string(code, text, &tlen) != MPI_SUCCESS)
+    snprintf(text, sizeof text, "unknown MPI error");
+  if (MPI_Error_class(code, &cls) != MPI_SUCCESS)
+    cls = code;
+  snprintf(buf, len, "%s (error class %d)", text, cls);
+}

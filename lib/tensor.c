@@ -1,0 +1,97 @@
+/* tensor.c: tensor descriptors, their sizes and the checks every operation
+ * makes before anything is queued. */
+#include "evmpi-internal.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+size_t evmpi_dtype_size(evmpi_dtype_t dtype) {
+  switch (dtype) {
+  case EVMPI_UINT8: case EVMPI_INT8: case EVMPI_BOOL: return 1;
+  case EVMPI_INT16: case EVMPI_UINT16: case EVMPI_FLOAT16: case EVMPI_BFLOAT16: return 2;
+  case EVMPI_INT32: case EVMPI_UINT32: case EVMPI_FLOAT32: return 4;
+  case EVMPI_INT64: case EVMPI_UINT64: case EVMPI_FLOAT64: case EVMPI_COMPLEX64: return 8;
+  case EVMPI_COMPLEX128: return 16;
+  }
+  return 0;
+}
+
+evmpi_tensor_t evmpi_tensor_flat(void *data, evmpi_dtype_t dtype, int64_t count) {
+  evmpi_tensor_t t;
+  memset(&t, 0, sizeof t);
+  t.data = data;
+  t.dtype = dtype;
+  t.ndim = 1;
+  t.shape[0] = count;
+  t.device.type = EVMPI_DEVICE_CPU;
+  return t;
+}
+
+int64_t evmpi_tensor_numel(const evmpi_tensor_t *t) {
+  if (!t || t->ndim < 0 || t->ndim > EVMPI_MAX_DIMS)
+    return -1;
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; i++) {
+    if (t->shape[i] < 0)
+      return -1;
+    if (t->shape[i] != 0 && n > INT64_MAX / t->shape[i])
+      return -1;
+    n *= t->shape[i];
+  }
+  return n;
+}
+
+/* Strides all zero mean contiguous. Otherwise they must be the row-major
+ * strides of the shape; a dimension of extent 1 may carry any stride, as
+ * it is never stepped over. */
+static bool is_contiguous(const evmpi_tensor_t *t) {
+  bool all_zero = true;
+  for (int i = 0; i < t->ndim; i++)
+    all_zero = all_zero && t->strides[i] == 0;
+  if (all_zero)
+    return true;
+  int64_t expect = 1;
+  for (int i = t->ndim - 1; i >= 0; i--) {
+    if (t->shape[i] != 1 && t->strides[i] != expect)
+      return false;
+    expect *= t->shape[i];
+  }
+  return true;
+}
+
+int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t, int64_t *numel) {
+  if (!t)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL", op, arg);
+  if (evmpi_dtype_size(t->dtype) == 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: dtype %d is not a valid evmpi_dtype_t", op, arg,
+                       (int)t->dtype);
+  if (t->ndim < 0 || t->ndim > EVMPI_MAX_DIMS)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: ndim %d is outside 0..%d", op, arg, t->ndim,
+                       EVMPI_MAX_DIMS);
+  for (int i = 0; i < t->ndim; i++)
+    if (t->shape[i] < 0)
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: shape[%d] is %" PRId64 ", must be >= 0", op,
+                         arg, i, t->shape[i]);
+  int64_t n = evmpi_tensor_numel(t);
+  if (n < 0 || (uint64_t)n > (uint64_t)INT64_MAX / evmpi_dtype_size(t->dtype))
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: the shape's size overflows", op, arg);
+  if (!is_contiguous(t))
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s has to be contiguous (its strides are not "
+                       "row-major for its shape)", op, arg);
+  if (n > 0 && !t->data)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: data is NULL for %" PRId64 " elements", op, arg,
+                       n);
+  switch (t->device.type) {
+  case EVMPI_DEVICE_CPU:
+    break;
+  case EVMPI_DEVICE_CUDA:
+    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: %s is on cuda:%d but this evmpi was built "
+                       "without CUDA (configure --with-cuda)", op, arg, t->device.index);
+  default:
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: device type %d is not a valid "
+                       "evmpi_device_type_t", op, arg, (int)t->device.type);
+  }
+  if (numel)
+    *numel = n;
+  return EVMPI_OK;
+}

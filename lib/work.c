@@ -1,0 +1,120 @@
+/* work.c: the work object: one submitted operation, reference counted, with
+ * its embedded future. */
+#include "evmpi-internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int evmpi__work_new(evmpi_pg_t *pg, const char *name, const char *opname, evmpi_work_kind_t kind,
+                    size_t ntensors, evmpi_work_t **out) {
+  size_t extra = ntensors > 1 ? (ntensors - 1) * sizeof(evmpi_tensor_t) : 0;
+  evmpi_work_t *w = calloc(1, sizeof *w + extra);
+  if (!w)
+    return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", opname);
+  atomic_init(&w->refs, 2); /* the caller's and the in-flight one */
+  w->pg = pg;
+  evmpi__pg_retain(pg);
+  w->name = name;
+  w->opname = opname;
+  w->kind = kind;
+  w->state = EVMPI_WORK_QUEUED;
+  w->seq = atomic_fetch_add_explicit(&pg->next_seq, 1, memory_order_relaxed) + 1;
+  w->tensors = w->inline_tensors;
+  w->ntensors = ntensors;
+  w->request = MPI_REQUEST_NULL;
+  atomic_init(&w->source_rank, -1);
+  evmpi__future_init(&w->future, w, pg);
+  *out = w;
+  return EVMPI_OK;
+}
+
+static void work_free(evmpi_work_t *w) {
+  evmpi_pg_t *pg = w->pg;
+  evmpi__future_cleanup(&w->future);
+  free(w->error_text);
+  free(w);
+  evmpi__pg_release(pg);
+}
+
+void evmpi__work_discard(evmpi_work_t *w) { work_free(w); }
+
+void evmpi__work_retain(evmpi_work_t *w) {
+  atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
+}
+
+void evmpi_work_release(evmpi_work_t *w) {
+  if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+    work_free(w);
+}
+
+void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
+  const char *text = NULL;
+  if (status != EVMPI_OK)
+    text = w->error_text ? w->error_text : msg;
+  evmpi__future_complete(&w->future, status, text, w->tensors, w->noutputs);
+  evmpi_work_release(w);
+}
+
+int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc) {
+  char text[MPI_MAX_ERROR_STRING + 32];
+  evmpi__mpi_error_text(rc, text, sizeof text);
+  free(w->error_text);
+  w->error_text = evmpi__asprintf("%s: %s failed: %s", w->opname, call, text);
+  return EVMPI_ERR_MPI;
+}
+
+int evmpi_work_wait(evmpi_work_t *w, int timeout_ms) {
+  if (!w)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_wait: work is NULL");
+  return evmpi_future_wait(&w->future, timeout_ms);
+}
+
+bool evmpi_work_is_completed(evmpi_work_t *w) { return w && evmpi_future_is_done(&w->future); }
+
+bool evmpi_work_is_success(evmpi_work_t *w) {
+  return w && evmpi_future_status(&w->future) == EVMPI_OK;
+}
+
+int evmpi_work_status(evmpi_work_t *w) {
+  return w ? evmpi_future_status(&w->future) : EVMPI_ERR_INVALID;
+}
+
+const char *evmpi_work_error(evmpi_work_t *w) { return w ? evmpi_future_error(&w->future) : NULL; }
+
+int evmpi_work_source_rank(evmpi_work_t *w) {
+  if (!w || w->kind != EVMPI_WORK_RECV || !evmpi_future_is_done(&w->future))
+    return -1;
+  return atomic_load(&w->source_rank);
+}
+
+size_t evmpi_work_result(evmpi_work_t *w, const evmpi_tensor_t **tensors) {
+  if (!w) {
+    if (tensors)
+      *tensors = NULL;
+    return 0;
+  }
+  return evmpi_future_value(&w->future, tensors);
+}
+
+const char *evmpi_work_name(evmpi_work_t *w) { return w ? w->name : NULL; }
+
+evmpi_future_t *evmpi_work_get_future(evmpi_work_t *w) { return w ? &w->future : NULL; }
+
+int evmpi_work_abort(evmpi_work_t *w) {
+  if (!w)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_abort: work is NULL");
+  switch (w->kind) {
+  case EVMPI_WORK_COLLECTIVE:
+    if (evmpi__worker_cancel(&w->pg->worker, w))
+      return EVMPI_OK;
+    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already started", w->name,
+                       (unsigned long long)w->seq);
+  case EVMPI_WORK_RECV:
+    return evmpi__poller_cancel(&w->pg->poller, w);
+  case EVMPI_WORK_SEND:
+    break;
+  }
+  return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) cannot be cancelled once issued",
+                     w->name, (unsigned long long)w->seq);
+}

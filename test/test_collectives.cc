@@ -1,0 +1,205 @@
+// test_collectives.cc: allreduce, broadcast and barrier through the loop.
+#include "harness.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+struct Loop {
+  struct event_base *base = event_base_new();
+  evmpi_pg_t *pg = nullptr;
+  Loop() {
+    int rc = evmpi_pg_create(base, nullptr, 0, &pg);
+    EXPECT_EQ(rc, EVMPI_OK) << evmpi_last_error();
+  }
+  ~Loop() {
+    evmpi_pg_destroy(pg);
+    event_base_free(base);
+  }
+};
+
+class Collectives : public MpiTest {};
+
+TEST_F(Collectives, AllreduceSumFloat64) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  std::vector<double> v(1000);
+  for (size_t i = 0; i < v.size(); i++)
+    v[i] = rank + static_cast<double>(i);
+  evmpi_tensor_t t = evmpi_tensor_flat(v.data(), EVMPI_FLOAT64, (int64_t)v.size());
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(l.pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_NE(w, nullptr);
+  EXPECT_STREQ(evmpi_work_name(w), "mpi:all_reduce");
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+  EXPECT_TRUE(evmpi_work_is_success(w));
+  EXPECT_EQ(evmpi_work_error(w), nullptr);
+  double ranksum = size * (size - 1) / 2.0;
+  for (size_t i = 0; i < v.size(); i++)
+    ASSERT_EQ(v[i], ranksum + size * static_cast<double>(i)) << "at " << i;
+  const evmpi_tensor_t *out = nullptr;
+  ASSERT_EQ(evmpi_work_result(w, &out), 1u);
+  EXPECT_EQ(out->data, v.data());
+  evmpi_work_release(w);
+}
+
+TEST_F(Collectives, AllreduceOpsOnInt32) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  struct Case {
+    evmpi_reduce_op_t op;
+    int32_t expect;
+  } cases[] = {
+      {EVMPI_SUM, size * (size + 1) / 2},
+      {EVMPI_MIN, 1},
+      {EVMPI_MAX, size},
+      {EVMPI_PRODUCT, [size] { int p = 1; for (int r = 1; r <= size; r++) p *= r; return p; }()},
+  };
+  for (const Case &c : cases) {
+    int32_t v[3] = {rank + 1, rank + 1, rank + 1};
+    evmpi_tensor_t t = evmpi_tensor_flat(v, EVMPI_INT32, 3);
+    evmpi_work_t *w = nullptr;
+    ASSERT_EQ(evmpi_allreduce(l.pg, &t, c.op, &w), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK) << evmpi_work_error(w);
+    for (int i = 0; i < 3; i++)
+      EXPECT_EQ(v[i], c.expect) << "op " << c.op;
+    evmpi_work_release(w);
+  }
+}
+
+TEST_F(Collectives, AllreduceAvgFloat32) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  float v[4] = {(float)rank, (float)rank, (float)rank, (float)rank};
+  evmpi_tensor_t t = evmpi_tensor_flat(v, EVMPI_FLOAT32, 4);
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(l.pg, &t, EVMPI_AVG, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK) << evmpi_work_error(w);
+  for (float x : v)
+    EXPECT_FLOAT_EQ(x, (size - 1) / 2.0f);
+  evmpi_work_release(w);
+}
+
+TEST_F(Collectives, BroadcastFromEveryRoot) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  for (int root = 0; root < size; root++) {
+    std::vector<int64_t> v(257, rank == root ? 1000 + root : -1);
+    evmpi_tensor_t t = evmpi_tensor_flat(v.data(), EVMPI_INT64, (int64_t)v.size());
+    evmpi_work_t *w = nullptr;
+    ASSERT_EQ(evmpi_broadcast(l.pg, &t, root, &w), EVMPI_OK) << evmpi_last_error();
+    EXPECT_STREQ(evmpi_work_name(w), "mpi:broadcast");
+    ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+    ASSERT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+    for (int64_t x : v)
+      ASSERT_EQ(x, 1000 + root);
+    evmpi_work_release(w);
+  }
+}
+
+TEST_F(Collectives, BarrierCompletes) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_barrier(l.pg, &w), EVMPI_OK) << evmpi_last_error();
+  EXPECT_STREQ(evmpi_work_name(w), "mpi:barrier");
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK);
+  const evmpi_tensor_t *out = reinterpret_cast<const evmpi_tensor_t *>(1);
+  EXPECT_EQ(evmpi_work_result(w, &out), 0u);
+  EXPECT_EQ(out, nullptr);
+  evmpi_work_release(w);
+}
+
+struct Order {
+  std::vector<int> seen;
+  pthread_t loop_thread;
+  bool wrong_thread = false;
+};
+
+void record(evmpi_work_t *w, void *arg) {
+  auto *o = static_cast<std::pair<Order *, int> *>(arg);
+  if (!pthread_equal(pthread_self(), o->first->loop_thread))
+    o->first->wrong_thread = true;
+  o->first->seen.push_back(o->second);
+  (void)w;
+}
+
+// 1000 queued allreduces: values verified, callbacks on the loop thread, in
+// submission order.
+TEST_F(Collectives, ThousandQueuedAllreducesInOrderOnLoopThread) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  const int n = 1000;
+  std::vector<int32_t> vals(n);
+  std::vector<evmpi_tensor_t> ts(n);
+  std::vector<evmpi_work_t *> ws(n);
+  std::vector<std::pair<Order *, int>> args(n);
+  Order order;
+  order.loop_thread = pthread_self();
+  for (int i = 0; i < n; i++) {
+    vals[i] = i * (rank + 1);
+    ts[i] = evmpi_tensor_flat(&vals[i], EVMPI_INT32, 1);
+    ASSERT_EQ(evmpi_allreduce(l.pg, &ts[i], EVMPI_SUM, &ws[i]), EVMPI_OK) << evmpi_last_error();
+    args[i] = {&order, i};
+    ASSERT_EQ(evmpi_work_on_complete(ws[i], record, &args[i]), EVMPI_OK);
+  }
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, ws.data(), n, EVMPI_TEST_TIMEOUT_MS));
+  // Completion is visible before the callbacks run; give the loop its turn.
+  ASSERT_TRUE(evmpi_test_run_until(
+      l.base, [](void *a) { return static_cast<Order *>(a)->seen.size() == 1000; }, &order,
+      EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_FALSE(order.wrong_thread);
+  for (int i = 0; i < n; i++) {
+    ASSERT_EQ(order.seen[i], i);
+    ASSERT_EQ(vals[i], i * size * (size + 1) / 2);
+    evmpi_work_release(ws[i]);
+  }
+}
+
+// Completion order follows submission order across operation kinds.
+TEST_F(Collectives, MixedCollectivesCompleteInSubmissionOrder) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  Order order;
+  order.loop_thread = pthread_self();
+  std::vector<double> big(1 << 18, 1.0);
+  int64_t small = 7;
+  evmpi_tensor_t tb = evmpi_tensor_flat(big.data(), EVMPI_FLOAT64, (int64_t)big.size());
+  evmpi_tensor_t ts = evmpi_tensor_flat(&small, EVMPI_INT64, 1);
+  evmpi_work_t *w[4];
+  std::pair<Order *, int> args[4] = {{&order, 0}, {&order, 1}, {&order, 2}, {&order, 3}};
+  ASSERT_EQ(evmpi_allreduce(l.pg, &tb, EVMPI_SUM, &w[0]), EVMPI_OK);
+  ASSERT_EQ(evmpi_barrier(l.pg, &w[1]), EVMPI_OK);
+  ASSERT_EQ(evmpi_broadcast(l.pg, &ts, 0, &w[2]), EVMPI_OK);
+  ASSERT_EQ(evmpi_barrier(l.pg, &w[3]), EVMPI_OK);
+  // A later work is never complete while an earlier one is not.
+  for (int i = 3; i > 0; i--)
+    if (evmpi_work_is_completed(w[i]))
+      for (int j = 0; j < i; j++)
+        EXPECT_TRUE(evmpi_work_is_completed(w[j])) << j << " before " << i;
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(evmpi_work_on_complete(w[i], record, &args[i]), EVMPI_OK);
+  ASSERT_TRUE(evmpi_test_run_until(
+      l.base, [](void *a) { return static_cast<Order *>(a)->seen.size() == 4; }, &order,
+      EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(order.seen, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_FALSE(order.wrong_thread);
+  EXPECT_EQ(big[0], (double)evmpi_pg_size(l.pg));
+  for (auto *x : w)
+    evmpi_work_release(x);
+}
+
+} // namespace
+
+int main(int argc, char **argv) { return evmpi_test_main(argc, argv, EVMPI_TEST_MPI_INIT_MULTIPLE); }
