@@ -254,10 +254,12 @@ EVMPI_API const char *evmpi_work_name(evmpi_work_t *work);
 /** The work's future, completed with the work. Owned by the work: valid
  * while the work is, or longer after evmpi_future_retain. */
 EVMPI_API evmpi_future_t *evmpi_work_get_future(evmpi_work_t *work);
-/** Cancels a receive that has not matched a message yet (MPI_Cancel); it
- * completes with EVMPI_ERR_ABORTED. Returns EVMPI_OK when cancelled,
- * EVMPI_ERR_STATE when it is too late (completed, matched, a send or a
- * collective already running), EVMPI_ERR_INVALID for NULL. */
+/** Cancels work that has not started: a collective still queued behind
+ * others (removed from the queue), or a receive that has not matched a
+ * message (MPI_Cancel). It completes with EVMPI_ERR_ABORTED and its
+ * callbacks run as usual. Returns EVMPI_OK when cancelled; EVMPI_ERR_STATE
+ * when it is too late (completed, running, a receive already matched, or a
+ * send, which MPI cannot cancel reliably); EVMPI_ERR_INVALID for NULL. */
 EVMPI_API int evmpi_work_abort(evmpi_work_t *work);
 /** Drops the caller's reference. The work's operation goes on (buffers
  * must still live until it completes) and its callbacks still run. */

@@ -30,7 +30,8 @@ bool evmpi_test_run_until(struct event_base *base, bool (*cond)(void *), void *a
 void evmpi_test_run_for(struct event_base *base, int ms);
 /* Runs base until *flag is non-zero or timeout_ms passes. */
 bool evmpi_test_run_until_flag(struct event_base *base, const volatile int *flag, int timeout_ms);
-/* Runs base until every work in works is completed, or timeout_ms passes. */
+/* Runs base until every work in works is completed, or timeout_ms passes.
+ * Registers a no-op callback on each, so that completions wake the loop. */
 bool evmpi_test_run_until_done(struct event_base *base, evmpi_work_t *const *works, int n,
                                int timeout_ms);
 
