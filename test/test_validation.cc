@@ -1,0 +1,279 @@
+// test_validation.cc: every rejected argument. Each returns its status and a
+// message naming the operation and the value, creates no work, queues
+// nothing, and leaves the group working.
+#include "harness.h"
+
+#include <event2/event.h>
+
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <set>
+#include <string>
+
+namespace {
+
+class Validation : public MpiTest {
+protected:
+  void SetUp() override {
+    base = event_base_new();
+    ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+    size = evmpi_pg_size(pg);
+  }
+  void TearDown() override {
+    // The group still works after every rejection.
+    if (pg) {
+      int32_t v = 1;
+      evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_INT32, 1);
+      evmpi_work_t *w = nullptr;
+      EXPECT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+      if (w) {
+        EXPECT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+        EXPECT_EQ(v, size);
+        evmpi_work_release(w);
+      }
+      evmpi_pg_destroy(pg);
+    }
+    event_base_free(base);
+    MpiTest::TearDown();
+  }
+
+  // Calls submit, which must fail with want, leave the work NULL and set a
+  // message that contains every one of needles.
+  void Rejects(int want, std::function<int(evmpi_work_t **)> submit,
+               std::initializer_list<const char *> needles) {
+    evmpi_work_t *w = reinterpret_cast<evmpi_work_t *>(0x1);
+    int rc = submit(&w);
+    EXPECT_EQ(rc, want) << evmpi_strerror(rc) << ": " << evmpi_last_error();
+    EXPECT_EQ(w, nullptr);
+    std::string msg = evmpi_last_error();
+    for (const char *n : needles)
+      EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+  }
+
+  struct event_base *base = nullptr;
+  evmpi_pg_t *pg = nullptr;
+  int size = 0;
+  int32_t data[4] = {0, 0, 0, 0};
+  evmpi_tensor_t good() { return evmpi_tensor_flat(data, EVMPI_INT32, 4); }
+};
+
+TEST_F(Validation, NullPointers) {
+  evmpi_tensor_t t = good();
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(nullptr, &t, EVMPI_SUM, w); },
+          {"allreduce", "pg is NULL"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, nullptr, EVMPI_SUM, w); },
+          {"allreduce", "tensor is NULL"});
+  EXPECT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, nullptr), EVMPI_ERR_INVALID);
+  EXPECT_NE(std::strstr(evmpi_last_error(), "work is NULL"), nullptr);
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_broadcast(pg, nullptr, 0, w); },
+          {"broadcast", "tensor is NULL"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_barrier(nullptr, w); },
+          {"barrier", "pg is NULL"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_send(pg, nullptr, 0, 0, w); },
+          {"send", "tensor is NULL"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv(pg, nullptr, 0, 0, w); },
+          {"recv", "tensor is NULL"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv_anysource(nullptr, &t, 0, w); },
+          {"recv_anysource", "pg is NULL"});
+  // Accessors take NULL without crashing.
+  EXPECT_EQ(evmpi_pg_rank(nullptr), -1);
+  EXPECT_EQ(evmpi_pg_size(nullptr), -1);
+  EXPECT_FALSE(evmpi_work_is_completed(nullptr));
+  EXPECT_FALSE(evmpi_work_is_success(nullptr));
+  EXPECT_EQ(evmpi_work_status(nullptr), EVMPI_ERR_INVALID);
+  EXPECT_EQ(evmpi_work_wait(nullptr, 0), EVMPI_ERR_INVALID);
+  EXPECT_EQ(evmpi_work_abort(nullptr), EVMPI_ERR_INVALID);
+  EXPECT_EQ(evmpi_work_on_complete(nullptr, [](evmpi_work_t *, void *) {}, nullptr), EVMPI_ERR_INVALID);
+  EXPECT_EQ(evmpi_work_error(nullptr), nullptr);
+  EXPECT_EQ(evmpi_work_name(nullptr), nullptr);
+  EXPECT_EQ(evmpi_work_get_future(nullptr), nullptr);
+  EXPECT_EQ(evmpi_work_source_rank(nullptr), -1);
+  EXPECT_EQ(evmpi_work_result(nullptr, nullptr), 0u);
+  EXPECT_EQ(evmpi_future_then(nullptr, [](evmpi_future_t *, void *) {}, nullptr), EVMPI_ERR_INVALID);
+  EXPECT_EQ(evmpi_future_wait(nullptr, 0), EVMPI_ERR_INVALID);
+  EXPECT_EQ(evmpi_future_all(nullptr, 2, nullptr), EVMPI_ERR_INVALID);
+  evmpi_future_t *all = reinterpret_cast<evmpi_future_t *>(1);
+  EXPECT_EQ(evmpi_future_all(nullptr, 2, &all), EVMPI_ERR_INVALID);
+  EXPECT_EQ(all, nullptr);
+  evmpi_future_t *one[2] = {nullptr, nullptr};
+  EXPECT_EQ(evmpi_future_all(one, 2, &all), EVMPI_ERR_INVALID);
+  EXPECT_NE(std::strstr(evmpi_last_error(), "futures[0] is NULL"), nullptr) << evmpi_last_error();
+  evmpi_work_release(nullptr);
+  evmpi_future_release(nullptr);
+  evmpi_pg_destroy(nullptr);
+}
+
+TEST_F(Validation, MalformedTensors) {
+  evmpi_tensor_t t = good();
+  t.dtype = static_cast<evmpi_dtype_t>(99);
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); },
+          {"allreduce", "dtype 99"});
+  t = good();
+  t.ndim = -1;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_broadcast(pg, &t, 0, w); },
+          {"broadcast", "ndim -1"});
+  t.ndim = EVMPI_MAX_DIMS + 1;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_send(pg, &t, 0, 0, w); },
+          {"send", "ndim 9"});
+  t = good();
+  t.shape[0] = -4;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv(pg, &t, 0, 0, w); },
+          {"recv", "shape[0] is -4"});
+  t = good();
+  t.data = nullptr;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); },
+          {"allreduce", "data is NULL", "4 elements"});
+  // 2x2 with column-major strides is not contiguous.
+  t = good();
+  t.ndim = 2;
+  t.shape[0] = 2;
+  t.shape[1] = 2;
+  t.strides[0] = 1;
+  t.strides[1] = 2;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); },
+          {"allreduce", "contiguous"});
+  t = good();
+  t.shape[0] = INT64_MAX / 2;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); },
+          {"allreduce", "overflows"});
+  t = good();
+  t.device.type = static_cast<evmpi_device_type_t>(7);
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); },
+          {"allreduce", "device type 7"});
+  t = good();
+  t.device.type = EVMPI_DEVICE_CUDA;
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); },
+          {"allreduce", "cuda:0"});
+}
+
+TEST_F(Validation, ContiguousShapesAreAccepted) {
+  // Explicit row-major strides, a scalar, an empty tensor, and a size-1
+  // dimension with an arbitrary stride are all contiguous.
+  evmpi_tensor_t shapes[4];
+  shapes[0] = good();
+  shapes[0].ndim = 2;
+  shapes[0].shape[0] = 2;
+  shapes[0].shape[1] = 2;
+  shapes[0].strides[0] = 2;
+  shapes[0].strides[1] = 1;
+  shapes[1] = good();
+  shapes[1].ndim = 0;
+  shapes[2] = good();
+  shapes[2].shape[0] = 0;
+  shapes[2].data = nullptr;
+  shapes[3] = good();
+  shapes[3].ndim = 2;
+  shapes[3].shape[0] = 1;
+  shapes[3].shape[1] = 4;
+  shapes[3].strides[0] = 12345;
+  shapes[3].strides[1] = 1;
+  for (auto &t : shapes) {
+    evmpi_work_t *w = nullptr;
+    ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_MAX, &w), EVMPI_OK) << evmpi_last_error();
+    EXPECT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+    evmpi_work_release(w);
+  }
+  EXPECT_EQ(evmpi_tensor_numel(&shapes[1]), 1);
+  EXPECT_EQ(evmpi_tensor_numel(&shapes[2]), 0);
+  EXPECT_EQ(evmpi_tensor_numel(nullptr), -1);
+}
+
+TEST_F(Validation, ReduceOpsAndDtypes) {
+  evmpi_tensor_t t = good();
+  Rejects(EVMPI_ERR_INVALID,
+          [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, static_cast<evmpi_reduce_op_t>(42), w); },
+          {"allreduce", "op 42"});
+  float f[2] = {0, 0};
+  evmpi_tensor_t tf = evmpi_tensor_flat(f, EVMPI_FLOAT32, 2);
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &tf, EVMPI_BAND, w); },
+          {"allreduce", "band", "float32"});
+  double _Complex c[1] = {0};
+  evmpi_tensor_t tc = evmpi_tensor_flat(c, EVMPI_COMPLEX128, 1);
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &tc, EVMPI_MIN, w); },
+          {"min", "complex128"});
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_AVG, w); },
+          {"avg", "int32"});
+  uint16_t h[1] = {0};
+  evmpi_tensor_t th = evmpi_tensor_flat(h, EVMPI_FLOAT16, 1);
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &th, EVMPI_SUM, w); },
+          {"float16"});
+  // Bitwise ops on integers and bool are fine.
+  int32_t bits = 1 << evmpi_pg_rank(pg);
+  evmpi_tensor_t tb = evmpi_tensor_flat(&bits, EVMPI_INT32, 1);
+  evmpi_work_t *w;
+  ASSERT_EQ(evmpi_allreduce(pg, &tb, EVMPI_BOR, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+  EXPECT_EQ(bits, (1 << size) - 1);
+  evmpi_work_release(w);
+  bool flag = evmpi_pg_rank(pg) == 0;
+  evmpi_tensor_t tbool = evmpi_tensor_flat(&flag, EVMPI_BOOL, 1);
+  ASSERT_EQ(evmpi_allreduce(pg, &tbool, EVMPI_MAX, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+  EXPECT_TRUE(flag);
+  evmpi_work_release(w);
+}
+
+TEST_F(Validation, RanksAndTags) {
+  evmpi_tensor_t t = good();
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_broadcast(pg, &t, -1, w); },
+          {"broadcast", "root -1"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_broadcast(pg, &t, size, w); },
+          {"broadcast", ("root " + std::to_string(size)).c_str()});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_send(pg, &t, size, 0, w); },
+          {"send", ("dst " + std::to_string(size)).c_str()});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv(pg, &t, -2, 0, w); },
+          {"recv", "src -2"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_send(pg, &t, 0, -1, w); },
+          {"send", "tag -1"});
+  int *ub = nullptr, flag = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag);
+  ASSERT_TRUE(flag);
+  if (*ub < INT_MAX) // Open MPI's bound is INT_MAX: no tag lies above it
+    Rejects(EVMPI_ERR_INVALID,
+            [&](evmpi_work_t **w) { return evmpi_recv_anysource(pg, &t, *ub + 1, w); },
+            {"recv_anysource", "MPI_TAG_UB"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv_anysource(pg, &t, -5, w); },
+          {"recv_anysource", "tag -5"});
+}
+
+TEST_F(Validation, GroupCreation) {
+  evmpi_pg_t *g = reinterpret_cast<evmpi_pg_t *>(1);
+  int wsize = evmpi_test_world_size();
+  EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, nullptr), EVMPI_ERR_INVALID);
+  int ranks[2] = {0, 0};
+  EXPECT_EQ(evmpi_pg_create(base, ranks, 0, &g), EVMPI_ERR_INVALID);
+  EXPECT_EQ(g, nullptr);
+  EXPECT_NE(std::strstr(evmpi_last_error(), "nranks 0"), nullptr) << evmpi_last_error();
+  int bad[1] = {wsize};
+  EXPECT_EQ(evmpi_pg_create(base, bad, 1, &g), EVMPI_ERR_INVALID);
+  EXPECT_NE(std::strstr(evmpi_last_error(), ("ranks[0] = " + std::to_string(wsize)).c_str()), nullptr)
+      << evmpi_last_error();
+  if (wsize >= 2) {
+    EXPECT_EQ(evmpi_pg_create(base, ranks, 2, &g), EVMPI_ERR_INVALID);
+    EXPECT_NE(std::strstr(evmpi_last_error(), "appears twice"), nullptr) << evmpi_last_error();
+  }
+  EXPECT_EQ(evmpi_pg_create_from_comm(base, MPI_COMM_NULL, &g), EVMPI_ERR_INVALID);
+  EXPECT_NE(std::strstr(evmpi_last_error(), "MPI_COMM_NULL"), nullptr);
+}
+
+TEST_F(Validation, StatusStrings) {
+  const int codes[] = {EVMPI_OK, EVMPI_ERR_INVALID, EVMPI_ERR_UNSUPPORTED, EVMPI_ERR_MPI,
+                       EVMPI_ERR_TIMEOUT, EVMPI_ERR_ABORTED, EVMPI_ERR_NOMEM, EVMPI_ERR_CUDA,
+                       EVMPI_ERR_STATE};
+  std::set<std::string> seen;
+  for (int c : codes) {
+    ASSERT_NE(evmpi_strerror(c), nullptr);
+    seen.insert(evmpi_strerror(c));
+  }
+  EXPECT_EQ(seen.size(), sizeof codes / sizeof codes[0]); // all distinct
+  EXPECT_STREQ(evmpi_strerror(12345), "unknown evmpi status");
+  EXPECT_EQ(evmpi_dtype_size(EVMPI_COMPLEX128), 16u);
+  EXPECT_EQ(evmpi_dtype_size(EVMPI_BFLOAT16), 2u);
+  EXPECT_EQ(evmpi_dtype_size(static_cast<evmpi_dtype_t>(-3)), 0u);
+}
+
+} // namespace
+
+int main(int argc, char **argv) { return evmpi_test_main(argc, argv, EVMPI_TEST_MPI_INIT_MULTIPLE); }
