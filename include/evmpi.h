@@ -185,15 +185,97 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  * message names the MPI call and MPI's error string) or EVMPI_ERR_ABORTED.
  *
  * Collectives run on the group's worker thread in submission order; every
- * rank of the group must submit the same collectives in the same order. */
+ * rank of the group must submit the same collectives in the same order.
+ * Lists "per rank" hold evmpi_pg_size(pg) tensors (C cannot check an
+ * array's length: a shorter array is read past its end). Element counts
+ * beyond INT_MAX work for every operation. */
 
-/** Broadcasts tensor from root to every rank ("mpi:broadcast"). */
+/** Broadcasts tensor from root to every rank ("mpi:broadcast"). Result:
+ * the tensor. */
 EVMPI_API int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work_t **work);
 
 /** Reduces tensor across the group, in place, on every rank
- * ("mpi:all_reduce"). */
+ * ("mpi:all_reduce"). Result: the tensor. EVMPI_AVG divides the sum by the
+ * group size (floating and complex dtypes only). */
 EVMPI_API int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op,
                               evmpi_work_t **work);
+
+/** Reduces each of count tensors across the group, in place, in one
+ * operation ("mpi:allreduce_coalesced"): tensors of one dtype are packed
+ * into one buffer and reduced with one MPI call. Dtypes may differ; op
+ * must be defined on each. Result: the count tensors. Errors as
+ * evmpi_allreduce, plus EVMPI_ERR_INVALID for tensors NULL or count 0. */
+EVMPI_API int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t count,
+                                        evmpi_reduce_op_t op, evmpi_work_t **work);
+
+/** Reduces tensor across the group onto root ("mpi:reduce"): the root's
+ * tensor receives the result; other ranks' buffers are left as they were.
+ * Result: the tensor. */
+EVMPI_API int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, int root,
+                           evmpi_work_t **work);
+
+/** Gathers every rank's input into outputs on every rank ("mpi:all_gather"):
+ * outputs holds evmpi_pg_size(pg) tensors, each of the input's dtype and
+ * element count; outputs[r] receives rank r's input. Result: the outputs.
+ * EVMPI_ERR_INVALID names the first output whose dtype or size differs. */
+EVMPI_API int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *input,
+                              evmpi_work_t **work);
+
+/** As evmpi_allgather into one flat output of size * numel(input)
+ * elements, rank r's input at element r * numel(input)
+ * ("mpi:_allgather_base"). The input may be the output's own slot for this
+ * rank (then gathered in place). Result: the output. */
+EVMPI_API int evmpi_allgather_base(evmpi_pg_t *pg, evmpi_tensor_t *output,
+                                   const evmpi_tensor_t *input, evmpi_work_t **work);
+
+/** Several allgathers in one operation ("mpi:allgather_coalesced"):
+ * outputs holds count groups of evmpi_pg_size(pg) tensors, group i
+ * (outputs[i * size + r]) for inputs[i]. Result: all the outputs. */
+EVMPI_API int evmpi_allgather_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *outputs,
+                                        const evmpi_tensor_t *inputs, size_t count,
+                                        evmpi_work_t **work);
+
+/** Gathers every rank's input onto root ("mpi:gather"): on the root,
+ * outputs holds evmpi_pg_size(pg) tensors like the input and outputs[r]
+ * receives rank r's; on other ranks outputs must be NULL
+ * (EVMPI_ERR_INVALID otherwise). Result: the outputs on the root, nothing
+ * elsewhere. */
+EVMPI_API int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *input,
+                           int root, evmpi_work_t **work);
+
+/** Scatters root's inputs ("mpi:scatter"): on the root, inputs holds
+ * evmpi_pg_size(pg) tensors like the output and rank r receives inputs[r];
+ * on other ranks inputs must be NULL. Result: the output. */
+EVMPI_API int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *inputs,
+                            int root, evmpi_work_t **work);
+
+/** Reduces, then scatters ("mpi:reduce_scatter"): inputs holds
+ * evmpi_pg_size(pg) tensors like the output; the output on rank r receives
+ * the reduction over every rank of its inputs[r]. Result: the output. */
+EVMPI_API int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output,
+                                   const evmpi_tensor_t *inputs, evmpi_reduce_op_t op,
+                                   evmpi_work_t **work);
+
+/** Exchanges rows of dim 0 between all ranks ("mpi:all_to_all"). Split
+ * sizes are counted in rows of dim 0, one per rank: input_splits[r] rows
+ * of the input go to rank r (in order), output_splits[r] rows of the
+ * output come from rank r. NULL splits mean an equal split, which needs
+ * dim 0 divisible by the group size; both NULL also needs the same number
+ * of elements in input and output (MPI_Alltoall; otherwise
+ * MPI_Alltoallv). Input and output need ndim >= 1, the same dtype, and
+ * rows of the same size. EVMPI_ERR_INVALID for a negative split or splits
+ * that do not sum to the rows. Result: the output. */
+EVMPI_API int evmpi_alltoall_base(evmpi_pg_t *pg, evmpi_tensor_t *output,
+                                  const evmpi_tensor_t *input, const int64_t *output_splits,
+                                  const int64_t *input_splits, evmpi_work_t **work);
+
+/** Exchanges a tensor with every rank ("mpi:all_to_all"): inputs[r] goes to
+ * rank r, outputs[r] comes from rank r; both lists hold
+ * evmpi_pg_size(pg) tensors of one dtype, and lengths may differ per peer
+ * (outputs[r] on this rank must be as long as inputs[this rank] on rank
+ * r, or the work fails with MPI_ERR_TRUNCATE). Result: the outputs. */
+EVMPI_API int evmpi_alltoall(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *inputs,
+                             evmpi_work_t **work);
 
 /** Waits until every rank of the group has reached it ("mpi:barrier"). */
 EVMPI_API int evmpi_barrier(evmpi_pg_t *pg, evmpi_work_t **work);
@@ -244,8 +326,8 @@ EVMPI_API const char *evmpi_work_error(evmpi_work_t *work);
 /** The group rank a completed receive came from; -1 for other works and
  * before completion. */
 EVMPI_API int evmpi_work_source_rank(evmpi_work_t *work);
-/** The output tensors (the seed's result()): for allreduce and broadcast the
- * tensor, for recv the buffer, none for send and barrier. Sets *tensors to
+/** The output tensors (the seed's result()), as each operation lists under
+ * "Result"; for recv the buffer, none for send and barrier. Sets *tensors to
  * an array owned by the work and returns its length; 0 and NULL before a
  * successful completion. */
 EVMPI_API size_t evmpi_work_result(evmpi_work_t *work, const evmpi_tensor_t **tensors);

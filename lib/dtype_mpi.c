@@ -64,8 +64,13 @@ int evmpi__mpi_reduce_op(const char *opname, evmpi_reduce_op_t op, evmpi_dtype_t
   MPI_Op m = MPI_OP_NULL;
   *post_divide = false;
   if (c == CLASS_HALF) {
-    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: reductions on %s are not supported yet",
-                       opname, evmpi__dtype_name(dtype));
+    if (op <= EVMPI_AVG) {
+      int rc = evmpi__half_op(dtype, op, &m);
+      if (rc == EVMPI_ERR_MPI)
+        return evmpi__fail(rc, "%s: MPI_Op_create failed for %s reductions", opname,
+                           evmpi__dtype_name(dtype));
+      *post_divide = op == EVMPI_AVG;
+    }
   } else if (c == CLASS_BOOL) {
     /* Logical algebra, as torch reduces bools: sum/max/bor are "or". */
     switch (op) {
@@ -120,6 +125,10 @@ void evmpi__divide(void *data, evmpi_dtype_t dtype, int64_t count, int divisor) 
     for (int64_t i = 0; i < count; i++) p[i] /= (double)divisor;
     break;
   }
+  case EVMPI_FLOAT16:
+  case EVMPI_BFLOAT16:
+    evmpi__half_divide(data, dtype, count, divisor);
+    break;
   default:
     break; /* evmpi__mpi_reduce_op refuses avg on other types */
   }

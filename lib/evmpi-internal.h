@@ -29,6 +29,10 @@ void evmpi__mpi_error_text(int code, char *buf, size_t len);
 /* Checks one tensor given to operation op as argument arg; on success
  * stores its element count. Sets the last error and returns its status. */
 int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t, int64_t *numel);
+/* Checks list[0..n), named arg ("outputs"): each well formed, with dtype
+ * and (when numel >= 0) numel elements, as the reference named ref has. */
+int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *list, int n,
+                      const char *ref, evmpi_dtype_t dtype, int64_t numel);
 
 /* ---- dtype_mpi.c: evmpi types and ops to MPI's ------------------------- */
 
@@ -42,6 +46,29 @@ int evmpi__mpi_reduce_op(const char *opname, evmpi_reduce_op_t op, evmpi_dtype_t
                          MPI_Op *mpi_op, bool *post_divide);
 /* Divides count elements of dtype at data by divisor, in place (avg). */
 void evmpi__divide(void *data, evmpi_dtype_t dtype, int64_t count, int divisor);
+
+/* ---- half_ops.c: float16 and bfloat16 reductions ------------------------ */
+
+/* The MPI_Op for op on a 16-bit float dtype (sum for avg), created once. */
+int evmpi__half_op(evmpi_dtype_t dtype, evmpi_reduce_op_t op, MPI_Op *out);
+void evmpi__half_divide(void *data, evmpi_dtype_t dtype, int64_t count, int divisor);
+
+/* ---- bigcount.c: element counts beyond INT_MAX ---------------------------- */
+
+/* numel elements of dtype as (count, type) for one MPI argument pair: the
+ * plain type when numel fits an int, else one derived contiguous type of
+ * extent numel * size, count 1. */
+typedef struct {
+  int count;
+  MPI_Datatype type;
+  bool owned;
+} evmpi_block_t;
+
+int evmpi__block_make(int64_t numel, evmpi_dtype_t dtype, evmpi_block_t *b);
+void evmpi__block_free(evmpi_block_t *b);
+/* MPI counts are ints: element-wise operations split larger counts into
+ * chunks of at most this many elements. */
+#define EVMPI_CHUNK_ELEMS ((int64_t)1 << 30)
 
 /* ---- mpi_env.c: MPI initialised once, finalised once ------------------- */
 
@@ -109,6 +136,8 @@ struct evmpi_work {
   evmpi_reduce_op_t op;
   MPI_Op mpi_op;
   bool post_divide;
+  int64_t *splits;            /* alltoall_base: output then input splits (owned) */
+  size_t count;               /* coalesced: number of inputs */
   /* point to point */
   MPI_Request request;
   atomic_int source_rank;
@@ -133,6 +162,13 @@ void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg);
 /* Records an MPI failure of call rc as the work's message and returns
  * EVMPI_ERR_MPI. */
 int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc);
+/* Records a failure with a formatted message and returns status. */
+int evmpi__work_fail(evmpi_work_t *w, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Queues a collective for the worker, or discards it; sets *out on success. */
+int evmpi__submit_collective(evmpi_pg_t *pg, evmpi_work_t *w, evmpi_work_t **out);
+/* Applies the average's division (post_divide) to count elements. */
+void evmpi__work_post_divide(evmpi_work_t *w, void *data, int64_t count);
 
 /* ---- bridge.c: completions to the loop --------------------------------- */
 
@@ -212,6 +248,8 @@ void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why);
 struct evmpi_pg {
   atomic_int refs;           /* the user's handle + every work and future */
   MPI_Comm comm;
+  MPI_Comm internal;         /* a second duplicate, for evmpi's own messages
+                                (list alltoall), never seen by user tags */
   int rank, size;
   int tag_ub;                /* MPI_TAG_UB of comm */
   atomic_bool closing;       /* destroy started: submissions refused */

@@ -2,20 +2,11 @@
  * thread (MPI_Isend/MPI_Irecv never block) and handed to the poller. */
 #include "evmpi-internal.h"
 
-#include <inttypes.h>
-#include <limits.h>
 
 static int check_tag(const char *op, const evmpi_pg_t *pg, int tag) {
   if (tag < 0 || tag > pg->tag_ub)
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: tag %d is outside 0..%d (MPI_TAG_UB)", op, tag,
                        pg->tag_ub);
-  return EVMPI_OK;
-}
-
-static int check_count(const char *op, int64_t numel) {
-  if (numel > INT_MAX)
-    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: %" PRId64 " elements is more than one message "
-                       "can carry (INT_MAX); split the tensor", op, numel);
   return EVMPI_OK;
 }
 
@@ -38,8 +29,6 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   if (rc == EVMPI_OK)
     rc = check_tag(a->opname, pg, a->tag);
   if (rc == EVMPI_OK)
-    rc = check_count(a->opname, numel);
-  if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, a->name, a->opname, a->kind, 1, &w);
   if (rc != EVMPI_OK)
     return rc;
@@ -48,12 +37,19 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   w->numel = numel;
   w->peer = a->peer;
   w->tag = a->tag;
-  MPI_Datatype dt = evmpi__mpi_datatype(a->tensor->dtype);
-  const char *call = a->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv";
-  if (a->kind == EVMPI_WORK_SEND)
-    rc = MPI_Isend(w->tensors[0].data, (int)numel, dt, a->peer, a->tag, pg->comm, &w->request);
-  else
-    rc = MPI_Irecv(w->tensors[0].data, (int)numel, dt, a->peer, a->tag, pg->comm, &w->request);
+  /* Counts beyond INT_MAX travel as one element of a derived type, which
+   * MPI lets us free as soon as the request is posted. */
+  evmpi_block_t b;
+  const char *call = "MPI_Type_create_struct";
+  rc = evmpi__block_make(numel, a->tensor->dtype, &b);
+  if (rc == MPI_SUCCESS) {
+    call = a->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv";
+    if (a->kind == EVMPI_WORK_SEND)
+      rc = MPI_Isend(w->tensors[0].data, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
+    else
+      rc = MPI_Irecv(w->tensors[0].data, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
+    evmpi__block_free(&b);
+  }
   if (rc != MPI_SUCCESS) {
     char text[MPI_MAX_ERROR_STRING + 32];
     evmpi__mpi_error_text(rc, text, sizeof text);

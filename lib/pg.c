@@ -20,6 +20,12 @@ void evmpi__pg_release(evmpi_pg_t *pg) {
   free(pg);
 }
 
+static int mpi_fail(const char *op, const char *call, int rc) {
+  char text[MPI_MAX_ERROR_STRING + 32];
+  evmpi__mpi_error_text(rc, text, sizeof text);
+  return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", op, call, text);
+}
+
 /* Takes ownership of comm (a communicator of evmpi's own). */
 static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi_pg_t **out) {
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
@@ -32,12 +38,18 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
   atomic_init(&pg->closing, false);
   atomic_init(&pg->next_seq, 0);
   pg->comm = comm;
+  pg->internal = MPI_COMM_NULL;
+  int dup_rc = MPI_Comm_dup(comm, &pg->internal);
   MPI_Comm_rank(comm, &pg->rank);
   MPI_Comm_size(comm, &pg->size);
   int *tag_ub = NULL, flag = 0;
   MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &flag);
   pg->tag_ub = flag && tag_ub ? *tag_ub : 32767; /* 32767: the least MPI promises */
-  int rc = evmpi__bridge_open(&pg->bridge, base, pg);
+  int rc = dup_rc == MPI_SUCCESS ? EVMPI_OK : mpi_fail(op, "MPI_Comm_dup", dup_rc);
+  if (rc == EVMPI_OK) {
+    MPI_Comm_set_errhandler(pg->internal, MPI_ERRORS_RETURN);
+    rc = evmpi__bridge_open(&pg->bridge, base, pg);
+  }
   if (rc == EVMPI_OK)
     rc = evmpi__worker_start(&pg->worker, pg);
   if (rc == EVMPI_OK)
@@ -48,12 +60,6 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
   }
   *out = pg;
   return EVMPI_OK;
-}
-
-static int mpi_fail(const char *op, const char *call, int rc) {
-  char text[MPI_MAX_ERROR_STRING + 32];
-  evmpi__mpi_error_text(rc, text, sizeof text);
-  return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", op, call, text);
 }
 
 static int check_ranks(const int *ranks, int nranks, int world) {
@@ -135,6 +141,8 @@ void evmpi__pg_teardown(evmpi_pg_t *pg) {
   if (pg->bridge.ev)
     evmpi__bridge_close(&pg->bridge);
   MPI_Comm_free(&pg->comm);
+  if (pg->internal != MPI_COMM_NULL)
+    MPI_Comm_free(&pg->internal);
   evmpi__pg_release(pg); /* the user's reference */
 }
 

@@ -3,6 +3,7 @@
 #include "evmpi-internal.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 size_t evmpi_dtype_size(evmpi_dtype_t dtype) {
@@ -93,5 +94,27 @@ int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t
   }
   if (numel)
     *numel = n;
+  return EVMPI_OK;
+}
+
+int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *list, int n,
+                      const char *ref, evmpi_dtype_t dtype, int64_t numel) {
+  if (!list)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL", op, arg);
+  for (int i = 0; i < n; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "%s[%d]", arg, i);
+    int64_t ni = 0;
+    int rc = evmpi__check_tensor(op, name, &list[i], &ni);
+    if (rc != EVMPI_OK)
+      return rc;
+    if (list[i].dtype != dtype)
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is %s but %s is %s (tensors must have the "
+                         "same dtype)", op, name, evmpi__dtype_name(list[i].dtype), ref,
+                         evmpi__dtype_name(dtype));
+    if (numel >= 0 && ni != numel)
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s has %" PRId64 " elements but %s has %" PRId64
+                         " (tensors must have the same size)", op, name, ni, ref, numel);
+  }
   return EVMPI_OK;
 }

@@ -33,6 +33,7 @@ static void work_free(evmpi_work_t *w) {
   evmpi_pg_t *pg = w->pg;
   evmpi__future_cleanup(&w->future);
   free(w->error_text);
+  free(w->splits);
   free(w);
   evmpi__pg_release(pg);
 }
@@ -62,6 +63,32 @@ int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc) {
   free(w->error_text);
   w->error_text = evmpi__asprintf("%s: %s failed: %s", w->opname, call, text);
   return EVMPI_ERR_MPI;
+}
+
+int evmpi__work_fail(evmpi_work_t *w, int status, const char *fmt, ...) {
+  char text[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  free(w->error_text);
+  w->error_text = evmpi__asprintf("%s: %s", w->opname, text);
+  return status;
+}
+
+int evmpi__submit_collective(evmpi_pg_t *pg, evmpi_work_t *w, evmpi_work_t **out) {
+  int rc = evmpi__worker_submit(&pg->worker, w);
+  if (rc != EVMPI_OK) {
+    evmpi__work_discard(w);
+    return rc;
+  }
+  *out = w;
+  return EVMPI_OK;
+}
+
+void evmpi__work_post_divide(evmpi_work_t *w, void *data, int64_t count) {
+  if (w->post_divide)
+    evmpi__divide(data, w->tensors[0].dtype, count, w->pg->size);
 }
 
 int evmpi_work_wait(evmpi_work_t *w, int timeout_ms) {
