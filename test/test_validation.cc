@@ -11,6 +11,7 @@
 #include <functional>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -197,8 +198,8 @@ TEST_F(Validation, ReduceOpsAndDtypes) {
           {"avg", "int32"});
   uint16_t h[1] = {0};
   evmpi_tensor_t th = evmpi_tensor_flat(h, EVMPI_FLOAT16, 1);
-  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &th, EVMPI_SUM, w); },
-          {"float16"});
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_allreduce(pg, &th, EVMPI_BAND, w); },
+          {"band", "float16"});
   // Bitwise ops on integers and bool are fine.
   int32_t bits = 1 << evmpi_pg_rank(pg);
   evmpi_tensor_t tb = evmpi_tensor_flat(&bits, EVMPI_INT32, 1);
@@ -272,6 +273,122 @@ TEST_F(Validation, StatusStrings) {
   EXPECT_EQ(evmpi_dtype_size(EVMPI_COMPLEX128), 16u);
   EXPECT_EQ(evmpi_dtype_size(EVMPI_BFLOAT16), 2u);
   EXPECT_EQ(evmpi_dtype_size(static_cast<evmpi_dtype_t>(-3)), 0u);
+}
+
+
+// The seed's checks on lists, roots and splits, one by one.
+TEST_F(Validation, ListOperations) {
+  int rank = evmpi_pg_rank(pg);
+  std::vector<int32_t> store(8 * size, 0);
+  std::vector<evmpi_tensor_t> list(size);
+  for (int r = 0; r < size; r++)
+    list[r] = evmpi_tensor_flat(&store[8 * r], EVMPI_INT32, 4);
+  evmpi_tensor_t in = good();
+  // allgather: outputs of another size or dtype, NULL outputs.
+  std::vector<evmpi_tensor_t> bad = list;
+  bad[size - 1].shape[0] = 3;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather(pg, bad.data(), &in, w); },
+          {"allgather", ("outputs[" + std::to_string(size - 1) + "] has 3 elements").c_str(), "input has 4"});
+  bad = list;
+  bad[0].dtype = EVMPI_FLOAT32;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather(pg, bad.data(), &in, w); },
+          {"allgather", "outputs[0] is float32", "input is int32"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather(pg, nullptr, &in, w); },
+          {"allgather", "outputs is NULL"});
+  // allgather_base: output must be size * input.
+  evmpi_tensor_t flat_out = evmpi_tensor_flat(store.data(), EVMPI_INT32, 4 * size + 1);
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather_base(pg, &flat_out, &in, w); },
+          {"allgather_base", ("group size (" + std::to_string(size) + ")").c_str()});
+  // gather/scatter: root-only lists.
+  int other = (rank + 1) % size;
+  if (size > 1) {
+    Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_gather(pg, list.data(), &in, other, w); },
+            {"gather", "outputs must be NULL on non-root rank", ("root is rank " + std::to_string(other)).c_str()});
+    Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_scatter(pg, &in, list.data(), other, w); },
+            {"scatter", "inputs must be NULL on non-root rank"});
+  }
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_gather(pg, nullptr, &in, rank, w); },
+          {"gather", "outputs is NULL on the root"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_scatter(pg, &in, nullptr, rank, w); },
+          {"scatter", "inputs is NULL on the root"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_gather(pg, list.data(), &in, size, w); },
+          {"gather", "root"});
+  bad = list;
+  bad[0].shape[0] = 5;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_scatter(pg, &in, bad.data(), rank, w); },
+          {"scatter", "inputs[0] has 5 elements", "output has 4"});
+  // reduce_scatter: inputs like the output; op defined on the dtype.
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_reduce_scatter(pg, &in, bad.data(), EVMPI_SUM, w); },
+          {"reduce_scatter", "inputs[0] has 5 elements"});
+  std::vector<float> fl(4 * size);
+  std::vector<evmpi_tensor_t> flist(size);
+  for (int r = 0; r < size; r++)
+    flist[r] = evmpi_tensor_flat(&fl[4 * r], EVMPI_FLOAT32, 4);
+  evmpi_tensor_t fout = evmpi_tensor_flat(fl.data(), EVMPI_FLOAT32, 4);
+  Rejects(EVMPI_ERR_UNSUPPORTED, [&](evmpi_work_t **w) { return evmpi_reduce_scatter(pg, &fout, flist.data(), EVMPI_BXOR, w); },
+          {"reduce_scatter", "bxor", "float32"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_reduce(pg, &in, EVMPI_SUM, -3, w); },
+          {"reduce", "root -3"});
+  // coalesced: empty lists.
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce_coalesced(pg, &in, 0, EVMPI_SUM, w); },
+          {"allreduce_coalesced", "count 0"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather_coalesced(pg, list.data(), &in, 0, w); },
+          {"allgather_coalesced", "count 0"});
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather_coalesced(pg, bad.data(), &in, 1, w); },
+          {"allgather_coalesced", "has 5 elements", "inputs[0] has 4"});
+  // alltoall lists: a dtype that differs.
+  bad = list;
+  bad[size - 1].dtype = EVMPI_INT64;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall(pg, bad.data(), list.data(), w); },
+          {"alltoall", ("outputs[" + std::to_string(size - 1) + "] is int64").c_str(), "inputs[0] is int32"});
+}
+
+TEST_F(Validation, AlltoallSplits) {
+  std::vector<int32_t> a(6 * size, 0), b(6 * size, 0);
+  evmpi_tensor_t in = evmpi_tensor_flat(a.data(), EVMPI_INT32, 6 * size);
+  evmpi_tensor_t out = evmpi_tensor_flat(b.data(), EVMPI_INT32, 6 * size);
+  in.ndim = out.ndim = 2;
+  in.shape[0] = out.shape[0] = 3 * size;
+  in.shape[1] = out.shape[1] = 2;
+  std::vector<int64_t> splits(size, 3);
+  // Splits that sum to more, or less, than the rows; a negative split.
+  splits[0] = 4;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &out, &in, nullptr, splits.data(), w); },
+          {"alltoall_base", "input_splits sum to", ("input has " + std::to_string(3 * size) + " along dim 0").c_str()});
+  splits[0] = 2;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &out, &in, splits.data(), nullptr, w); },
+          {"alltoall_base", "output_splits sum to", std::to_string(3 * size - 1).c_str()});
+  splits[0] = -1;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &out, &in, nullptr, splits.data(), w); },
+          {"alltoall_base", "input_splits[0] is -1"});
+  // Equal split: dim 0 must divide by the group size.
+  if (size > 1) {
+    evmpi_tensor_t odd = in;
+    odd.shape[0] = 3 * size + 1;
+    odd.shape[1] = 1;
+    evmpi_tensor_t odd_out = odd;
+    odd_out.data = b.data();
+    Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &odd_out, &odd, nullptr, nullptr, w); },
+            {"alltoall_base", "does not divide equally", ("group size (" + std::to_string(size) + ")").c_str()});
+  }
+  // Equal split with different sizes; rows of different widths; ndim 0.
+  evmpi_tensor_t small = out;
+  small.shape[0] = size;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &small, &in, nullptr, nullptr, w); },
+          {"alltoall_base", "same size"});
+  evmpi_tensor_t wide = out;
+  wide.shape[0] = size;
+  wide.shape[1] = 6;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &wide, &in, nullptr, nullptr, w); },
+          {"alltoall_base", "rows have 2 elements", "have 6"});
+  evmpi_tensor_t scalar = good();
+  scalar.ndim = 0;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &out, &scalar, nullptr, nullptr, w); },
+          {"alltoall_base", "no dim 0"});
+  evmpi_tensor_t fl = out;
+  fl.dtype = EVMPI_FLOAT32;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &fl, &in, nullptr, nullptr, w); },
+          {"alltoall_base", "output is float32 but input is int32"});
 }
 
 } // namespace
