@@ -1,14 +1,19 @@
 /* evmpi-bench: evmpi against raw MPI, measured in the same run.
  *
- *   mpirun -np 2 tools/evmpi-bench [--op allreduce] [--min BYTES] [--max BYTES]
- *                                  [--iters N] [--reps R] [--json]
+ *   mpirun -np 2 tools/evmpi-bench [--op allreduce|coalesced] [--min BYTES] [--max BYTES]
+ *                                  [--iters N] [--reps R] [--tensors T] [--json]
  *
  * For each message size, R repetitions of N back-to-back operations, timed
  * as a whole, for raw blocking MPI (MPI_Allreduce on the calling thread)
  * and for evmpi (submit, then the completion callback on the libevent loop
  * submits the next one). Reported: the median over repetitions of the mean
  * time per operation, in microseconds, and the ratio evmpi / raw. Rank 0
- * prints; every rank takes part. */
+ * prints; every rank takes part.
+ *
+ * --op coalesced: T tensors of each size reduced three ways: raw MPI (one
+ * MPI_Allreduce per tensor), evmpi with one allreduce work per tensor (all
+ * queued at once), and one evmpi_allreduce_coalesced work; microseconds
+ * for the whole set. */
 #include <event2/event.h>
 #include <evmpi.h>
 #include <getopt.h>
@@ -19,7 +24,7 @@
 typedef struct {
   const char *op;
   size_t min_bytes, max_bytes;
-  int iters, reps;
+  int iters, reps, tensors;
   bool json;
 } options_t;
 
@@ -87,11 +92,104 @@ static double evmpi_allreduce_chain(chain_t *c, int iters) {
   return (MPI_Wtime() - t0) / iters;
 }
 
+/* ---- coalesced: T tensors, three ways -------------------------------------- */
+
+typedef struct {
+  struct event_base *base;
+  int left;
+} countdown_t;
+
+static void count_done(evmpi_work_t *w, void *arg) {
+  countdown_t *c = arg;
+  if (!evmpi_work_is_success(w)) {
+    fprintf(stderr, "evmpi-bench: %s\n", evmpi_work_error(w));
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  evmpi_work_release(w);
+  if (--c->left == 0)
+    event_base_loopbreak(c->base);
+}
+
+static void submit_or_die(int rc) {
+  if (rc != EVMPI_OK) {
+    fprintf(stderr, "evmpi-bench: %s\n", evmpi_last_error());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+}
+
+/* mode 0: raw, 1: one work per tensor, 2: one coalesced work. */
+static double coalesced_round(chain_t *c, evmpi_tensor_t *ts, int n, int mode) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  double t0 = MPI_Wtime();
+  if (mode == 0) {
+    for (int i = 0; i < n; i++)
+      MPI_Allreduce(MPI_IN_PLACE, ts[i].data, (int)ts[i].shape[0], MPI_FLOAT, MPI_SUM,
+                    MPI_COMM_WORLD);
+    return MPI_Wtime() - t0;
+  }
+  countdown_t cd = {c->base, mode == 1 ? n : 1};
+  evmpi_work_t *w;
+  if (mode == 1) {
+    for (int i = 0; i < n; i++) {
+      submit_or_die(evmpi_allreduce(c->pg, &ts[i], EVMPI_SUM, &w));
+      submit_or_die(evmpi_work_on_complete(w, count_done, &cd));
+    }
+  } else {
+    submit_or_die(evmpi_allreduce_coalesced(c->pg, ts, (size_t)n, EVMPI_SUM, &w));
+    submit_or_die(evmpi_work_on_complete(w, count_done, &cd));
+  }
+  event_base_dispatch(c->base);
+  return MPI_Wtime() - t0;
+}
+
+static void bench_coalesced(chain_t *c, const options_t *o, int rank, int size) {
+  int n = o->tensors;
+  float *buf = calloc(o->max_bytes / 4 * (size_t)n + 1, 4);
+  evmpi_tensor_t *ts = calloc((size_t)n, sizeof *ts);
+  double *t[3];
+  for (int m = 0; m < 3; m++)
+    t[m] = calloc((size_t)o->reps, sizeof **t);
+  if (rank == 0 && !o->json)
+    printf("# evmpi-bench coalesced, %d ranks, %d float32 tensors of each size: median of %d "
+           "repetitions, us per set\n%-10s %16s %16s %16s %12s\n", size, n, o->reps, "# Size",
+           "raw MPI", "evmpi each", "evmpi coalesced", "coal./each");
+  if (rank == 0 && o->json)
+    printf("{\"op\": \"coalesced\", \"ranks\": %d, \"tensors\": %d, \"unit\": \"us\", "
+           "\"results\": [\n", size, n);
+  for (size_t bytes = o->min_bytes; bytes <= o->max_bytes; bytes *= 2) {
+    int count = (int)(bytes / 4);
+    for (int i = 0; i < n; i++)
+      ts[i] = evmpi_tensor_flat(buf + (size_t)i * (size_t)count, EVMPI_FLOAT32, count);
+    for (int m = 0; m < 3; m++)
+      coalesced_round(c, ts, n, m); /* warm-up */
+    for (int r = 0; r < o->reps; r++)
+      for (int m = 0; m < 3; m++)
+        t[m][r] = coalesced_round(c, ts, n, m) * 1e6;
+    double md[3];
+    for (int m = 0; m < 3; m++)
+      md[m] = median(t[m], o->reps);
+    if (rank == 0) {
+      if (o->json)
+        printf("%s  {\"bytes\": %zu, \"raw_us\": %.3f, \"each_us\": %.3f, \"coalesced_us\": "
+               "%.3f}", bytes == o->min_bytes ? "" : ",\n", bytes, md[0], md[1], md[2]);
+      else
+        printf("%-10zu %16.2f %16.2f %16.2f %12.2f\n", bytes, md[0], md[1], md[2], md[2] / md[1]);
+      fflush(stdout);
+    }
+  }
+  if (rank == 0 && o->json)
+    printf("\n]}\n");
+  for (int m = 0; m < 3; m++)
+    free(t[m]);
+  free(ts);
+  free(buf);
+}
+
 /* ---- driver ------------------------------------------------------------- */
 
 static void usage(void) {
-  fprintf(stderr, "usage: evmpi-bench [--op allreduce] [--min BYTES] [--max BYTES] [--iters N] "
-                  "[--reps R] [--json]\n");
+  fprintf(stderr, "usage: evmpi-bench [--op allreduce|coalesced] [--min BYTES] [--max BYTES] "
+                  "[--iters N] [--reps R] [--tensors T] [--json]\n");
 }
 
 static int parse(int argc, char **argv, options_t *o) {
@@ -99,9 +197,10 @@ static int parse(int argc, char **argv, options_t *o) {
       {"op", required_argument, NULL, 'o'},   {"min", required_argument, NULL, 'm'},
       {"max", required_argument, NULL, 'M'},  {"iters", required_argument, NULL, 'i'},
       {"reps", required_argument, NULL, 'r'}, {"json", no_argument, NULL, 'j'},
+      {"tensors", required_argument, NULL, 't'},
       {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
   };
-  *o = (options_t){"allreduce", 4, 16u << 20, 0, 7, false};
+  *o = (options_t){"allreduce", 4, 16u << 20, 0, 7, 64, false};
   int ch;
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     switch (ch) {
@@ -111,14 +210,16 @@ static int parse(int argc, char **argv, options_t *o) {
     case 'i': o->iters = atoi(optarg); break;
     case 'r': o->reps = atoi(optarg); break;
     case 'j': o->json = true; break;
+    case 't': o->tensors = atoi(optarg); break;
     default: usage(); return -1;
     }
   }
-  if (strcmp(o->op, "allreduce") != 0) {
-    fprintf(stderr, "evmpi-bench: unknown --op %s (allreduce)\n", o->op);
+  if (strcmp(o->op, "allreduce") != 0 && strcmp(o->op, "coalesced") != 0) {
+    fprintf(stderr, "evmpi-bench: unknown --op %s (allreduce, coalesced)\n", o->op);
     return -1;
   }
-  if (o->min_bytes < 4 || o->max_bytes < o->min_bytes || o->reps < 1 || o->iters < 0) {
+  if (o->min_bytes < 4 || o->max_bytes < o->min_bytes || o->reps < 1 || o->iters < 0 ||
+      o->tensors < 1) {
     usage();
     return -1;
   }
@@ -141,6 +242,13 @@ int main(int argc, char **argv) {
   if (evmpi_pg_create(c.base, NULL, 0, &c.pg) != EVMPI_OK) {
     fprintf(stderr, "evmpi-bench: %s\n", evmpi_last_error());
     MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  if (strcmp(o.op, "coalesced") == 0) {
+    bench_coalesced(&c, &o, rank, size);
+    evmpi_pg_destroy(c.pg);
+    event_base_free(c.base);
+    MPI_Finalize();
+    return 0;
   }
   float *buf = calloc(o.max_bytes / 4 + 1, 4);
   double *raw = calloc((size_t)o.reps, sizeof *raw), *ev = calloc((size_t)o.reps, sizeof *ev);
