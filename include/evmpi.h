@@ -163,6 +163,21 @@ EVMPI_API const char *evmpi_pg_backend_name(const evmpi_pg_t *pg);
  * this runs are called at once, on the registering thread. NULL is a no-op. */
 EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
 
+/** Sets the operation timeout of the group's collectives: one that runs
+ * (inside MPI) longer than timeout_ms fails with EVMPI_ERR_TIMEOUT and a
+ * message naming it and its sequence number ("allreduce (#12) timed out
+ * after 500 ms; the group is broken"). The group is then broken: queued
+ * collectives complete with EVMPI_ERR_ABORTED, new operations fail at
+ * once with EVMPI_ERR_ABORTED, and evmpi_pg_destroy returns without
+ * waiting for the stuck call. MPI cannot cancel a collective: the worker
+ * thread stays inside it until the peers arrive or the job ends, so the
+ * timed-out work's buffers may still be written, and the group's
+ * communicators are not freed. Sends and receives have no timeout (abort a
+ * receive with evmpi_work_abort). 0 = no limit (the default); applies to
+ * collectives that start after the call. Errors: EVMPI_ERR_INVALID (pg
+ * NULL, timeout_ms negative), EVMPI_ERR_NOMEM (no watchdog thread). */
+EVMPI_API int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms);
+
 /** Fails every queued and pending work with EVMPI_ERR_ABORTED, then calls
  * MPI_Abort on the group's communicator, which ends the job. Does not
  * return unless MPI_Abort does. */
@@ -333,6 +348,18 @@ EVMPI_API int evmpi_work_source_rank(evmpi_work_t *work);
 EVMPI_API size_t evmpi_work_result(evmpi_work_t *work, const evmpi_tensor_t **tensors);
 /** The operation's name as the seed gives it ("mpi:all_reduce"). */
 EVMPI_API const char *evmpi_work_name(evmpi_work_t *work);
+
+/** When a work was queued, started and finished. */
+typedef struct evmpi_work_record {
+  uint64_t seq;        /**< per group, from 1, in submission order */
+  int64_t queued_ns;   /**< CLOCK_MONOTONIC nanoseconds at submission */
+  int64_t started_ns;  /**< when the worker began it (sends and receives: issued); 0 = not yet */
+  int64_t finished_ns; /**< when it completed; 0 = not yet */
+} evmpi_work_record_t;
+
+/** Fills *rec with the work's record; callable at any time, from any
+ * thread. Errors: EVMPI_ERR_INVALID (NULL). */
+EVMPI_API int evmpi_work_get_record(evmpi_work_t *work, evmpi_work_record_t *rec);
 /** The work's future, completed with the work. Owned by the work: valid
  * while the work is, or longer after evmpi_future_retain. */
 EVMPI_API evmpi_future_t *evmpi_work_get_future(evmpi_work_t *work);

@@ -70,6 +70,27 @@ void evmpi__block_free(evmpi_block_t *b);
  * chunks of at most this many elements. */
 #define EVMPI_CHUNK_ELEMS ((int64_t)1 << 30)
 
+/* ---- clock ----------------------------------------------------------------- */
+
+#include <time.h>
+static inline int64_t evmpi__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- debug.c: EVMPI_DEBUG=detail, mismatched collectives ------------------ */
+
+/* True when EVMPI_DEBUG=detail was set when MPI was first used. */
+bool evmpi__debug_detail(void);
+/* Compares w's signature with every rank's (on the worker, before w
+ * runs); on a mismatch sets w's message and returns EVMPI_ERR_INVALID. */
+int evmpi__debug_check(evmpi_work_t *w);
+
+/* ---- timeline.c: EVMPI_TIMELINE=path, a Chrome trace per rank -------------- */
+
+void evmpi__timeline_record(const evmpi_work_t *w, int status);
+
 /* ---- mpi_env.c: MPI initialised once, finalised once ------------------- */
 
 int evmpi__mpi_ensure_init(void);
@@ -128,6 +149,12 @@ struct evmpi_work {
   evmpi_run_fn run;
   evmpi_work_state_t state;   /* under the owning queue's lock */
   uint64_t seq;               /* per group, from 1 */
+  atomic_bool finished;       /* set once, by whoever completes the work */
+  int64_t t_queued;           /* ns, CLOCK_MONOTONIC, set before publication */
+  _Atomic int64_t t_started, t_finished; /* ns; 0 = not yet */
+  /* what every rank must agree on (EVMPI_DEBUG=detail); -1 = not compared */
+  int sig_dtype, sig_root, sig_op;
+  int64_t sig_numel;
   /* arguments, copied at submission */
   evmpi_tensor_t *tensors;    /* descriptors; outputs are tensors[0..noutputs) */
   size_t ntensors, noutputs;
@@ -165,6 +192,8 @@ int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc);
 /* Records a failure with a formatted message and returns status. */
 int evmpi__work_fail(evmpi_work_t *w, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Records what the debug check compares across ranks. */
+void evmpi__work_sign(evmpi_work_t *w, int dtype, int64_t numel, int root, int op);
 /* Queues a collective for the worker, or discards it; sets *out on success. */
 int evmpi__submit_collective(evmpi_pg_t *pg, evmpi_work_t *w, evmpi_work_t **out);
 /* Applies the average's division (post_divide) to count elements. */
@@ -201,19 +230,30 @@ bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b);
 typedef struct evmpi_worker {
   pthread_t thread;
   pthread_mutex_t mu;
-  pthread_cond_t cv;
+  pthread_cond_t cv;         /* work queued, or closing */
+  pthread_cond_t wd_cv;      /* the watchdog's: a work started or ended */
   evmpi_work_t *head, *tail; /* under mu */
+  evmpi_work_t *running;     /* under mu: the collective in MPI now */
+  int timeout_ms;            /* under mu: 0 = none */
+  char *broken;              /* under mu: why the group is broken, or NULL */
   bool closing;              /* under mu */
   bool started;
+  pthread_t watchdog;
+  bool watchdog_started;     /* under mu */
 } evmpi_worker_t;
 
 int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg);
+/* Sets the operation timeout (starting the watchdog on first use). */
+int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms);
+/* Copies why the group is broken into buf; false when it is not. */
+bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len);
 /* Queues w (takes the in-flight reference); EVMPI_ERR_ABORTED once closing. */
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w);
 /* Removes w if it has not started; true when it did. */
 bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w);
-/* Runs what is queued, then stops and joins the thread. */
-void evmpi__worker_drain_and_stop(evmpi_worker_t *wk);
+/* Runs what is queued, then stops and joins the thread; a broken group's
+ * worker, stuck in MPI, is left to finish on its own (false returned). */
+bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk);
 /* Fails everything queued with EVMPI_ERR_ABORTED (group abort). */
 void evmpi__worker_fail_queued(evmpi_worker_t *wk, const char *why);
 
@@ -239,8 +279,9 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
 int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w);
 /* Cancels a pending receive: EVMPI_OK (completed aborted) or STATE. */
 int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w);
-/* Cancels pending receives, waits for sends, stops and joins the thread. */
-void evmpi__poller_drain_and_stop(evmpi_poller_t *p);
+/* Cancels pending receives, waits for sends (or, when force, abandons
+ * them: they fail with EVMPI_ERR_ABORTED), stops and joins the thread. */
+void evmpi__poller_drain_and_stop(evmpi_poller_t *p, bool force);
 void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why);
 
 /* ---- pg.c -------------------------------------------------------------- */

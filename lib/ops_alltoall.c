@@ -147,6 +147,8 @@ int evmpi_alltoall_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tens
   w->numel = in_numel;
   w->splits = splits;
   w->count = !output_splits && !input_splits;
+  /* With splits, sizes legitimately differ between ranks. */
+  evmpi__work_sign(w, input->dtype, w->count ? in_numel : -1, -1, -1);
   w->run = run_alltoall_base;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -224,6 +226,7 @@ int evmpi_alltoall(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t
   memcpy(w->tensors, outputs, (size_t)pg->size * sizeof *outputs);
   memcpy(&w->tensors[pg->size], inputs, (size_t)pg->size * sizeof *inputs);
   w->noutputs = (size_t)pg->size;
+  evmpi__work_sign(w, inputs[0].dtype, -1, -1, -1);
   w->run = run_alltoall;
   return evmpi__submit_collective(pg, w, out);
 }

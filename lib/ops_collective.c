@@ -30,6 +30,7 @@ int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work
   w->noutputs = 1;
   w->numel = numel;
   w->root = root;
+  evmpi__work_sign(w, tensor->dtype, numel, root, -1);
   w->run = run_broadcast;
   return evmpi__submit_collective(pg, w, out);
 }

@@ -79,6 +79,7 @@ int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_
   w->tensors[pg->size] = *input;
   w->noutputs = (size_t)pg->size;
   w->numel = numel;
+  evmpi__work_sign(w, input->dtype, numel, -1, -1);
   w->run = run_allgather;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -124,6 +125,7 @@ int evmpi_allgather_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
   w->tensors[1] = *input;
   w->noutputs = 1;
   w->numel = numel;
+  evmpi__work_sign(w, input->dtype, numel, -1, -1);
   w->run = run_allgather_base;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -201,6 +203,10 @@ int evmpi_allgather_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *outputs,
   memcpy(&w->tensors[nout], inputs, count * sizeof *inputs);
   w->noutputs = nout;
   w->count = count;
+  int64_t total = 0;
+  for (size_t i = 0; i < count; i++)
+    total += evmpi_tensor_numel(&inputs[i]);
+  evmpi__work_sign(w, inputs[0].dtype, total, -1, -1);
   w->run = run_allgather_coalesced;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -278,6 +284,7 @@ int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *
   w->noutputs = nout;
   w->numel = numel;
   w->root = root;
+  evmpi__work_sign(w, input->dtype, numel, root, -1);
   w->run = run_gather;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -346,6 +353,7 @@ int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *
   w->noutputs = 1;
   w->numel = numel;
   w->root = root;
+  evmpi__work_sign(w, output->dtype, numel, root, -1);
   w->run = run_scatter;
   return evmpi__submit_collective(pg, w, out);
 }

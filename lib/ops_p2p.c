@@ -56,6 +56,7 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
     evmpi__work_discard(w);
     return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", a->opname, call, text);
   }
+  w->t_started = evmpi__now_ns();
   rc = evmpi__poller_submit(&pg->poller, w);
   if (rc != EVMPI_OK) {
     evmpi__work_discard(w);

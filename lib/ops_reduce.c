@@ -66,6 +66,7 @@ int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op
   w->op = op;
   w->mpi_op = r.mpi_op;
   w->post_divide = r.post_divide;
+  evmpi__work_sign(w, tensor->dtype, numel, -1, op);
   w->run = run_allreduce;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -117,6 +118,7 @@ int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, i
   w->op = op;
   w->mpi_op = r.mpi_op;
   w->post_divide = r.post_divide;
+  evmpi__work_sign(w, tensor->dtype, numel, root, op);
   w->run = run_reduce;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -182,6 +184,7 @@ int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
   w->op = op;
   w->mpi_op = r.mpi_op;
   w->post_divide = r.post_divide;
+  evmpi__work_sign(w, output->dtype, numel, -1, op);
   w->run = run_reduce_scatter;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -283,6 +286,10 @@ int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t co
   w->noutputs = count;
   w->count = count;
   w->op = op;
+  int64_t total = 0;
+  for (size_t i = 0; i < count; i++)
+    total += evmpi_tensor_numel(&tensors[i]);
+  evmpi__work_sign(w, tensors[0].dtype, total, -1, op);
   w->run = run_allreduce_coalesced;
   return evmpi__submit_collective(pg, w, out);
 }

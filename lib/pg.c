@@ -13,6 +13,8 @@ void evmpi__pg_release(evmpi_pg_t *pg) {
   pthread_mutex_destroy(&pg->bridge.mu);
   pthread_mutex_destroy(&pg->worker.mu);
   pthread_cond_destroy(&pg->worker.cv);
+  pthread_cond_destroy(&pg->worker.wd_cv);
+  free(pg->worker.broken);
   pthread_mutex_destroy(&pg->poller.mu);
   pthread_cond_destroy(&pg->poller.cv);
   free(pg->poller.reqs);
@@ -136,14 +138,27 @@ const char *evmpi_pg_backend_name(const evmpi_pg_t *pg) {
 
 void evmpi__pg_teardown(evmpi_pg_t *pg) {
   atomic_store(&pg->closing, true);
-  evmpi__worker_drain_and_stop(&pg->worker);
-  evmpi__poller_drain_and_stop(&pg->poller);
+  /* A broken group's worker is stuck in a collective that MPI cannot
+   * cancel: it is left behind, and so are the communicators it uses. */
+  bool clean = evmpi__worker_drain_and_stop(&pg->worker);
+  evmpi__poller_drain_and_stop(&pg->poller, !clean);
   if (pg->bridge.ev)
     evmpi__bridge_close(&pg->bridge);
-  MPI_Comm_free(&pg->comm);
-  if (pg->internal != MPI_COMM_NULL)
-    MPI_Comm_free(&pg->internal);
+  if (clean) {
+    MPI_Comm_free(&pg->comm);
+    if (pg->internal != MPI_COMM_NULL)
+      MPI_Comm_free(&pg->internal);
+  }
   evmpi__pg_release(pg); /* the user's reference */
+}
+
+int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_set_timeout: pg is NULL");
+  if (timeout_ms < 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_set_timeout: timeout_ms %d is negative (0 = no "
+                       "limit)", timeout_ms);
+  return evmpi__worker_set_timeout(&pg->worker, pg, timeout_ms);
 }
 
 void evmpi_pg_destroy(evmpi_pg_t *pg) {
@@ -176,6 +191,9 @@ int evmpi__pg_check(const char *op, evmpi_pg_t *pg, evmpi_work_t **out) {
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: pg is NULL", op);
   if (atomic_load(&pg->closing))
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", op);
+  char why[256];
+  if (evmpi__worker_broken(&pg->worker, why, sizeof why))
+    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is broken: %s", op, why);
   return EVMPI_OK;
 }
 

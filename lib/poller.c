@@ -24,27 +24,41 @@ typedef struct {
   size_t cap;
 } scratch_t;
 
-static int grow(evmpi_poller_t *p, scratch_t *s, size_t need) {
+/* Room for need requests in the poller's arrays. */
+static int grow_arrays(evmpi_poller_t *p, size_t need) {
   if (need <= p->cap)
     return 0;
   size_t cap = p->cap ? p->cap * 2 : 16;
   while (cap < need)
     cap *= 2;
   MPI_Request *r = realloc(p->reqs, cap * sizeof *r);
-  if (r)
-    p->reqs = r;
-  evmpi_work_t **w = realloc(p->works, cap * sizeof *w);
-  if (w)
-    p->works = w;
-  int *idx = realloc(s->idx, cap * sizeof *idx);
-  if (idx)
-    s->idx = idx;
-  MPI_Status *st = realloc(s->st, cap * sizeof *st);
-  if (st)
-    s->st = st;
-  if (!r || !w || !idx || !st)
+  if (!r)
     return -1;
-  p->cap = s->cap = cap;
+  p->reqs = r;
+  evmpi_work_t **w = realloc(p->works, cap * sizeof *w);
+  if (!w)
+    return -1;
+  p->works = w;
+  p->cap = cap;
+  return 0;
+}
+
+/* Room for need results in the poller thread's MPI_Testsome scratch. */
+static int grow_scratch(scratch_t *s, size_t need) {
+  if (need <= s->cap)
+    return 0;
+  size_t cap = s->cap ? s->cap * 2 : 16;
+  while (cap < need)
+    cap *= 2;
+  int *idx = realloc(s->idx, cap * sizeof *idx);
+  if (!idx)
+    return -1;
+  s->idx = idx;
+  MPI_Status *st = realloc(s->st, cap * sizeof *st);
+  if (!st)
+    return -1;
+  s->st = st;
+  s->cap = cap;
   return 0;
 }
 
@@ -66,10 +80,11 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
   return EVMPI_OK;
 }
 
-static void adopt_incoming(evmpi_poller_t *p, scratch_t *s) {
+/* Moves issued requests from the incoming list into the arrays. */
+static void adopt_incoming(evmpi_poller_t *p) {
   while (p->incoming) {
-    if (grow(p, s, p->n + 1) != 0)
-      return; /* try again on the next round */
+    if (grow_arrays(p, p->n + 1) != 0)
+      return; /* out of memory: try again on the next round */
     evmpi_work_t *w = p->incoming;
     p->incoming = w->next;
     w->next = NULL;
@@ -118,7 +133,7 @@ static void *poller_main(void *arg) {
   for (;;) {
     pthread_mutex_lock(&p->mu);
     bool fresh = p->incoming != NULL;
-    adopt_incoming(p, &s);
+    adopt_incoming(p);
     if (p->stopping)
       cancel_receives(p);
     if (p->n == 0) {
@@ -132,6 +147,11 @@ static void *poller_main(void *arg) {
       p->sleeping = false;
       pthread_mutex_unlock(&p->mu);
       idle = 0;
+      continue;
+    }
+    if (grow_scratch(&s, p->n) != 0) {
+      pthread_mutex_unlock(&p->mu);
+      sleep_backoff(p, SPIN_POLLS); /* out of memory: wait a little */
       continue;
     }
     int outcount = 0;
@@ -265,9 +285,11 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
                      "cancelled", w->name, (unsigned long long)w->seq);
 }
 
-void evmpi__poller_drain_and_stop(evmpi_poller_t *p) {
+void evmpi__poller_drain_and_stop(evmpi_poller_t *p, bool force) {
   if (!p->started)
     return;
+  if (force)
+    evmpi__poller_fail_pending(p, "the group was destroyed while broken");
   pthread_mutex_lock(&p->mu);
   p->stopping = true;
   pthread_cond_signal(&p->cv);
@@ -278,9 +300,14 @@ void evmpi__poller_drain_and_stop(evmpi_poller_t *p) {
 
 void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why) {
   pthread_mutex_lock(&p->mu);
-  evmpi_work_t *done = p->incoming;
-  p->incoming = NULL;
+  adopt_incoming(p);
+  evmpi_work_t *done = NULL;
   for (size_t i = 0; i < p->n; i++) {
+    /* Nobody will test these requests again: receives are cancelled, and
+     * all are freed (MPI completes a freed send in the background). */
+    if (p->works[i]->kind == EVMPI_WORK_RECV)
+      MPI_Cancel(&p->reqs[i]);
+    MPI_Request_free(&p->reqs[i]);
     p->works[i]->next = done;
     done = p->works[i];
   }

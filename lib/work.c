@@ -20,6 +20,11 @@ int evmpi__work_new(evmpi_pg_t *pg, const char *name, const char *opname, evmpi_
   w->kind = kind;
   w->state = EVMPI_WORK_QUEUED;
   w->seq = atomic_fetch_add_explicit(&pg->next_seq, 1, memory_order_relaxed) + 1;
+  atomic_init(&w->finished, false);
+  w->t_queued = evmpi__now_ns();
+  w->root = -1;
+  w->sig_dtype = w->sig_root = w->sig_op = -1;
+  w->sig_numel = -1;
   w->tensors = w->inline_tensors;
   w->ntensors = ntensors;
   w->request = MPI_REQUEST_NULL;
@@ -49,7 +54,21 @@ void evmpi_work_release(evmpi_work_t *w) {
     work_free(w);
 }
 
+void evmpi__work_sign(evmpi_work_t *w, int dtype, int64_t numel, int root, int op) {
+  w->sig_dtype = dtype;
+  w->sig_numel = numel;
+  w->sig_root = root;
+  w->sig_op = op;
+}
+
 void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
+  bool expected = false;
+  if (!atomic_compare_exchange_strong(&w->finished, &expected, true))
+    return; /* completed already (a timed-out collective returning late) */
+  w->t_finished = evmpi__now_ns();
+  if (!w->t_started)
+    w->t_started = w->t_finished; /* never ran: aborted in the queue */
+  evmpi__timeline_record(w, status);
   const char *text = NULL;
   if (status != EVMPI_OK)
     text = w->error_text ? w->error_text : msg;
@@ -125,6 +144,16 @@ size_t evmpi_work_result(evmpi_work_t *w, const evmpi_tensor_t **tensors) {
 }
 
 const char *evmpi_work_name(evmpi_work_t *w) { return w ? w->name : NULL; }
+
+int evmpi_work_get_record(evmpi_work_t *w, evmpi_work_record_t *rec) {
+  if (!w || !rec)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_get_record: %s is NULL", w ? "rec" : "work");
+  rec->seq = w->seq;
+  rec->queued_ns = w->t_queued;
+  rec->started_ns = atomic_load(&w->t_started);
+  rec->finished_ns = atomic_load(&w->t_finished);
+  return EVMPI_OK;
+}
 
 evmpi_future_t *evmpi_work_get_future(evmpi_work_t *w) { return w ? &w->future : NULL; }
 

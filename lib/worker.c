@@ -1,20 +1,48 @@
 /* worker.c: the worker thread. It runs a group's collectives one at a time,
  * in submission order, with blocking MPI calls (the fastest path in Open
  * MPI, where the nonblocking collectives are up to 2x slower). It sleeps on
- * a condition variable when there is nothing to run. */
+ * a condition variable when there is nothing to run.
+ *
+ * With an operation timeout set, a watchdog thread watches the running
+ * collective. When it overruns, the watchdog fails it with
+ * EVMPI_ERR_TIMEOUT, fails the queue with EVMPI_ERR_ABORTED and marks the
+ * group broken. MPI cannot cancel a collective: the worker stays inside
+ * the call until the peers arrive (or the job ends), holding its own
+ * references, and leaves as soon as the call returns. */
 #include "evmpi-internal.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+static void fail_list(evmpi_work_t *w, const char *why) {
+  while (w) {
+    evmpi_work_t *next = w->next;
+    w->next = NULL;
+    evmpi__work_finish(w, EVMPI_ERR_ABORTED, why);
+    w = next;
+  }
+}
+
+/* Takes the queue (under mu); its works are marked done. */
+static evmpi_work_t *take_queue(evmpi_worker_t *wk) {
+  evmpi_work_t *w = wk->head;
+  wk->head = wk->tail = NULL;
+  for (evmpi_work_t *it = w; it; it = it->next)
+    it->state = EVMPI_WORK_DONE;
+  return w;
+}
 
 static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
+  bool debug = evmpi__debug_detail();
   for (;;) {
     pthread_mutex_lock(&wk->mu);
-    while (!wk->head && !wk->closing)
+    while (!wk->head && !wk->closing && !wk->broken)
       pthread_cond_wait(&wk->cv, &wk->mu);
-    evmpi_work_t *w = wk->head;
+    evmpi_work_t *w = wk->broken ? NULL : wk->head;
     if (!w) {
       pthread_mutex_unlock(&wk->mu);
       break;
@@ -24,11 +52,64 @@ static void *worker_main(void *arg) {
       wk->tail = NULL;
     w->next = NULL;
     w->state = EVMPI_WORK_RUNNING;
+    w->t_started = evmpi__now_ns();
+    wk->running = w;
+    evmpi__work_retain(w); /* ours while in MPI, whoever completes it */
+    if (wk->watchdog_started)
+      pthread_cond_signal(&wk->wd_cv);
     pthread_mutex_unlock(&wk->mu);
 
-    int status = w->run(w);
-    evmpi__work_finish(w, status, NULL);
+    int status = debug ? evmpi__debug_check(w) : EVMPI_OK;
+    if (status == EVMPI_OK)
+      status = w->run(w);
+
+    pthread_mutex_lock(&wk->mu);
+    wk->running = NULL;
+    w->state = EVMPI_WORK_DONE;
+    if (wk->watchdog_started)
+      pthread_cond_signal(&wk->wd_cv);
+    pthread_mutex_unlock(&wk->mu);
+    evmpi__work_finish(w, status, NULL); /* no-op if the watchdog did */
+    evmpi_work_release(w);
   }
+  evmpi__pg_release(pg); /* the thread's own reference */
+  return NULL;
+}
+
+static void *watchdog_main(void *arg) {
+  evmpi_pg_t *pg = arg;
+  evmpi_worker_t *wk = &pg->worker;
+  pthread_mutex_lock(&wk->mu);
+  while (!wk->closing && !wk->broken) {
+    evmpi_work_t *w = wk->running;
+    if (!w || wk->timeout_ms <= 0) {
+      pthread_cond_wait(&wk->wd_cv, &wk->mu);
+      continue;
+    }
+    int64_t deadline = w->t_started + (int64_t)wk->timeout_ms * 1000000;
+    struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
+    int rc = pthread_cond_timedwait(&wk->wd_cv, &wk->mu, &ts);
+    if (rc != ETIMEDOUT || wk->running != w || evmpi__now_ns() < deadline)
+      continue;
+    /* w overran: fail it, break the group, fail the queue. */
+    char why[256];
+    snprintf(why, sizeof why, "%s (#%llu) timed out after %d ms", w->opname,
+             (unsigned long long)w->seq, wk->timeout_ms);
+    wk->broken = strdup(why);
+    evmpi_work_t *queued = take_queue(wk);
+    evmpi__work_retain(w);
+    pthread_cond_broadcast(&wk->cv);
+    pthread_mutex_unlock(&wk->mu);
+
+    char msg[320];
+    snprintf(msg, sizeof msg, "%s; the group is broken", why);
+    evmpi__work_finish(w, EVMPI_ERR_TIMEOUT, msg);
+    evmpi_work_release(w);
+    snprintf(msg, sizeof msg, "the group is broken: %s", why);
+    fail_list(queued, msg);
+    pthread_mutex_lock(&wk->mu);
+  }
+  pthread_mutex_unlock(&wk->mu);
   return NULL;
 }
 
@@ -36,17 +117,53 @@ int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
   memset(wk, 0, sizeof *wk);
   pthread_mutex_init(&wk->mu, NULL);
   pthread_cond_init(&wk->cv, NULL);
-  if (pthread_create(&wk->thread, NULL, worker_main, pg) != 0)
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&wk->wd_cv, &attr);
+  pthread_condattr_destroy(&attr);
+  evmpi__pg_retain(pg);
+  if (pthread_create(&wk->thread, NULL, worker_main, pg) != 0) {
+    evmpi__pg_release(pg);
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot start the worker thread");
+  }
   wk->started = true;
   return EVMPI_OK;
 }
 
+int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms) {
+  pthread_mutex_lock(&wk->mu);
+  wk->timeout_ms = timeout_ms;
+  int rc = EVMPI_OK;
+  if (timeout_ms > 0 && !wk->watchdog_started) {
+    if (pthread_create(&wk->watchdog, NULL, watchdog_main, pg) == 0)
+      wk->watchdog_started = true;
+    else
+      rc = evmpi__fail(EVMPI_ERR_NOMEM, "pg_set_timeout: cannot start the watchdog thread");
+  }
+  pthread_cond_signal(&wk->wd_cv);
+  pthread_mutex_unlock(&wk->mu);
+  return rc;
+}
+
+bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len) {
+  pthread_mutex_lock(&wk->mu);
+  bool broken = wk->broken != NULL;
+  if (broken)
+    snprintf(buf, len, "%s", wk->broken);
+  pthread_mutex_unlock(&wk->mu);
+  return broken;
+}
+
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
   pthread_mutex_lock(&wk->mu);
-  if (wk->closing) {
+  if (wk->closing || wk->broken) {
+    int rc = wk->broken
+                 ? evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is broken: %s", w->opname,
+                               wk->broken)
+                 : evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
     pthread_mutex_unlock(&wk->mu);
-    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
+    return rc;
   }
   w->state = EVMPI_WORK_QUEUED;
   w->next = NULL;
@@ -95,25 +212,27 @@ bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w) {
 void evmpi__worker_fail_queued(evmpi_worker_t *wk, const char *why) {
   pthread_mutex_lock(&wk->mu);
   wk->closing = true;
-  evmpi_work_t *w = wk->head;
-  wk->head = wk->tail = NULL;
-  for (evmpi_work_t *it = w; it; it = it->next)
-    it->state = EVMPI_WORK_DONE;
+  evmpi_work_t *w = take_queue(wk);
   pthread_mutex_unlock(&wk->mu);
-  while (w) {
-    evmpi_work_t *next = w->next;
-    evmpi__work_finish(w, EVMPI_ERR_ABORTED, why);
-    w = next;
-  }
+  fail_list(w, why);
 }
 
-void evmpi__worker_drain_and_stop(evmpi_worker_t *wk) {
+bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk) {
   if (!wk->started)
-    return;
+    return true;
   pthread_mutex_lock(&wk->mu);
   wk->closing = true;
-  pthread_cond_signal(&wk->cv);
+  bool broken = wk->broken != NULL;
+  bool watchdog = wk->watchdog_started;
+  pthread_cond_broadcast(&wk->cv);
+  pthread_cond_broadcast(&wk->wd_cv);
   pthread_mutex_unlock(&wk->mu);
-  pthread_join(wk->thread, NULL);
+  if (watchdog)
+    pthread_join(wk->watchdog, NULL);
+  if (broken)
+    pthread_detach(wk->thread); /* may be stuck in MPI: it leaves by itself */
+  else
+    pthread_join(wk->thread, NULL);
   wk->started = false;
+  return !broken;
 }
