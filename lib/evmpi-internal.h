@@ -90,6 +90,8 @@ int evmpi__debug_check(evmpi_work_t *w);
 /* ---- timeline.c: EVMPI_TIMELINE=path, a Chrome trace per rank -------------- */
 
 void evmpi__timeline_record(const evmpi_work_t *w, int status);
+/* Writes out what is buffered (at group destroy). */
+void evmpi__timeline_flush(void);
 
 /* ---- mpi_env.c: MPI initialised once, finalised once ------------------- */
 

@@ -149,6 +149,7 @@ void evmpi__pg_teardown(evmpi_pg_t *pg) {
     if (pg->internal != MPI_COMM_NULL)
       MPI_Comm_free(&pg->internal);
   }
+  evmpi__timeline_flush();
   evmpi__pg_release(pg); /* the user's reference */
 }
 

@@ -51,6 +51,13 @@ static void open_file(void) {
   atexit(close_file);
 }
 
+void evmpi__timeline_flush(void) {
+  pthread_mutex_lock(&lock);
+  if (out)
+    fflush(out);
+  pthread_mutex_unlock(&lock);
+}
+
 void evmpi__timeline_record(const evmpi_work_t *w, int status) {
   pthread_once(&once, open_file);
   if (!out)
