@@ -3,7 +3,7 @@
  *   mpirun -np 2 examples/hello
  *
  * Each rank contributes rank + 1; the callback runs on the loop thread and
- * prints the sum, 1 + 2 + ... + size. */
+ * prints the sum, 1 + 2 + ... + size. Exits 1 if the sum is wrong. */
 #include <event2/event.h>
 #include <evmpi.h>
 #include <stdio.h>
@@ -13,10 +13,12 @@ struct state {
   struct event_base *base;
   double value;
   int rank, size;
+  int ok;
 };
 
 static void on_allreduce(evmpi_work_t *work, void *arg) {
   struct state *s = arg;
+  s->ok = evmpi_work_is_success(work) && s->value == s->size * (s->size + 1) / 2;
   if (evmpi_work_is_success(work))
     printf("rank %d of %d: allreduce(sum) = %g (expected %d), delivered on the loop thread\n",
            s->rank, s->size, s->value, s->size * (s->size + 1) / 2);
@@ -51,5 +53,5 @@ int main(void) {
 
   evmpi_pg_destroy(pg);
   event_base_free(s.base);
-  return 0;
+  return s.ok ? 0 : 1;
 }
