@@ -1,0 +1,82 @@
+/* fault_main.c: a program that fails on purpose, for test/faults.sh.
+ *   fault_main kill   rank 1 kills itself with SIGKILL in the middle of a
+ *                     run of allreduces (group timeout 5 s on every rank)
+ *   fault_main abort  rank 0 has a pending receive and queued collectives
+ *                     and calls evmpi_pg_abort; the others wait in a
+ *                     collective that will never complete
+ * Either way the job must end by itself, with a failure status, and not
+ * hang. Rank 0 prints what it saw before the end. */
+#include <event2/event.h>
+#include <evmpi.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int run_kill(evmpi_pg_t *pg, struct event_base *base) {
+  int rank = evmpi_pg_rank(pg);
+  evmpi_pg_set_timeout(pg, 5000);
+  for (int i = 0; i < 1000000; i++) {
+    if (rank == 1 && i == 50) {
+      printf("rank 1: SIGKILL after %d allreduces\n", i);
+      fflush(stdout);
+      kill(getpid(), SIGKILL);
+    }
+    double v = 1;
+    evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_FLOAT64, 1);
+    evmpi_work_t *w;
+    if (evmpi_allreduce(pg, &t, EVMPI_SUM, &w) != EVMPI_OK) {
+      printf("rank %d: allreduce refused: %s\n", rank, evmpi_last_error());
+      return 1;
+    }
+    int rc = evmpi_work_wait(w, -1);
+    if (rc != EVMPI_OK) {
+      printf("rank %d: allreduce %d failed: %s\n", rank, i, evmpi_work_error(w));
+      fflush(stdout);
+      evmpi_work_release(w);
+      return 1;
+    }
+    evmpi_work_release(w);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+  }
+  return 0;
+}
+
+static int run_abort(evmpi_pg_t *pg) {
+  int rank = evmpi_pg_rank(pg);
+  static int32_t in, x = 1;
+  evmpi_tensor_t t = evmpi_tensor_flat(&in, EVMPI_INT32, 1);
+  evmpi_tensor_t tx = evmpi_tensor_flat(&x, EVMPI_INT32, 1);
+  evmpi_work_t *w;
+  if (rank == 0) {
+    evmpi_work_t *r, *q;
+    evmpi_recv_anysource(pg, &t, 77, &r);
+    evmpi_barrier(pg, &w);       /* never completes: the others are in allreduce */
+    evmpi_allreduce(pg, &tx, EVMPI_SUM, &q);
+    printf("rank 0: calling evmpi_pg_abort with a receive and two collectives pending\n");
+    fflush(stdout);
+    evmpi_pg_abort(pg);
+    printf("rank 0: evmpi_pg_abort returned\n");
+    return 0;
+  }
+  evmpi_allreduce(pg, &tx, EVMPI_SUM, &w);
+  evmpi_work_wait(w, -1);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2 || (strcmp(argv[1], "kill") != 0 && strcmp(argv[1], "abort") != 0)) {
+    fprintf(stderr, "usage: fault_main kill|abort\n");
+    return 2;
+  }
+  struct event_base *base = event_base_new();
+  evmpi_pg_t *pg;
+  if (evmpi_pg_create(base, NULL, 0, &pg) != EVMPI_OK) {
+    fprintf(stderr, "%s\n", evmpi_last_error());
+    return 2;
+  }
+  int rc = strcmp(argv[1], "kill") == 0 ? run_kill(pg, base) : run_abort(pg);
+  /* A failed peer leaves this group broken or stuck: end without destroy. */
+  fflush(stdout);
+  _exit(rc);
+}
