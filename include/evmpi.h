@@ -1,5 +1,6 @@
-/*
- * evmpi.h: asynchronous MPI collectives and point-to-point messages whose
+/**
+ * @file evmpi.h
+ * @brief Asynchronous MPI collectives and point-to-point messages whose
  * completions are delivered to the application's own libevent loop.
  *
  * Threads and ownership, in short (doc/design.md has the long form):
@@ -83,25 +84,27 @@ typedef enum {
   EVMPI_AVG, EVMPI_BAND, EVMPI_BOR, EVMPI_BXOR,
 } evmpi_reduce_op_t;
 
+/** The kind of memory a tensor's data is in. */
 typedef enum { EVMPI_DEVICE_CPU, EVMPI_DEVICE_CUDA } evmpi_device_type_t;
 
 /** Where a tensor's data lives. */
 typedef struct {
-  evmpi_device_type_t type;
+  evmpi_device_type_t type; /**< host memory or a CUDA device */
   int index; /**< CUDA device ordinal; 0 for the CPU */
 } evmpi_device_t;
 
+/** The most dimensions a tensor descriptor holds. */
 #define EVMPI_MAX_DIMS 8
 
 /** A description of a caller-owned buffer. evmpi copies the descriptor when
  * an operation is submitted; the data stays the caller's. */
 typedef struct evmpi_tensor {
-  void *data;
-  evmpi_dtype_t dtype;
+  void *data;                      /**< the first element; NULL only when there are none */
+  evmpi_dtype_t dtype;             /**< the element type */
   int ndim;                        /**< 0 = scalar (one element); at most EVMPI_MAX_DIMS */
   int64_t shape[EVMPI_MAX_DIMS];   /**< each >= 0 */
   int64_t strides[EVMPI_MAX_DIMS]; /**< in elements; all zero = contiguous */
-  evmpi_device_t device;
+  evmpi_device_t device;           /**< where data lives (all zero: the CPU) */
 } evmpi_tensor_t;
 
 /** A 1-D contiguous CPU tensor over count elements at data. Pure: checks
@@ -114,8 +117,11 @@ EVMPI_API int64_t evmpi_tensor_numel(const evmpi_tensor_t *tensor);
 
 /* ---- groups ------------------------------------------------------------ */
 
+/** A process group: an opaque handle from evmpi_pg_create. */
 typedef struct evmpi_pg evmpi_pg_t;
+/** One submitted operation: an opaque, reference-counted handle. */
 typedef struct evmpi_work evmpi_work_t;
+/** The result of a work, or of a join: an opaque, reference-counted handle. */
 typedef struct evmpi_future evmpi_future_t;
 
 /** Creates a process group. Collective over MPI_COMM_WORLD: every world rank
@@ -183,7 +189,7 @@ EVMPI_API int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms);
  * return unless MPI_Abort does. */
 EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
 
-/* ---- operations ---------------------------------------------------------
+/** @name Operations
  * Each returns EVMPI_OK and a new work in *work (the caller holds one
  * reference and releases it with evmpi_work_release), or an error status
  * with *work == NULL and nothing queued. The caller keeps every data buffer
@@ -195,7 +201,8 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  * dimension, NULL data with elements, strides that are not contiguous), a
  * root or peer outside 0..size-1, a negative tag; EVMPI_ERR_UNSUPPORTED for
  * a CUDA tensor in a build without CUDA or a dtype/op pair that makes no
- * sense; EVMPI_ERR_ABORTED when the group is being destroyed;
+ * sense; EVMPI_ERR_ABORTED when the group is being destroyed or is broken
+ * (evmpi_pg_set_timeout);
  * EVMPI_ERR_NOMEM. The work itself may later fail with EVMPI_ERR_MPI (the
  * message names the MPI call and MPI's error string) or EVMPI_ERR_ABORTED.
  *
@@ -204,6 +211,7 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  * Lists "per rank" hold evmpi_pg_size(pg) tensors (C cannot check an
  * array's length: a shorter array is read past its end). Element counts
  * beyond INT_MAX work for every operation. */
+/** @{ */
 
 /** Broadcasts tensor from root to every rank ("mpi:broadcast"). Result:
  * the tensor. */
@@ -313,6 +321,9 @@ EVMPI_API int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int t
 
 /* ---- work -------------------------------------------------------------- */
 
+/** @} */
+
+/** A work's completion callback: runs on the group's loop thread. */
 typedef void (*evmpi_work_cb)(evmpi_work_t *work, void *arg);
 
 /** Registers cb to run once, on the group's loop thread, after the work
@@ -376,6 +387,7 @@ EVMPI_API void evmpi_work_release(evmpi_work_t *work);
 
 /* ---- futures ----------------------------------------------------------- */
 
+/** A future's continuation: runs on the loop thread. */
 typedef void (*evmpi_future_cb)(evmpi_future_t *future, void *arg);
 
 /** Registers cb to run once on the loop thread when the future is done
@@ -398,7 +410,9 @@ EVMPI_API const char *evmpi_future_error(evmpi_future_t *future);
 EVMPI_API int evmpi_future_status(evmpi_future_t *future);
 /** A new future (the caller holds a reference) done when all count futures
  * are; it fails with the status and message of the first one, in array
- * order, that failed. count 0 gives a future done at once, which then
+ * order, that failed. The join holds references to the futures it joins
+ * (and so to their works) until it is released: the caller may release
+ * them at once. count 0 gives a future done at once, which then
  * needs no loop and runs its callbacks on the registering thread.
  * Errors: EVMPI_ERR_INVALID (NULL arguments), EVMPI_ERR_NOMEM. */
 EVMPI_API int evmpi_future_all(evmpi_future_t *const *futures, size_t count, evmpi_future_t **all);
