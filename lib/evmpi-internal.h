@@ -211,7 +211,8 @@ typedef struct evmpi_bridge {
   pthread_t loop_thread;
   pthread_mutex_t mu;
   evmpi_future_t *head, *tail; /* under mu */
-  bool signalled;           /* under mu: eventfd written, not yet drained */
+  bool signalled;           /* under mu: eventfd written, or the loop is polling */
+  atomic_bool has_items;    /* head != NULL, for the loop's lock-free poll */
   bool stop;                /* under mu: own loop should exit */
   bool dead;                /* under mu: no loop any more, deliver inline */
   bool dispatching;         /* loop thread only */
@@ -239,6 +240,8 @@ typedef struct evmpi_worker {
   int timeout_ms;            /* under mu: 0 = none */
   char *broken;              /* under mu: why the group is broken, or NULL */
   bool closing;              /* under mu */
+  bool waiting;              /* under mu: asleep on cv (submit must signal) */
+  atomic_int queued;         /* works in the queue, read without mu while spinning */
   bool started;
   pthread_t watchdog;
   bool watchdog_started;     /* under mu */
@@ -297,6 +300,7 @@ struct evmpi_pg {
   int tag_ub;                /* MPI_TAG_UB of comm */
   atomic_bool closing;       /* destroy started: submissions refused */
   atomic_uint_fast64_t next_seq;
+  atomic_int inflight;       /* submitted works not yet completed */
   evmpi_bridge_t bridge;
   evmpi_worker_t worker;
   evmpi_poller_t poller;

@@ -39,6 +39,7 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
   atomic_init(&pg->refs, 1);
   atomic_init(&pg->closing, false);
   atomic_init(&pg->next_seq, 0);
+  atomic_init(&pg->inflight, 0);
   pg->comm = comm;
   pg->internal = MPI_COMM_NULL;
   int dup_rc = MPI_Comm_dup(comm, &pg->internal);

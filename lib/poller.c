@@ -228,6 +228,7 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
   }
   w->state = EVMPI_WORK_RUNNING;
+  atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
   w->next = p->incoming;
   p->incoming = w;
   if (p->sleeping)

@@ -66,6 +66,7 @@ void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
   if (!atomic_compare_exchange_strong(&w->finished, &expected, true))
     return; /* completed already (a timed-out collective returning late) */
   w->t_finished = evmpi__now_ns();
+  atomic_fetch_sub_explicit(&w->pg->inflight, 1, memory_order_relaxed);
   if (!w->t_started)
     w->t_started = w->t_finished; /* never ran: aborted in the queue */
   evmpi__timeline_record(w, status);

@@ -12,9 +12,23 @@
 #include "evmpi-internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* After a collective, the worker polls the queue this long before it
+ * sleeps: a callback that submits the next operation at once (a chain of
+ * small collectives) then needs no futex wake-up. Each poll yields the CPU,
+ * so ranks that share cores still progress. */
+#define WORKER_SPIN_NS 50000
+
+static void spin_for_work(evmpi_worker_t *wk) {
+  int64_t until = evmpi__now_ns() + WORKER_SPIN_NS;
+  while (atomic_load_explicit(&wk->queued, memory_order_acquire) == 0 &&
+         evmpi__now_ns() < until)
+    sched_yield();
+}
 
 static void fail_list(evmpi_work_t *w, const char *why) {
   while (w) {
@@ -29,6 +43,7 @@ static void fail_list(evmpi_work_t *w, const char *why) {
 static evmpi_work_t *take_queue(evmpi_worker_t *wk) {
   evmpi_work_t *w = wk->head;
   wk->head = wk->tail = NULL;
+  atomic_store(&wk->queued, 0);
   for (evmpi_work_t *it = w; it; it = it->next)
     it->state = EVMPI_WORK_DONE;
   return w;
@@ -38,10 +53,16 @@ static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
   bool debug = evmpi__debug_detail();
+  bool may_spin = false;
   for (;;) {
+    if (may_spin)
+      spin_for_work(wk);
     pthread_mutex_lock(&wk->mu);
-    while (!wk->head && !wk->closing && !wk->broken)
+    while (!wk->head && !wk->closing && !wk->broken) {
+      wk->waiting = true;
       pthread_cond_wait(&wk->cv, &wk->mu);
+      wk->waiting = false;
+    }
     evmpi_work_t *w = wk->broken ? NULL : wk->head;
     if (!w) {
       pthread_mutex_unlock(&wk->mu);
@@ -50,6 +71,7 @@ static void *worker_main(void *arg) {
     wk->head = w->next;
     if (!wk->head)
       wk->tail = NULL;
+    atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
     w->next = NULL;
     w->state = EVMPI_WORK_RUNNING;
     w->t_started = evmpi__now_ns();
@@ -71,6 +93,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&wk->mu);
     evmpi__work_finish(w, status, NULL); /* no-op if the watchdog did */
     evmpi_work_release(w);
+    may_spin = true;
   }
   evmpi__pg_release(pg); /* the thread's own reference */
   return NULL;
@@ -115,6 +138,7 @@ static void *watchdog_main(void *arg) {
 
 int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
   memset(wk, 0, sizeof *wk);
+  atomic_init(&wk->queued, 0);
   pthread_mutex_init(&wk->mu, NULL);
   pthread_cond_init(&wk->cv, NULL);
   pthread_condattr_t attr;
@@ -167,13 +191,14 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
   }
   w->state = EVMPI_WORK_QUEUED;
   w->next = NULL;
-  bool wake = !wk->head;
   if (wk->tail)
     wk->tail->next = w;
   else
     wk->head = w;
   wk->tail = w;
-  if (wake)
+  atomic_fetch_add_explicit(&wk->queued, 1, memory_order_release);
+  atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
+  if (wk->waiting) /* a spinning worker sees the count; a sleeping one needs this */
     pthread_cond_signal(&wk->cv);
   pthread_mutex_unlock(&wk->mu);
   return EVMPI_OK;
@@ -195,6 +220,7 @@ bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w) {
         wk->tail = prev;
       w->next = NULL;
       w->state = EVMPI_WORK_DONE;
+      atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
       removed = true;
       break;
     }
