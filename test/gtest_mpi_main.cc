@@ -5,6 +5,7 @@
 // status agreed by all.
 #include "harness.h"
 
+#include <event2/event.h>
 #include <mpi.h>
 
 #include <cstdio>
@@ -36,6 +37,15 @@ private:
 };
 
 } // namespace
+
+TestLoop::TestLoop() : base(event_base_new()) {
+  EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+}
+
+TestLoop::~TestLoop() {
+  evmpi_pg_destroy(pg);
+  event_base_free(base);
+}
 
 void MpiTest::TearDown() {
   if (!mpi_ready())

@@ -53,6 +53,14 @@ double evmpi_test_now_ms(void);
  * agreed by every rank. */
 int evmpi_test_main(int argc, char **argv, evmpi_test_mpi_mode_t mode);
 
+/* An event_base with a group over the world on it, for one test. */
+struct TestLoop {
+  struct event_base *base;
+  evmpi_pg_t *pg = nullptr;
+  TestLoop();
+  ~TestLoop();
+};
+
 /* Every test's fixture: after each test the ranks agree on its outcome, so a
  * failure on one rank fails it on all of them. */
 class MpiTest : public ::testing::Test {

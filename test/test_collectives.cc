@@ -9,18 +9,7 @@
 
 namespace {
 
-struct Loop {
-  struct event_base *base = event_base_new();
-  evmpi_pg_t *pg = nullptr;
-  Loop() {
-    int rc = evmpi_pg_create(base, nullptr, 0, &pg);
-    EXPECT_EQ(rc, EVMPI_OK) << evmpi_last_error();
-  }
-  ~Loop() {
-    evmpi_pg_destroy(pg);
-    event_base_free(base);
-  }
-};
+using Loop = TestLoop;
 
 class Collectives : public MpiTest {};
 

@@ -11,15 +11,7 @@
 
 namespace {
 
-struct Loop {
-  struct event_base *base = event_base_new();
-  evmpi_pg_t *pg = nullptr;
-  Loop() { EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error(); }
-  ~Loop() {
-    evmpi_pg_destroy(pg);
-    event_base_free(base);
-  }
-};
+using Loop = TestLoop;
 
 class P2P : public MpiTest {};
 
