@@ -1,0 +1,258 @@
+/* bench_util.c: output, statistics and waiting helpers of evmpi-bench. */
+#include "bench.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ROW_WIDTH 10   /* the first column, left-aligned */
+#define FIELD_WIDTH 20 /* every figure */
+#define FIELD_PREC 2
+
+/* ---- output ----------------------------------------------------------------- */
+
+static void json_string(const char *s) {
+  putchar('"');
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      printf("\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      printf("\\u%04x", (unsigned char)*s);
+    else
+      putchar(*s);
+  }
+  putchar('"');
+}
+
+static void json_number(double v) {
+  if (isfinite(v))
+    printf("%.3f", v);
+  else
+    printf("null");
+}
+
+const char *jnum(double v) {
+  static _Thread_local char bufs[8][32];
+  static _Thread_local int next;
+  char *buf = bufs[next++ % 8];
+  if (isfinite(v))
+    snprintf(buf, sizeof bufs[0], "%.3f", v);
+  else
+    snprintf(buf, sizeof bufs[0], "null");
+  return buf;
+}
+
+void out_begin(bench_t *b) {
+  b->first_mode = true;
+  if (b->rank != 0 || !b->o.json)
+    return;
+  char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(lib, &len);
+  lib[strcspn(lib, "\n,")] = '\0';
+  printf("{\"tool\": \"evmpi-bench\", \"ranks\": %d, \"cores\": %ld, \"reps\": %d, \"mpi\": ",
+         b->size, sysconf(_SC_NPROCESSORS_ONLN), b->o.reps);
+  json_string(lib);
+  printf(", \"libevent\": ");
+  json_string(event_get_version());
+  printf(", \"modes\": [\n");
+  fflush(stdout);
+}
+
+void out_end(bench_t *b) {
+  if (b->rank == 0 && b->o.json) {
+    printf("\n]}\n");
+    fflush(stdout);
+  }
+}
+
+void out_mode(bench_t *b, const char *op, const char *name, const char *unit,
+              const char *row_key, const char *row_label, int ncols, const column_t *cols) {
+  b->row_key = row_key;
+  b->row_label = row_label;
+  b->ncols = ncols;
+  b->cols = cols;
+  b->first_row = true;
+  if (b->rank != 0)
+    return;
+  if (b->o.json) {
+    printf("%s{\"op\": \"%s\", \"name\": ", b->first_mode ? "" : ",\n", op);
+    json_string(name);
+    printf(", \"ranks\": %d, \"unit\": ", b->size);
+    json_string(unit);
+    printf(", \"row\": \"%s\", \"columns\": [", row_key);
+    for (int i = 0; i < ncols; i++) {
+      printf("%s", i ? ", " : "");
+      json_string(cols[i].key);
+    }
+    printf("], \"results\": [\n");
+  } else {
+    printf("%s# evmpi-bench %s\n", b->first_mode ? "" : "\n", name);
+  }
+  b->first_mode = false;
+  fflush(stdout);
+}
+
+void out_note(bench_t *b, const char *fmt, ...) {
+  if (b->rank != 0 || b->o.json)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  printf("# ");
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+}
+
+void out_header(bench_t *b) {
+  if (b->rank != 0 || b->o.json)
+    return;
+  char label[32];
+  snprintf(label, sizeof label, "# %s", b->row_label);
+  printf("%-*s", ROW_WIDTH, label);
+  for (int i = 0; i < b->ncols; i++)
+    printf("%*s", FIELD_WIDTH, b->cols[i].label);
+  printf("\n");
+  fflush(stdout);
+}
+
+static void row(bench_t *b, const char *name, size_t bytes, const double *vals,
+                const char *extra) {
+  if (b->rank != 0)
+    return;
+  if (b->o.json) {
+    printf("%s  {\"%s\": ", b->first_row ? "" : ",\n", b->row_key);
+    if (name)
+      json_string(name);
+    else
+      printf("%zu", bytes);
+    for (int i = 0; i < b->ncols; i++) {
+      printf(", \"%s\": ", b->cols[i].key);
+      json_number(vals[i]);
+    }
+    if (extra && *extra)
+      printf(", %s", extra);
+    printf("}");
+  } else {
+    if (name)
+      printf("%-*s", ROW_WIDTH, name);
+    else
+      printf("%-*zu", ROW_WIDTH, bytes);
+    for (int i = 0; i < b->ncols; i++)
+      printf("%*.*f", FIELD_WIDTH, FIELD_PREC, vals[i]);
+    printf("\n");
+  }
+  b->first_row = false;
+  fflush(stdout);
+}
+
+void out_row_size(bench_t *b, size_t bytes, const double *vals, const char *extra) {
+  row(b, NULL, bytes, vals, extra);
+}
+
+void out_row_name(bench_t *b, const char *name, const double *vals, const char *extra) {
+  row(b, name, 0, vals, extra);
+}
+
+void out_mode_end(bench_t *b, const char *summary, const char *text) {
+  if (b->rank != 0)
+    return;
+  if (b->o.json) {
+    printf("\n]");
+    if (summary && *summary)
+      printf(", \"summary\": {%s}", summary);
+    printf("}");
+  } else if (text && *text) {
+    const char *s = text;
+    while (*s) {
+      size_t n = strcspn(s, "\n");
+      printf("# %.*s\n", (int)n, s);
+      s += n;
+      if (*s)
+        s++;
+    }
+  }
+  fflush(stdout);
+}
+
+/* ---- statistics, time --------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+double median(double *v, int n) {
+  if (n <= 0)
+    return NAN;
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double slowest(double t) {
+  double m;
+  MPI_Allreduce(&t, &m, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return m;
+}
+
+int iters_for(const bench_t *b, size_t bytes) {
+  if (b->o.iters > 0)
+    return b->o.iters;
+  if (bytes <= (64u << 10))
+    return 1000;
+  size_t n = (64u << 20) / bytes;
+  return n < 2 ? 2 : (int)n;
+}
+
+size_t sweep_min(const bench_t *b, size_t elem) {
+  if (b->o.min_bytes == 0)
+    return elem;
+  size_t m = b->o.min_bytes;
+  return m < elem ? elem : m - m % elem;
+}
+
+size_t sweep_max(const bench_t *b, size_t def_max) {
+  return b->o.max_bytes ? b->o.max_bytes : def_max;
+}
+
+/* ---- waiting ------------------------------------------------------------------------- */
+
+void loop_until(bench_t *b, const bool *done) {
+  while (!*done)
+    if (event_base_loop(b->base, EVLOOP_ONCE) < 0)
+      die("event_base_loop failed");
+}
+
+void die(const char *what) {
+  fprintf(stderr, "evmpi-bench: %s\n", what);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  abort();
+}
+
+void check(int rc) {
+  if (rc != EVMPI_OK)
+    die(evmpi_last_error());
+}
+
+void *xcalloc(size_t n, size_t size) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p)
+    die("out of memory");
+  return p;
+}
+
+void *bench_alloc(size_t bytes) {
+  void *p = xcalloc(1, bytes);
+  memset(p, 0, bytes);
+  return p;
+}
