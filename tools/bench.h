@@ -19,6 +19,9 @@ typedef struct {
   int iters;                /* --iters: 0 = scaled by size */
   int reps;                 /* --reps: repetitions, the median is reported */
   int tensors;              /* --tensors: coalesced */
+  int nops;                 /* --ops-count: pipelined and wakeups */
+  size_t msg_bytes;         /* --msg: pipelined and wakeups message size */
+  int window;               /* --window: msgrate */
   bool json;                /* --json */
 } options_t;
 
@@ -29,6 +32,7 @@ typedef struct bench {
   int rank, size;
   struct event_base *base; /* the group's loop */
   evmpi_pg_t *pg;          /* over MPI_COMM_WORLD, on base */
+  MPI_Comm pair;           /* ranks 0 and 1 (MPI_COMM_NULL elsewhere) */
   /* output state (rank 0 prints) */
   bool first_mode, first_row;
   const char *row_key, *row_label;
@@ -92,6 +96,12 @@ size_t sweep_max(const bench_t *b, size_t def_max);
 
 /* ---- waiting ------------------------------------------------------------------------- */
 
+/* A barrier over MPI_COMM_WORLD that waits in the libevent loop
+ * (MPI_Ibarrier tested from a 100 us timer) rather than spinning inside
+ * MPI: ranks that sit out a point-to-point test leave the cores to those
+ * that run it. */
+void idle_barrier(bench_t *b);
+
 /* Runs the loop (event_base_loop(EVLOOP_ONCE), which blocks until an
  * event is ready) until *done: the callbacks set it. */
 void loop_until(bench_t *b, const bool *done);
@@ -109,5 +119,8 @@ void mode_allreduce(bench_t *b);
 void mode_broadcast(bench_t *b);
 void mode_allgather_base(bench_t *b);
 void mode_coalesced(bench_t *b);
+void mode_pipelined(bench_t *b);
+void mode_pingpong(bench_t *b);
+void mode_msgrate(bench_t *b);
 
 #endif /* EVMPI_BENCH_H */

@@ -9,7 +9,11 @@
  * load hits both alike.
  *
  * coalesced: T tensors of each size reduced three ways (raw, one evmpi
- * work per tensor, one coalesced work). */
+ * work per tensor, one coalesced work).
+ *
+ * pipelined: N operations queued at once (evmpi submits all N, then waits
+ * for the N callbacks) against N back-to-back raw calls; operations per
+ * second, for N = 1, 10, ... up to --ops-count. */
 #include "bench.h"
 
 #include <limits.h>
@@ -242,5 +246,73 @@ void mode_coalesced(bench_t *b) {
   for (int m = 0; m < 3; m++)
     free(t[m]);
   free(ts);
+  free(buf);
+}
+
+/* ---- pipelined: N operations queued at once ---------------------------------------------- */
+
+static double pipe_raw(float *buf, int count, int n) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  int64_t t0 = now_ns();
+  for (int i = 0; i < n; i++)
+    MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  return slowest((double)(now_ns() - t0) / 1e9);
+}
+
+/* Every operation reduces the same buffer: the worker runs them one at a
+ * time, in order, as the raw loop does. */
+static double pipe_evmpi(bench_t *b, evmpi_tensor_t *t, int n) {
+  countdown_t cd = {n, false};
+  MPI_Barrier(MPI_COMM_WORLD);
+  int64_t t0 = now_ns();
+  for (int i = 0; i < n; i++) {
+    evmpi_work_t *w;
+    check(evmpi_allreduce(b->pg, t, EVMPI_SUM, &w));
+    check(evmpi_work_on_complete(w, count_done, &cd));
+  }
+  loop_until(b, &cd.done);
+  return slowest((double)(now_ns() - t0) / 1e9);
+}
+
+void mode_pipelined(bench_t *b) {
+  size_t bytes = b->o.msg_bytes - b->o.msg_bytes % 4;
+  if (bytes < 4 || bytes / 4 > INT_MAX)
+    die("--msg: out of range for float32 elements");
+  int count = (int)(bytes / 4);
+  float *buf = bench_alloc(bytes);
+  evmpi_tensor_t t = evmpi_tensor_flat(buf, EVMPI_FLOAT32, count);
+  double *raw = xcalloc((size_t)b->o.reps, sizeof *raw);
+  double *ev = xcalloc((size_t)b->o.reps, sizeof *ev);
+  static const column_t cols[] = {
+      {"raw_ops", "raw MPI (ops/s)"},
+      {"evmpi_ops", "evmpi (ops/s)"},
+      {"ratio", "evmpi/raw"},
+  };
+  out_mode(b, "pipelined", "Pipelined allreduce", "ops/s", "ops", "Ops", 3, cols);
+  out_note(b, "%d ranks, %zu B float32 allreduces: evmpi submits all Ops, then waits for the Ops "
+           "callbacks; raw: Ops back-to-back MPI_Allreduce", b->size, bytes);
+  out_note(b, "median of %d repetitions (the slowest rank's time), operations per second",
+           b->o.reps);
+  out_header(b);
+  char summary[160] = "";
+  for (long n = 1; n <= b->o.nops; n = n * 10 > b->o.nops && n < b->o.nops ? b->o.nops : n * 10) {
+    pipe_raw(buf, count, (int)(n / 10 + 1)); /* warm-up */
+    pipe_evmpi(b, &t, (int)(n / 10 + 1));
+    for (int r = 0; r < b->o.reps; r++) {
+      raw[r] = pipe_raw(buf, count, (int)n);
+      ev[r] = pipe_evmpi(b, &t, (int)n);
+    }
+    double rr = (double)n / median(raw, b->o.reps), re = (double)n / median(ev, b->o.reps);
+    double vals[3] = {rr, re, re / rr};
+    char extra[64];
+    snprintf(extra, sizeof extra, "\"bytes\": %zu", bytes);
+    out_row_size(b, (size_t)n, vals, extra);
+    if (n == b->o.nops)
+      snprintf(summary, sizeof summary, "\"ops\": %ld, \"bytes\": %zu, \"ratio\": %s", n, bytes,
+               jnum(re / rr));
+  }
+  out_mode_end(b, summary, NULL);
+  free(raw);
+  free(ev);
   free(buf);
 }

@@ -233,6 +233,34 @@ void loop_until(bench_t *b, const bool *done) {
       die("event_base_loop failed");
 }
 
+typedef struct {
+  MPI_Request req;
+  bool done;
+} ibarrier_t;
+
+static void test_barrier(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  ibarrier_t *w = arg;
+  int flag = 0;
+  MPI_Test(&w->req, &flag, MPI_STATUS_IGNORE);
+  w->done = flag != 0;
+}
+
+void idle_barrier(bench_t *b) {
+  ibarrier_t w = {MPI_REQUEST_NULL, false};
+  MPI_Ibarrier(MPI_COMM_WORLD, &w.req);
+  int flag = 0;
+  MPI_Test(&w.req, &flag, MPI_STATUS_IGNORE);
+  if (flag)
+    return;
+  struct event *ev = event_new(b->base, -1, EV_PERSIST, test_barrier, &w);
+  struct timeval tv = {0, 100};
+  event_add(ev, &tv);
+  loop_until(b, &w.done);
+  event_free(ev);
+}
+
 void die(const char *what) {
   fprintf(stderr, "evmpi-bench: %s\n", what);
   MPI_Abort(MPI_COMM_WORLD, 1);

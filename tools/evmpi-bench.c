@@ -9,6 +9,9 @@
  *   broadcast       the same for MPI_Bcast / evmpi_broadcast
  *   allgather_base  the same for MPI_Allgather / evmpi_allgather_base
  *   coalesced       T tensors: raw, one evmpi work each, one coalesced work
+ *   pipelined       N allreduces queued at once vs N back to back: ops/s
+ *   pingpong        half round trip between ranks 0 and 1 through callbacks
+ *   msgrate         windows of small messages in flight: messages/s
  * "default" is every mode but coalesced (what make bench runs); "all" adds
  * coalesced. Rank 0 prints; every rank takes part. */
 #include "bench.h"
@@ -28,6 +31,9 @@ static const bench_mode_t modes[] = {
     {"allreduce", NULL, mode_allreduce, true},
     {"broadcast", "bcast", mode_broadcast, true},
     {"allgather_base", "allgather", mode_allgather_base, true},
+    {"pipelined", NULL, mode_pipelined, true},
+    {"pingpong", "latency", mode_pingpong, true},
+    {"msgrate", NULL, mode_msgrate, true},
     {"coalesced", NULL, mode_coalesced, false},
 };
 enum { NMODES = sizeof modes / sizeof modes[0] };
@@ -37,13 +43,17 @@ static void usage(FILE *f) {
           "usage: mpirun -np N evmpi-bench [options]\n"
           "  --op LIST         modes, comma-separated, or \"default\" (every mode but\n"
           "                    coalesced: the default) or \"all\". The modes:\n"
-          "                    allreduce, broadcast, allgather_base, coalesced\n"
+          "                    allreduce, broadcast, allgather_base, coalesced,\n"
+          "                    pipelined, pingpong, msgrate\n"
           "  --min BYTES       smallest size of a sweep (default: the element size)\n"
-          "  --max BYTES       largest size (default 64M; coalesced 16M)\n"
+          "  --max BYTES       largest size (default 64M; coalesced 16M; msgrate 64K)\n"
           "  --iters N         operations per repetition (default: 1000, fewer above 64K)\n"
           "  --reps R          repetitions; medians are reported (default 7)\n"
           "  --json            one JSON object instead of tables\n"
           "  --tensors T       coalesced: tensors per set (default 64)\n"
+          "  --ops-count N     pipelined, wakeups: operations queued (default 10000)\n"
+          "  --msg BYTES       pipelined, wakeups: allreduce size (default 1K)\n"
+          "  --window W        msgrate: messages in flight (default 64)\n"
           "BYTES take K, M, G suffixes (powers of 1024).\n");
 }
 
@@ -111,10 +121,16 @@ static int parse(int argc, char **argv, options_t *o) {
       {"reps", required_argument, NULL, 'r'},
       {"json", no_argument, NULL, 'j'},
       {"tensors", required_argument, NULL, 't'},
+      {"ops-count", required_argument, NULL, 'n'},
+      {"msg", required_argument, NULL, 's'},
+      {"window", required_argument, NULL, 'w'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   *o = (options_t){.ops = "default", .reps = 7, .tensors = 64};
+  o->nops = 10000;
+  o->msg_bytes = 1024;
+  o->window = 64;
   int ch;
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     int bad = 0;
@@ -126,6 +142,9 @@ static int parse(int argc, char **argv, options_t *o) {
     case 'r': o->reps = atoi(optarg); break;
     case 'j': o->json = true; break;
     case 't': o->tensors = atoi(optarg); break;
+    case 'n': o->nops = atoi(optarg); break;
+    case 's': bad = parse_size(optarg, &o->msg_bytes); break;
+    case 'w': o->window = atoi(optarg); break;
     case 'h': usage(stdout); return 1;
     default: usage(stderr); return -1;
     }
@@ -136,6 +155,7 @@ static int parse(int argc, char **argv, options_t *o) {
   }
   bool bad = optind < argc || o->reps < 1 || o->iters < 0 || o->tensors < 1 ||
              (o->max_bytes && o->max_bytes < o->min_bytes);
+  bad = bad || o->nops < 1 || o->window < 1;
   if (bad) {
     usage(stderr);
     return -1;
@@ -160,6 +180,7 @@ int main(int argc, char **argv) {
     die("MPI does not provide MPI_THREAD_MULTIPLE");
   MPI_Comm_rank(MPI_COMM_WORLD, &b.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &b.size);
+  MPI_Comm_split(MPI_COMM_WORLD, b.rank < 2 ? 0 : MPI_UNDEFINED, b.rank, &b.pair);
 
   b.base = event_base_new();
   if (!b.base)
@@ -173,6 +194,8 @@ int main(int argc, char **argv) {
 
   evmpi_pg_destroy(b.pg);
   event_base_free(b.base);
+  if (b.pair != MPI_COMM_NULL)
+    MPI_Comm_free(&b.pair);
   MPI_Finalize();
   return 0;
 }
