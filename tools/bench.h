@@ -22,6 +22,9 @@ typedef struct {
   int nops;                 /* --ops-count: pipelined and wakeups */
   size_t msg_bytes;         /* --msg: pipelined and wakeups message size */
   int window;               /* --window: msgrate */
+  size_t coll_bytes;        /* --coll-bytes: overlap (default 16 MiB) and responsiveness (64 MiB) */
+  int colls;                /* --colls: collectives per repetition in overlap and responsiveness */
+  int timer_us;             /* --timer-us: responsiveness timer period */
   bool json;                /* --json */
 } options_t;
 
@@ -30,7 +33,7 @@ typedef struct {
 typedef struct bench {
   options_t o;
   int rank, size;
-  struct event_base *base; /* the group's loop */
+  struct event_base *base; /* the group's loop (responsiveness swaps in its own) */
   evmpi_pg_t *pg;          /* over MPI_COMM_WORLD, on base */
   MPI_Comm pair;           /* ranks 0 and 1 (MPI_COMM_NULL elsewhere) */
   /* output state (rank 0 prints) */
@@ -80,6 +83,15 @@ const char *jnum(double v);
 /* ---- statistics, time ---------------------------------------------------------------- */
 
 double median(double *v, int n);                /* sorts v */
+double percentile(double *v, int n, double p);  /* sorts v; p in 0..100, nearest rank */
+double vmax(const double *v, int n);
+
+/* A growing array of samples. */
+typedef struct {
+  double *v;
+  int n, cap;
+} samples_t;
+void push(samples_t *s, double x);
 int64_t now_ns(void);
 static inline double now_us(void) { return (double)now_ns() / 1e3; }
 
@@ -122,5 +134,8 @@ void mode_coalesced(bench_t *b);
 void mode_pipelined(bench_t *b);
 void mode_pingpong(bench_t *b);
 void mode_msgrate(bench_t *b);
+void mode_overlap(bench_t *b);
+void mode_responsiveness(bench_t *b);
+void mode_wakeups(bench_t *b);
 
 #endif /* EVMPI_BENCH_H */

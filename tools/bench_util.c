@@ -193,6 +193,36 @@ double median(double *v, int n) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+double percentile(double *v, int n, double p) {
+  if (n <= 0)
+    return NAN;
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  int k = (int)ceil(p / 100.0 * n) - 1; /* nearest rank */
+  if (k < 0)
+    k = 0;
+  if (k >= n)
+    k = n - 1;
+  return v[k];
+}
+
+double vmax(const double *v, int n) {
+  double m = n > 0 ? v[0] : NAN;
+  for (int i = 1; i < n; i++)
+    if (v[i] > m)
+      m = v[i];
+  return m;
+}
+
+void push(samples_t *s, double x) {
+  if (s->n == s->cap) {
+    s->cap = s->cap ? 2 * s->cap : 1024;
+    s->v = realloc(s->v, (size_t)s->cap * sizeof *s->v);
+    if (!s->v)
+      die("out of memory");
+  }
+  s->v[s->n++] = x;
+}
+
 int64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -12,6 +12,9 @@
  *   pipelined       N allreduces queued at once vs N back to back: ops/s
  *   pingpong        half round trip between ranks 0 and 1 through callbacks
  *   msgrate         windows of small messages in flight: messages/s
+ *   overlap         ping-pong latency while long collectives run on the group
+ *   responsiveness  lateness of a 1 ms loop timer while 64 MiB allreduces run
+ *   wakeups         completions delivered per loop wakeup
  * "default" is every mode but coalesced (what make bench runs); "all" adds
  * coalesced. Rank 0 prints; every rank takes part. */
 #include "bench.h"
@@ -34,6 +37,9 @@ static const bench_mode_t modes[] = {
     {"pipelined", NULL, mode_pipelined, true},
     {"pingpong", "latency", mode_pingpong, true},
     {"msgrate", NULL, mode_msgrate, true},
+    {"overlap", "p2p-during-collective", mode_overlap, true},
+    {"responsiveness", NULL, mode_responsiveness, true},
+    {"wakeups", NULL, mode_wakeups, true},
     {"coalesced", NULL, mode_coalesced, false},
 };
 enum { NMODES = sizeof modes / sizeof modes[0] };
@@ -44,7 +50,8 @@ static void usage(FILE *f) {
           "  --op LIST         modes, comma-separated, or \"default\" (every mode but\n"
           "                    coalesced: the default) or \"all\". The modes:\n"
           "                    allreduce, broadcast, allgather_base, coalesced,\n"
-          "                    pipelined, pingpong, msgrate\n"
+          "                    pipelined, pingpong, msgrate,\n"
+          "                    overlap, responsiveness, wakeups\n"
           "  --min BYTES       smallest size of a sweep (default: the element size)\n"
           "  --max BYTES       largest size (default 64M; coalesced 16M; msgrate 64K)\n"
           "  --iters N         operations per repetition (default: 1000, fewer above 64K)\n"
@@ -54,6 +61,9 @@ static void usage(FILE *f) {
           "  --ops-count N     pipelined, wakeups: operations queued (default 10000)\n"
           "  --msg BYTES       pipelined, wakeups: allreduce size (default 1K)\n"
           "  --window W        msgrate: messages in flight (default 64)\n"
+          "  --coll-bytes B    overlap (default 16M), responsiveness (default 64M)\n"
+          "  --colls C         collectives per repetition (overlap 20, responsiveness 4)\n"
+          "  --timer-us US     responsiveness: timer period (default 1000)\n"
           "BYTES take K, M, G suffixes (powers of 1024).\n");
 }
 
@@ -124,6 +134,9 @@ static int parse(int argc, char **argv, options_t *o) {
       {"ops-count", required_argument, NULL, 'n'},
       {"msg", required_argument, NULL, 's'},
       {"window", required_argument, NULL, 'w'},
+      {"coll-bytes", required_argument, NULL, 'c'},
+      {"colls", required_argument, NULL, 'C'},
+      {"timer-us", required_argument, NULL, 'T'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -131,6 +144,7 @@ static int parse(int argc, char **argv, options_t *o) {
   o->nops = 10000;
   o->msg_bytes = 1024;
   o->window = 64;
+  o->timer_us = 1000;
   int ch;
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     int bad = 0;
@@ -145,6 +159,9 @@ static int parse(int argc, char **argv, options_t *o) {
     case 'n': o->nops = atoi(optarg); break;
     case 's': bad = parse_size(optarg, &o->msg_bytes); break;
     case 'w': o->window = atoi(optarg); break;
+    case 'c': bad = parse_size(optarg, &o->coll_bytes); break;
+    case 'C': o->colls = atoi(optarg); break;
+    case 'T': o->timer_us = atoi(optarg); break;
     case 'h': usage(stdout); return 1;
     default: usage(stderr); return -1;
     }
@@ -156,6 +173,7 @@ static int parse(int argc, char **argv, options_t *o) {
   bool bad = optind < argc || o->reps < 1 || o->iters < 0 || o->tensors < 1 ||
              (o->max_bytes && o->max_bytes < o->min_bytes);
   bad = bad || o->nops < 1 || o->window < 1;
+  bad = bad || o->colls < 0 || o->timer_us < 1;
   if (bad) {
     usage(stderr);
     return -1;
