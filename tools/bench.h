@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* ---- options ---------------------------------------------------------------- */
 
@@ -25,7 +26,8 @@ typedef struct {
   size_t coll_bytes;        /* --coll-bytes: overlap (default 16 MiB) and responsiveness (64 MiB) */
   int colls;                /* --colls: collectives per repetition in overlap and responsiveness */
   int timer_us;             /* --timer-us: responsiveness timer period */
-  bool json;                /* --json */
+  bool json;                /* --json: JSON instead of the tables */
+  const char *json_out;     /* --json-out: the tables, and the JSON in this file */
 } options_t;
 
 /* ---- the run -------------------------------------------------------------------- */
@@ -36,7 +38,8 @@ typedef struct bench {
   struct event_base *base; /* the group's loop (responsiveness swaps in its own) */
   evmpi_pg_t *pg;          /* over MPI_COMM_WORLD, on base */
   MPI_Comm pair;           /* ranks 0 and 1 (MPI_COMM_NULL elsewhere) */
-  /* output state (rank 0 prints) */
+  /* output state: rank 0 prints the tables to txt, the JSON to js */
+  FILE *txt, *js;
   bool first_mode, first_row;
   const char *row_key, *row_label;
   int ncols;
@@ -54,7 +57,8 @@ typedef struct bench {
  *   ], "summary": {...}},
  *   ...]}
  * Every result object is on a line of its own so that line tools (tools/plot
- * uses awk) can read the file without a JSON parser. */
+ * uses awk) can read the file without a JSON parser. --json-out FILE
+ * prints the tables and writes the JSON to FILE, from the same run. */
 
 typedef struct column {
   const char *key;   /* JSON key */

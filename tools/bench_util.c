@@ -15,24 +15,17 @@
 
 /* ---- output ----------------------------------------------------------------- */
 
-static void json_string(const char *s) {
-  putchar('"');
+static void json_string(FILE *f, const char *s) {
+  putc('"', f);
   for (; *s; s++) {
     if (*s == '"' || *s == '\\')
-      printf("\\%c", *s);
+      fprintf(f, "\\%c", *s);
     else if ((unsigned char)*s < 0x20)
-      printf("\\u%04x", (unsigned char)*s);
+      fprintf(f, "\\u%04x", (unsigned char)*s);
     else
-      putchar(*s);
+      putc(*s, f);
   }
-  putchar('"');
-}
-
-static void json_number(double v) {
-  if (isfinite(v))
-    printf("%.3f", v);
-  else
-    printf("null");
+  putc('"', f);
 }
 
 const char *jnum(double v) {
@@ -48,26 +41,40 @@ const char *jnum(double v) {
 
 void out_begin(bench_t *b) {
   b->first_mode = true;
-  if (b->rank != 0 || !b->o.json)
+  b->txt = b->js = NULL;
+  if (b->rank != 0)
+    return;
+  if (b->o.json) {
+    b->js = stdout;
+  } else {
+    b->txt = stdout;
+    if (b->o.json_out && !(b->js = fopen(b->o.json_out, "w")))
+      die("--json-out: cannot open the file");
+  }
+  if (!b->js)
     return;
   char lib[MPI_MAX_LIBRARY_VERSION_STRING];
   int len = 0;
   MPI_Get_library_version(lib, &len);
   lib[strcspn(lib, "\n,")] = '\0';
-  printf("{\"tool\": \"evmpi-bench\", \"ranks\": %d, \"cores\": %ld, \"reps\": %d, \"mpi\": ",
-         b->size, sysconf(_SC_NPROCESSORS_ONLN), b->o.reps);
-  json_string(lib);
-  printf(", \"libevent\": ");
-  json_string(event_get_version());
-  printf(", \"modes\": [\n");
-  fflush(stdout);
+  fprintf(b->js, "{\"tool\": \"evmpi-bench\", \"ranks\": %d, \"cores\": %ld, \"reps\": %d, "
+          "\"mpi\": ", b->size, sysconf(_SC_NPROCESSORS_ONLN), b->o.reps);
+  json_string(b->js, lib);
+  fprintf(b->js, ", \"libevent\": ");
+  json_string(b->js, event_get_version());
+  fprintf(b->js, ", \"modes\": [\n");
+  fflush(b->js);
 }
 
 void out_end(bench_t *b) {
-  if (b->rank == 0 && b->o.json) {
-    printf("\n]}\n");
-    fflush(stdout);
+  if (b->js) {
+    fprintf(b->js, "\n]}\n");
+    if (b->js != stdout && fclose(b->js) != 0)
+      die("--json-out: cannot write the file");
+    else
+      fflush(b->js);
   }
+  b->js = b->txt = NULL;
 }
 
 void out_mode(bench_t *b, const char *op, const char *name, const char *unit,
@@ -77,81 +84,79 @@ void out_mode(bench_t *b, const char *op, const char *name, const char *unit,
   b->ncols = ncols;
   b->cols = cols;
   b->first_row = true;
-  if (b->rank != 0)
-    return;
-  if (b->o.json) {
-    printf("%s{\"op\": \"%s\", \"name\": ", b->first_mode ? "" : ",\n", op);
-    json_string(name);
-    printf(", \"ranks\": %d, \"unit\": ", b->size);
-    json_string(unit);
-    printf(", \"row\": \"%s\", \"columns\": [", row_key);
+  if (b->js) {
+    fprintf(b->js, "%s{\"op\": \"%s\", \"name\": ", b->first_mode ? "" : ",\n", op);
+    json_string(b->js, name);
+    fprintf(b->js, ", \"ranks\": %d, \"unit\": ", b->size);
+    json_string(b->js, unit);
+    fprintf(b->js, ", \"row\": \"%s\", \"columns\": [", row_key);
     for (int i = 0; i < ncols; i++) {
-      printf("%s", i ? ", " : "");
-      json_string(cols[i].key);
+      fprintf(b->js, "%s", i ? ", " : "");
+      json_string(b->js, cols[i].key);
     }
-    printf("], \"results\": [\n");
-  } else {
-    printf("%s# evmpi-bench %s\n", b->first_mode ? "" : "\n", name);
+    fprintf(b->js, "], \"results\": [\n");
+    fflush(b->js);
+  }
+  if (b->txt) {
+    fprintf(b->txt, "%s# evmpi-bench %s\n", b->first_mode ? "" : "\n", name);
+    fflush(b->txt);
   }
   b->first_mode = false;
-  fflush(stdout);
 }
 
 void out_note(bench_t *b, const char *fmt, ...) {
-  if (b->rank != 0 || b->o.json)
+  if (!b->txt)
     return;
   va_list ap;
   va_start(ap, fmt);
-  printf("# ");
-  vprintf(fmt, ap);
-  printf("\n");
+  fprintf(b->txt, "# ");
+  vfprintf(b->txt, fmt, ap);
+  fprintf(b->txt, "\n");
   va_end(ap);
 }
 
 void out_header(bench_t *b) {
-  if (b->rank != 0 || b->o.json)
+  if (!b->txt)
     return;
   char label[32];
   snprintf(label, sizeof label, "# %s", b->row_label);
-  printf("%-*s", ROW_WIDTH, label);
+  fprintf(b->txt, "%-*s", ROW_WIDTH, label);
   for (int i = 0; i < b->ncols; i++)
-    printf("%*s", FIELD_WIDTH, b->cols[i].label);
-  printf("\n");
-  fflush(stdout);
+    fprintf(b->txt, "%*s", FIELD_WIDTH, b->cols[i].label);
+  fprintf(b->txt, "\n");
+  fflush(b->txt);
 }
 
-static void row(bench_t *b, const char *name, size_t bytes, const double *vals,
+static void row(bench_t *b, const char *name, size_t first, const double *vals,
                 const char *extra) {
-  if (b->rank != 0)
-    return;
-  if (b->o.json) {
-    printf("%s  {\"%s\": ", b->first_row ? "" : ",\n", b->row_key);
+  if (b->js) {
+    fprintf(b->js, "%s  {\"%s\": ", b->first_row ? "" : ",\n", b->row_key);
     if (name)
-      json_string(name);
+      json_string(b->js, name);
     else
-      printf("%zu", bytes);
-    for (int i = 0; i < b->ncols; i++) {
-      printf(", \"%s\": ", b->cols[i].key);
-      json_number(vals[i]);
-    }
-    if (extra && *extra)
-      printf(", %s", extra);
-    printf("}");
-  } else {
-    if (name)
-      printf("%-*s", ROW_WIDTH, name);
-    else
-      printf("%-*zu", ROW_WIDTH, bytes);
+      fprintf(b->js, "%zu", first);
     for (int i = 0; i < b->ncols; i++)
-      printf("%*.*f", FIELD_WIDTH, FIELD_PREC, vals[i]);
-    printf("\n");
+      fprintf(b->js, ", \"%s\": %s", b->cols[i].key, jnum(vals[i]));
+    if (extra && *extra)
+      fprintf(b->js, ", %s", extra);
+    fprintf(b->js, "}");
+    fflush(b->js);
+  }
+  if (b->txt) {
+    if (name)
+      fprintf(b->txt, "%-*s", ROW_WIDTH, name);
+    else
+      fprintf(b->txt, "%-*zu", ROW_WIDTH, first);
+    for (int i = 0; i < b->ncols; i++)
+      fprintf(b->txt, "%*.*f", FIELD_WIDTH, FIELD_PREC, vals[i]);
+    fprintf(b->txt, "\n");
+    fflush(b->txt);
   }
   b->first_row = false;
-  fflush(stdout);
 }
 
-void out_row_size(bench_t *b, size_t bytes, const double *vals, const char *extra) {
-  row(b, NULL, bytes, vals, extra);
+void out_row_size(bench_t *b, size_t first, const double *vals, const char *extra) {
+  row(b, NULL, first, vals, extra);
 }
 
 void out_row_name(bench_t *b, const char *name, const double *vals, const char *extra) {
@@ -159,24 +164,24 @@ void out_row_name(bench_t *b, const char *name, const double *vals, const char *
 }
 
 void out_mode_end(bench_t *b, const char *summary, const char *text) {
-  if (b->rank != 0)
-    return;
-  if (b->o.json) {
-    printf("\n]");
+  if (b->js) {
+    fprintf(b->js, "\n]");
     if (summary && *summary)
-      printf(", \"summary\": {%s}", summary);
-    printf("}");
-  } else if (text && *text) {
+      fprintf(b->js, ", \"summary\": {%s}", summary);
+    fprintf(b->js, "}");
+    fflush(b->js);
+  }
+  if (b->txt && text && *text) {
     const char *s = text;
     while (*s) {
       size_t n = strcspn(s, "\n");
-      printf("# %.*s\n", (int)n, s);
+      fprintf(b->txt, "# %.*s\n", (int)n, s);
       s += n;
       if (*s)
         s++;
     }
+    fflush(b->txt);
   }
-  fflush(stdout);
 }
 
 /* ---- statistics, time --------------------------------------------------------------- */

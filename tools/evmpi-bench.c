@@ -57,6 +57,7 @@ static void usage(FILE *f) {
           "  --iters N         operations per repetition (default: 1000, fewer above 64K)\n"
           "  --reps R          repetitions; medians are reported (default 7)\n"
           "  --json            one JSON object instead of tables\n"
+          "  --json-out FILE   the tables, and the JSON of the same run in FILE\n"
           "  --tensors T       coalesced: tensors per set (default 64)\n"
           "  --ops-count N     pipelined, wakeups: operations queued (default 10000)\n"
           "  --msg BYTES       pipelined, wakeups: allreduce size (default 1K)\n"
@@ -130,6 +131,7 @@ static int parse(int argc, char **argv, options_t *o) {
       {"iters", required_argument, NULL, 'i'},
       {"reps", required_argument, NULL, 'r'},
       {"json", no_argument, NULL, 'j'},
+      {"json-out", required_argument, NULL, 'J'},
       {"tensors", required_argument, NULL, 't'},
       {"ops-count", required_argument, NULL, 'n'},
       {"msg", required_argument, NULL, 's'},
@@ -155,6 +157,7 @@ static int parse(int argc, char **argv, options_t *o) {
     case 'i': o->iters = atoi(optarg); break;
     case 'r': o->reps = atoi(optarg); break;
     case 'j': o->json = true; break;
+    case 'J': o->json_out = optarg; break;
     case 't': o->tensors = atoi(optarg); break;
     case 'n': o->nops = atoi(optarg); break;
     case 's': bad = parse_size(optarg, &o->msg_bytes); break;
