@@ -115,6 +115,36 @@ EVMPI_API evmpi_tensor_t evmpi_tensor_flat(void *data, evmpi_dtype_t dtype, int6
  * -1 for NULL, an ndim outside 0..EVMPI_MAX_DIMS or a negative dimension. */
 EVMPI_API int64_t evmpi_tensor_numel(const evmpi_tensor_t *tensor);
 
+/* ---- CUDA device buffers ------------------------------------------------ */
+
+/** How a group moves tensors whose data is on a CUDA device
+ * (device.type == EVMPI_DEVICE_CUDA); evmpi_pg_cuda_path() tells.
+ *
+ * Every operation accepts device tensors. All tensors of one operation must
+ * be on one device (EVMPI_ERR_INVALID otherwise, naming the first that is
+ * not); device.index must be a device this process sees, and data must be
+ * memory of that device (cudaMalloc or managed memory), or the operation is
+ * refused with EVMPI_ERR_INVALID. A device tensor's data must be ready when
+ * the operation is submitted: evmpi copies on streams of its own and does
+ * not wait for the application's streams (synchronise them first).
+ *
+ * The path is chosen when a group is created, from these environment
+ * variables:
+ *  - EVMPI_CUDA_AWARE: unset or "auto" asks the MPI (Open MPI's
+ *    MPIX_Query_cuda_support); "1" trusts that the MPI takes device
+ *    pointers; "0" stages even where it would.
+ *  - EVMPI_CUDA_STAGING: "0" refuses device tensors where the MPI is not
+ *    CUDA-aware, as PyTorch's MPI backend does; unset or "1" stages.
+ *  - EVMPI_CUDA_CHUNK: bytes per pipeline chunk of a staged allreduce,
+ *    reduce or broadcast (default 4 MiB; K and M suffixes).
+ */
+typedef enum {
+  EVMPI_CUDA_NONE,    /**< built without CUDA: device tensors fail with EVMPI_ERR_UNSUPPORTED */
+  EVMPI_CUDA_REFUSED, /**< the MPI is not CUDA-aware and EVMPI_CUDA_STAGING=0: device tensors fail with EVMPI_ERR_UNSUPPORTED */
+  EVMPI_CUDA_STAGED,  /**< through pinned host buffers owned by the group, copies on the group's streams, large tensors in pipelined chunks */
+  EVMPI_CUDA_DIRECT,  /**< device pointers go straight to a CUDA-aware MPI, with the tensor's device current on the calling thread */
+} evmpi_cuda_path_t;
+
 /* ---- groups ------------------------------------------------------------ */
 
 /** A process group: an opaque handle from evmpi_pg_create. */
@@ -159,6 +189,11 @@ EVMPI_API int evmpi_pg_size(const evmpi_pg_t *pg);
 /** "mpi", as the seed's backend is named. */
 EVMPI_API const char *evmpi_pg_backend_name(const evmpi_pg_t *pg);
 
+/** How this group moves CUDA tensors (see evmpi_cuda_path_t); chosen when
+ * the group was created. EVMPI_CUDA_NONE for NULL and in a build without
+ * CUDA. */
+EVMPI_API evmpi_cuda_path_t evmpi_pg_cuda_path(const evmpi_pg_t *pg);
+
 /** Waits for the queued collectives to finish, cancels pending receives
  * (they complete with EVMPI_ERR_ABORTED), delivers every outstanding
  * callback on the calling thread, stops the group's threads and frees the
@@ -199,12 +234,17 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  * Common errors: EVMPI_ERR_INVALID for a NULL pg, tensor or work pointer, a
  * malformed tensor (dtype outside the enum, ndim outside 0..8, a negative
  * dimension, NULL data with elements, strides that are not contiguous), a
- * root or peer outside 0..size-1, a negative tag; EVMPI_ERR_UNSUPPORTED for
- * a CUDA tensor in a build without CUDA or a dtype/op pair that makes no
- * sense; EVMPI_ERR_ABORTED when the group is being destroyed or is broken
+ * root or peer outside 0..size-1, a negative tag, tensors on different
+ * devices, a CUDA device index this process does not see, or CUDA data
+ * that is not memory of the named device; EVMPI_ERR_UNSUPPORTED for a
+ * CUDA tensor in a build without CUDA or with staging turned off
+ * (evmpi_cuda_path_t), or a dtype/op pair that makes no sense;
+ * EVMPI_ERR_CUDA when the CUDA runtime fails (no device, no driver; the
+ * message has the runtime's error); EVMPI_ERR_ABORTED when the group is being destroyed or is broken
  * (evmpi_pg_set_timeout);
  * EVMPI_ERR_NOMEM. The work itself may later fail with EVMPI_ERR_MPI (the
- * message names the MPI call and MPI's error string) or EVMPI_ERR_ABORTED.
+ * message names the MPI call and MPI's error string), EVMPI_ERR_CUDA (a
+ * staging copy failed) or EVMPI_ERR_ABORTED.
  *
  * Collectives run on the group's worker thread in submission order; every
  * rank of the group must submit the same collectives in the same order.
@@ -305,12 +345,17 @@ EVMPI_API int evmpi_barrier(evmpi_pg_t *pg, evmpi_work_t **work);
 
 /** Sends tensor to group rank dst with tag >= 0 ("mpi:send"). Issued with
  * MPI_Isend at once; completion is noticed by the group's poller, so it is
- * not held back by a long collective. dst may be this rank. */
+ * not held back by a long collective. dst may be this rank. A staged CUDA
+ * tensor is copied to a pinned host buffer on the calling thread before
+ * the call returns (the device buffer may be reused at once). */
 EVMPI_API int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, int tag,
                          evmpi_work_t **work);
 
 /** Receives into tensor from group rank src with tag >= 0 ("mpi:recv").
- * A message larger than the tensor fails the work with EVMPI_ERR_MPI. */
+ * A message larger than the tensor fails the work with EVMPI_ERR_MPI. A
+ * staged CUDA tensor receives into a pinned host buffer; the bytes that
+ * arrived are copied to the device (on the poller thread) before the work
+ * completes. */
 EVMPI_API int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag,
                          evmpi_work_t **work);
 

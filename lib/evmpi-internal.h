@@ -6,6 +6,7 @@
 #ifndef EVMPI_INTERNAL_H
 #define EVMPI_INTERNAL_H
 
+#include "config.h" /* EVMPI_HAVE_CUDA */
 #include "evmpi.h"
 
 #include <pthread.h>
@@ -32,7 +33,13 @@ int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t
 /* Checks list[0..n), named arg ("outputs"): each well formed, with dtype
  * and (when numel >= 0) numel elements, as the reference named ref has. */
 int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *list, int n,
-                      const char *ref, evmpi_dtype_t dtype, int64_t numel);
+                      const char *ref, const evmpi_tensor_t *like, int64_t numel);
+/* Checks that t (named arg) is on the device of ref (named refname): an
+ * operation's tensors are all on one device. */
+int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor_t *t,
+                             const char *refname, const evmpi_tensor_t *ref);
+/* "cpu" or "cuda:1", into buf. */
+const char *evmpi__device_name(evmpi_device_t dev, char *buf, size_t len);
 
 /* ---- dtype_mpi.c: evmpi types and ops to MPI's ------------------------- */
 
@@ -97,6 +104,12 @@ void evmpi__timeline_flush(void);
 
 int evmpi__mpi_ensure_init(void);
 
+/* ---- mpi_ext.c: extensions of one MPI, behind one guard ------------------ */
+
+/* 1 when the MPI says it takes CUDA device pointers; 0 when it says it does
+ * not or has no way to say. Call after MPI is initialised. */
+int evmpi__mpi_query_cuda_support(void);
+
 /* ---- future.c ---------------------------------------------------------- */
 
 typedef struct evmpi_cont evmpi_cont_t;
@@ -141,6 +154,10 @@ typedef enum { EVMPI_WORK_QUEUED, EVMPI_WORK_RUNNING, EVMPI_WORK_DONE } evmpi_wo
 /* Runs a collective on the worker thread. Returns a status; on failure it
  * sets work->error_text (evmpi__work_mpi_error does so for MPI codes). */
 typedef int (*evmpi_run_fn)(evmpi_work_t *work);
+/* An element-wise step of a one-tensor collective on count elements at
+ * data, element offset off into tensors[0]: what a staged CUDA tensor's
+ * pipeline runs on each chunk (in pinned host memory). */
+typedef int (*evmpi_chunk_fn)(evmpi_work_t *work, void *data, int64_t off, int count);
 
 struct evmpi_work {
   atomic_int refs;
@@ -167,8 +184,20 @@ struct evmpi_work {
   bool post_divide;
   int64_t *splits;            /* alltoall_base: output then input splits (owned) */
   size_t count;               /* coalesced: number of inputs */
+  /* where the tensors are: one device per work (evmpi__work_place) */
+  evmpi_device_t device;
+  /* CUDA staging (cuda_stage.c): outputs that the operation also reads
+   * (copied in as well as out); the chunked form of run, for one-tensor
+   * element-wise collectives, with whether this rank's chunks are copied
+   * in and out */
+  bool outputs_read;
+  evmpi_chunk_fn run_chunk;
+  bool chunk_in, chunk_out;
   /* point to point */
   MPI_Request request;
+  void *p2p_stage;            /* staged CUDA send or receive: its pinned buffer */
+  int64_t recv_bytes;         /* a receive's arrived bytes (poller), -1 = unknown */
+  bool abandoned;             /* request freed while pending: MPI may still use p2p_stage */
   atomic_int source_rank;
   /* result */
   char *error_text;           /* set by the thread that finishes the work */
@@ -200,6 +229,36 @@ void evmpi__work_sign(evmpi_work_t *w, int dtype, int64_t numel, int root, int o
 int evmpi__submit_collective(evmpi_pg_t *pg, evmpi_work_t *w, evmpi_work_t **out);
 /* Applies the average's division (post_divide) to count elements. */
 void evmpi__work_post_divide(evmpi_work_t *w, void *data, int64_t count);
+/* Sets w->device from its tensors and checks that the group can move
+ * them (CUDA path); before anything is queued or issued. */
+int evmpi__work_place(evmpi_work_t *w);
+
+/* ---- cuda.c, cuda_stage.c: CUDA device tensors (EVMPI_HAVE_CUDA) ------------ */
+
+/* Chooses a new group's CUDA path and chunk size from the EVMPI_CUDA_*
+ * variables; EVMPI_ERR_INVALID names a variable with a bad value. */
+int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg);
+#ifdef EVMPI_HAVE_CUDA
+typedef struct evmpi_stager evmpi_stager_t;
+/* Checks a CUDA tensor's device index and that its data is on it. */
+int evmpi__cuda_check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t,
+                             int64_t numel);
+/* Runs a collective whose tensors are on a CUDA device (worker thread). */
+int evmpi__cuda_run(evmpi_work_t *w);
+/* A send or receive of a CUDA tensor: the buffer to give MPI (the device
+ * pointer on the direct path, a pinned host buffer, filled for a send, on
+ * the staged one). The device is made current on the calling thread
+ * until evmpi__cuda_p2p_leave. */
+int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device);
+void evmpi__cuda_p2p_leave(int saved_device);
+/* At completion: copies an arrived message to the device, frees the pinned
+ * buffer (unless MPI may still use it); may turn status into
+ * EVMPI_ERR_CUDA. */
+int evmpi__cuda_p2p_finish(evmpi_work_t *w, int status);
+/* Frees a pinned buffer whose request was never issued. */
+void evmpi__cuda_p2p_discard(evmpi_work_t *w);
+void evmpi__stager_free(evmpi_stager_t *s);
+#endif
 
 /* ---- bridge.c: completions to the loop --------------------------------- */
 
@@ -301,6 +360,11 @@ struct evmpi_pg {
   atomic_bool closing;       /* destroy started: submissions refused */
   atomic_uint_fast64_t next_seq;
   atomic_int inflight;       /* submitted works not yet completed */
+  evmpi_cuda_path_t cuda_path; /* how device tensors move, fixed at creation */
+  size_t cuda_chunk;         /* bytes per staged pipeline chunk */
+#ifdef EVMPI_HAVE_CUDA
+  evmpi_stager_t *stager;    /* the worker's pinned buffers and streams, lazily */
+#endif
   evmpi_bridge_t bridge;
   evmpi_worker_t worker;
   evmpi_poller_t poller;

@@ -120,6 +120,8 @@ int evmpi_alltoall_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tens
   if (rc == EVMPI_OK && input->dtype != output->dtype)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output is %s but input is %s", opname,
                      evmpi__dtype_name(output->dtype), evmpi__dtype_name(input->dtype));
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_same_device(opname, "output", output, "input", input);
   if (rc == EVMPI_OK && row_elems(input) != row_elems(output))
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: input rows have %" PRId64 " elements but output rows "
                      "have %" PRId64, opname, row_elems(input), row_elems(output));
@@ -214,9 +216,9 @@ int evmpi_alltoall(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "inputs[0]", &inputs[0], NULL);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "inputs[0]", inputs[0].dtype, -1);
+    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "inputs[0]", &inputs[0], -1);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "inputs[0]", inputs[0].dtype,
+    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "inputs[0]", &inputs[0],
                            -1);
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:all_to_all", opname, EVMPI_WORK_COLLECTIVE,

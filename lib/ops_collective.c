@@ -3,6 +3,12 @@
  * function is what the worker does with it. */
 #include "evmpi-internal.h"
 
+static int broadcast_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
+  (void)off;
+  int rc = MPI_Bcast(data, count, evmpi__mpi_datatype(w->tensors[0].dtype), w->root, w->pg->comm);
+  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Bcast", rc);
+}
+
 static int run_broadcast(evmpi_work_t *w) {
   evmpi_tensor_t *t = &w->tensors[0];
   evmpi_block_t b;
@@ -32,6 +38,10 @@ int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work
   w->root = root;
   evmpi__work_sign(w, tensor->dtype, numel, root, -1);
   w->run = run_broadcast;
+  w->outputs_read = pg->rank == root;
+  w->run_chunk = broadcast_chunk;
+  w->chunk_in = pg->rank == root;
+  w->chunk_out = pg->rank != root;
   return evmpi__submit_collective(pg, w, out);
 }
 

@@ -69,7 +69,7 @@ int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "input", input, &numel);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input->dtype, numel);
+    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input, numel);
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:all_gather", opname, EVMPI_WORK_COLLECTIVE,
                          (size_t)pg->size + 1, &w);
@@ -113,6 +113,8 @@ int evmpi_allgather_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
   if (rc == EVMPI_OK && output->dtype != input->dtype)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output is %s but input is %s", opname,
                      evmpi__dtype_name(output->dtype), evmpi__dtype_name(input->dtype));
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_same_device(opname, "output", output, "input", input);
   if (rc == EVMPI_OK && onumel != numel * pg->size)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output has %lld elements, must be the group size "
                      "(%d) times the input's %lld", opname, (long long)onumel, pg->size,
@@ -190,8 +192,10 @@ int evmpi_allgather_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *outputs,
     snprintf(group, sizeof group, "outputs[%zu*size..]", i);
     rc = evmpi__check_tensor(opname, name, &inputs[i], &numel);
     if (rc == EVMPI_OK)
+      rc = evmpi__check_same_device(opname, name, &inputs[i], "inputs[0]", &inputs[0]);
+    if (rc == EVMPI_OK)
       rc = evmpi__check_list(opname, group, &outputs[i * (size_t)pg->size], pg->size, name,
-                             inputs[i].dtype, numel);
+                             &inputs[i], numel);
   }
   size_t nout = count * (size_t)pg->size;
   if (rc == EVMPI_OK)
@@ -272,7 +276,7 @@ int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *
     rc = check_root_list(opname, "outputs", pg, root, outputs);
   bool is_root = rc == EVMPI_OK && pg->rank == root;
   if (is_root)
-    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input->dtype, numel);
+    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input, numel);
   size_t nout = is_root ? (size_t)pg->size : 0;
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:gather", opname, EVMPI_WORK_COLLECTIVE, 1 + nout, &w);
@@ -341,7 +345,7 @@ int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *
     rc = check_root_list(opname, "inputs", pg, root, inputs);
   bool is_root = rc == EVMPI_OK && pg->rank == root;
   if (is_root)
-    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output->dtype, numel);
+    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output, numel);
   size_t nin = is_root ? (size_t)pg->size : 0;
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:scatter", opname, EVMPI_WORK_COLLECTIVE, 1 + nin, &w);

@@ -37,6 +37,22 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   w->numel = numel;
   w->peer = a->peer;
   w->tag = a->tag;
+  rc = evmpi__work_place(w);
+  if (rc != EVMPI_OK) {
+    evmpi__work_discard(w);
+    return rc;
+  }
+  /* A CUDA tensor goes to MPI as its device pointer (CUDA-aware MPI) or
+   * through a pinned host buffer, with its device current meanwhile. */
+  void *buf = w->tensors[0].data;
+#ifdef EVMPI_HAVE_CUDA
+  int saved_device = -1;
+  if (w->device.type == EVMPI_DEVICE_CUDA &&
+      (rc = evmpi__cuda_p2p_enter(w, &buf, &saved_device)) != EVMPI_OK) {
+    evmpi__work_discard(w);
+    return rc;
+  }
+#endif
   /* Counts beyond INT_MAX travel as one element of a derived type, which
    * MPI lets us free as soon as the request is posted. */
   evmpi_block_t b;
@@ -45,20 +61,29 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   if (rc == MPI_SUCCESS) {
     call = a->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv";
     if (a->kind == EVMPI_WORK_SEND)
-      rc = MPI_Isend(w->tensors[0].data, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
+      rc = MPI_Isend(buf, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
     else
-      rc = MPI_Irecv(w->tensors[0].data, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
+      rc = MPI_Irecv(buf, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
     evmpi__block_free(&b);
   }
+#ifdef EVMPI_HAVE_CUDA
+  if (w->device.type == EVMPI_DEVICE_CUDA)
+    evmpi__cuda_p2p_leave(saved_device);
+#endif
   if (rc != MPI_SUCCESS) {
     char text[MPI_MAX_ERROR_STRING + 32];
     evmpi__mpi_error_text(rc, text, sizeof text);
+#ifdef EVMPI_HAVE_CUDA
+    evmpi__cuda_p2p_discard(w);
+#endif
     evmpi__work_discard(w);
     return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", a->opname, call, text);
   }
   w->t_started = evmpi__now_ns();
   rc = evmpi__poller_submit(&pg->poller, w);
   if (rc != EVMPI_OK) {
+    /* The request was cancelled and freed; a freed send may still be read
+     * by MPI, so a staged pinned buffer is left to the process. */
     evmpi__work_discard(w);
     return rc;
   }

@@ -37,6 +37,14 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
 
 /* ---- allreduce ------------------------------------------------------------ */
 
+static int allreduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
+  (void)off;
+  int rc = allreduce_span(w, data, w->tensors[0].dtype, count, w->mpi_op);
+  if (rc == EVMPI_OK)
+    evmpi__work_post_divide(w, data, count);
+  return rc;
+}
+
 static int run_allreduce(evmpi_work_t *w) {
   evmpi_tensor_t *t = &w->tensors[0];
   int rc = allreduce_span(w, t->data, t->dtype, w->numel, w->mpi_op);
@@ -68,29 +76,39 @@ int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op
   w->post_divide = r.post_divide;
   evmpi__work_sign(w, tensor->dtype, numel, -1, op);
   w->run = run_allreduce;
+  w->outputs_read = true;
+  w->run_chunk = allreduce_chunk;
+  w->chunk_in = w->chunk_out = true;
   return evmpi__submit_collective(pg, w, out);
 }
 
 /* ---- reduce --------------------------------------------------------------- */
 
+static int reduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
+  (void)off;
+  MPI_Datatype dt = evmpi__mpi_datatype(w->tensors[0].dtype);
+  bool root = w->pg->rank == w->root;
+  /* The root reduces in place; the others' buffers are only read. */
+  int rc = MPI_Reduce(root ? MPI_IN_PLACE : data, root ? data : NULL, count, dt, w->mpi_op,
+                      w->root, w->pg->comm);
+  if (rc != MPI_SUCCESS)
+    return evmpi__work_mpi_error(w, "MPI_Reduce", rc);
+  if (root)
+    evmpi__work_post_divide(w, data, count);
+  return EVMPI_OK;
+}
+
 static int run_reduce(evmpi_work_t *w) {
   evmpi_tensor_t *t = &w->tensors[0];
-  MPI_Datatype dt = evmpi__mpi_datatype(t->dtype);
   size_t esz = evmpi_dtype_size(t->dtype);
-  bool root = w->pg->rank == w->root;
   char *p = t->data;
-  for (int64_t left = w->numel; left > 0;) {
-    int n = chunk_len(left);
-    /* The root reduces in place; the others' buffers are only read. */
-    int rc = MPI_Reduce(root ? MPI_IN_PLACE : p, root ? p : NULL, n, dt, w->mpi_op, w->root,
-                        w->pg->comm);
-    if (rc != MPI_SUCCESS)
-      return evmpi__work_mpi_error(w, "MPI_Reduce", rc);
-    p += (size_t)n * esz;
-    left -= n;
+  for (int64_t off = 0; off < w->numel;) {
+    int n = chunk_len(w->numel - off);
+    int rc = reduce_chunk(w, p + (size_t)off * esz, off, n);
+    if (rc != EVMPI_OK)
+      return rc;
+    off += n;
   }
-  if (root)
-    evmpi__work_post_divide(w, t->data, w->numel);
   return EVMPI_OK;
 }
 
@@ -120,6 +138,10 @@ int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, i
   w->post_divide = r.post_divide;
   evmpi__work_sign(w, tensor->dtype, numel, root, op);
   w->run = run_reduce;
+  w->outputs_read = true;
+  w->run_chunk = reduce_chunk;
+  w->chunk_in = true;
+  w->chunk_out = pg->rank == root;
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -169,7 +191,7 @@ int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "output", output, &numel);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output->dtype, numel);
+    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output, numel);
   if (rc == EVMPI_OK)
     rc = evmpi__mpi_reduce_op(opname, op, output->dtype, &r.mpi_op, &r.post_divide);
   if (rc == EVMPI_OK)
@@ -276,6 +298,8 @@ int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t co
     bool divide;
     rc = evmpi__check_tensor(opname, name, &tensors[i], NULL);
     if (rc == EVMPI_OK)
+      rc = evmpi__check_same_device(opname, name, &tensors[i], "tensors[0]", &tensors[0]);
+    if (rc == EVMPI_OK)
       rc = evmpi__mpi_reduce_op(where, op, tensors[i].dtype, &mop, &divide);
   }
   if (rc == EVMPI_OK)
@@ -291,5 +315,6 @@ int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t co
     total += evmpi_tensor_numel(&tensors[i]);
   evmpi__work_sign(w, tensors[0].dtype, total, -1, op);
   w->run = run_allreduce_coalesced;
+  w->outputs_read = true;
   return evmpi__submit_collective(pg, w, out);
 }

@@ -19,7 +19,16 @@ void evmpi__pg_release(evmpi_pg_t *pg) {
   pthread_cond_destroy(&pg->poller.cv);
   free(pg->poller.reqs);
   free(pg->poller.works);
+#ifdef EVMPI_HAVE_CUDA
+  /* Last reference: a worker stuck in MPI (broken group) holds one, so its
+   * staging buffers are never freed under it. */
+  evmpi__stager_free(pg->stager);
+#endif
   free(pg);
+}
+
+evmpi_cuda_path_t evmpi_pg_cuda_path(const evmpi_pg_t *pg) {
+  return pg ? pg->cuda_path : EVMPI_CUDA_NONE;
 }
 
 static int mpi_fail(const char *op, const char *call, int rc) {
@@ -49,6 +58,8 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
   MPI_Comm_get_attr(comm, MPI_TAG_UB, &tag_ub, &flag);
   pg->tag_ub = flag && tag_ub ? *tag_ub : 32767; /* 32767: the least MPI promises */
   int rc = dup_rc == MPI_SUCCESS ? EVMPI_OK : mpi_fail(op, "MPI_Comm_dup", dup_rc);
+  if (rc == EVMPI_OK)
+    rc = evmpi__cuda_configure(op, pg);
   if (rc == EVMPI_OK) {
     MPI_Comm_set_errhandler(pg->internal, MPI_ERRORS_RETURN);
     rc = evmpi__bridge_open(&pg->bridge, base, pg);

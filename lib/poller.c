@@ -76,6 +76,10 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
       return EVMPI_ERR_ABORTED;
     }
     atomic_store(&w->source_rank, st->MPI_SOURCE);
+    /* How much arrived: a staged CUDA receive copies only that back. */
+    MPI_Count bytes = 0;
+    if (MPI_Get_elements_x(st, MPI_BYTE, &bytes) == MPI_SUCCESS && bytes != MPI_UNDEFINED)
+      w->recv_bytes = (int64_t)bytes;
   }
   return EVMPI_OK;
 }
@@ -309,6 +313,7 @@ void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why) {
     if (p->works[i]->kind == EVMPI_WORK_RECV)
       MPI_Cancel(&p->reqs[i]);
     MPI_Request_free(&p->reqs[i]);
+    p->works[i]->abandoned = true; /* MPI may still use its buffers */
     p->works[i]->next = done;
     done = p->works[i];
   }

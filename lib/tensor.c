@@ -85,9 +85,18 @@ int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t
   switch (t->device.type) {
   case EVMPI_DEVICE_CPU:
     break;
-  case EVMPI_DEVICE_CUDA:
+  case EVMPI_DEVICE_CUDA: {
+#ifdef EVMPI_HAVE_CUDA
+    int rc = evmpi__cuda_check_tensor(op, arg, t, n);
+    if (rc != EVMPI_OK)
+      return rc;
+    break;
+#else
     return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: %s is on cuda:%d but this evmpi was built "
-                       "without CUDA (configure --with-cuda)", op, arg, t->device.index);
+                       "without CUDA (install the CUDA toolkit and configure --with-cuda=DIR)",
+                       op, arg, t->device.index);
+#endif
+  }
   default:
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: device type %d is not a valid "
                        "evmpi_device_type_t", op, arg, (int)t->device.type);
@@ -97,8 +106,65 @@ int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t
   return EVMPI_OK;
 }
 
+const char *evmpi__device_name(evmpi_device_t dev, char *buf, size_t len) {
+  if (dev.type == EVMPI_DEVICE_CPU)
+    snprintf(buf, len, "cpu");
+  else
+    snprintf(buf, len, "cuda:%d", dev.index);
+  return buf;
+}
+
+static bool same_device(evmpi_device_t a, evmpi_device_t b) {
+  return a.type == b.type && (a.type == EVMPI_DEVICE_CPU || a.index == b.index);
+}
+
+int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor_t *t,
+                             const char *refname, const evmpi_tensor_t *ref) {
+  if (same_device(t->device, ref->device))
+    return EVMPI_OK;
+  char a[32], b[32];
+  return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is on %s but %s is on %s (the tensors of one "
+                     "operation must be on one device)", op, arg,
+                     evmpi__device_name(t->device, a, sizeof a), refname,
+                     evmpi__device_name(ref->device, b, sizeof b));
+}
+
+int evmpi__work_place(evmpi_work_t *w) {
+  w->device.type = EVMPI_DEVICE_CPU;
+  w->device.index = 0;
+  if (w->ntensors == 0)
+    return EVMPI_OK;
+  /* The operations have checked their arguments against each other; this
+   * is the last line, before anything is queued. */
+  for (size_t i = 1; i < w->ntensors; i++)
+    if (!same_device(w->tensors[i].device, w->tensors[0].device)) {
+      char a[32], b[32];
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: tensor %zu of the operation is on %s but tensor "
+                         "0 is on %s (the tensors of one operation must be on one device)",
+                         w->opname, i, evmpi__device_name(w->tensors[i].device, a, sizeof a),
+                         evmpi__device_name(w->tensors[0].device, b, sizeof b));
+    }
+  w->device = w->tensors[0].device;
+  if (w->device.type != EVMPI_DEVICE_CUDA)
+    return EVMPI_OK;
+  switch (w->pg->cuda_path) {
+  case EVMPI_CUDA_STAGED:
+  case EVMPI_CUDA_DIRECT:
+    return EVMPI_OK;
+  case EVMPI_CUDA_REFUSED:
+    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d, this MPI is not "
+                       "CUDA-aware, and EVMPI_CUDA_STAGING=0 turned staging through host "
+                       "memory off", w->opname, w->device.index);
+  case EVMPI_CUDA_NONE:
+    break;
+  }
+  return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d but this evmpi was "
+                     "built without CUDA", w->opname, w->device.index);
+}
+
 int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *list, int n,
-                      const char *ref, evmpi_dtype_t dtype, int64_t numel) {
+                      const char *ref, const evmpi_tensor_t *like, int64_t numel) {
+  evmpi_dtype_t dtype = like->dtype;
   if (!list)
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL", op, arg);
   for (int i = 0; i < n; i++) {
@@ -112,6 +178,9 @@ int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *lis
       return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is %s but %s is %s (tensors must have the "
                          "same dtype)", op, name, evmpi__dtype_name(list[i].dtype), ref,
                          evmpi__dtype_name(dtype));
+    rc = evmpi__check_same_device(op, name, &list[i], ref, like);
+    if (rc != EVMPI_OK)
+      return rc;
     if (numel >= 0 && ni != numel)
       return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s has %" PRId64 " elements but %s has %" PRId64
                          " (tensors must have the same size)", op, name, ni, ref, numel);

@@ -29,6 +29,7 @@ int evmpi__work_new(evmpi_pg_t *pg, const char *name, const char *opname, evmpi_
   w->ntensors = ntensors;
   w->request = MPI_REQUEST_NULL;
   atomic_init(&w->source_rank, -1);
+  w->recv_bytes = -1;
   evmpi__future_init(&w->future, w, pg);
   *out = w;
   return EVMPI_OK;
@@ -70,10 +71,16 @@ void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
   if (!w->t_started)
     w->t_started = w->t_finished; /* never ran: aborted in the queue */
   evmpi__timeline_record(w, status);
+#ifdef EVMPI_HAVE_CUDA
+  if (w->p2p_stage)
+    status = evmpi__cuda_p2p_finish(w, status);
+#endif
   const char *text = NULL;
   if (status != EVMPI_OK)
     text = w->error_text ? w->error_text : msg;
-  evmpi__future_complete(&w->future, status, text, w->tensors, w->noutputs);
+  /* inline_tensors, not tensors: a staged CUDA collective points tensors at
+   * host copies while it runs, and the watchdog may finish it meanwhile. */
+  evmpi__future_complete(&w->future, status, text, w->inline_tensors, w->noutputs);
   evmpi_work_release(w);
 }
 

@@ -49,6 +49,16 @@ static evmpi_work_t *take_queue(evmpi_worker_t *wk) {
   return w;
 }
 
+/* CUDA tensors go through the CUDA module, which gives MPI the device
+ * pointers or stages them through host memory around run. */
+static int run_work(evmpi_work_t *w) {
+#ifdef EVMPI_HAVE_CUDA
+  if (w->device.type == EVMPI_DEVICE_CUDA)
+    return evmpi__cuda_run(w);
+#endif
+  return w->run(w);
+}
+
 static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
@@ -83,7 +93,7 @@ static void *worker_main(void *arg) {
 
     int status = debug ? evmpi__debug_check(w) : EVMPI_OK;
     if (status == EVMPI_OK)
-      status = w->run(w);
+      status = run_work(w);
 
     pthread_mutex_lock(&wk->mu);
     wk->running = NULL;
@@ -180,6 +190,9 @@ bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len) {
 }
 
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
+  int placed = evmpi__work_place(w);
+  if (placed != EVMPI_OK)
+    return placed;
   pthread_mutex_lock(&wk->mu);
   if (wk->closing || wk->broken) {
     int rc = wk->broken

@@ -1,0 +1,215 @@
+/* cuda.c: CUDA device tensors: which path a group takes (straight to a
+ * CUDA-aware MPI, staged through host memory, or refused), the checks on a
+ * device tensor, and sends and receives of device tensors. Collectives are
+ * staged in cuda_stage.c. Without CUDA only the configuration is built:
+ * every group's path is then EVMPI_CUDA_NONE. */
+#include "evmpi-internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef EVMPI_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+/* 4 MiB chunks: big enough that a chunk's MPI call runs at full bandwidth,
+ * small enough that its copies overlap most of the transfer. */
+#define DEFAULT_CHUNK ((size_t)4 << 20)
+#define MAX_CHUNK ((size_t)1 << 30)
+
+/* "auto", "0" or "1" (unset or empty: def). -1 for anything else. */
+static int tristate(const char *value, int def) {
+  if (!value || !*value || strcmp(value, "auto") == 0)
+    return def;
+  if (strcmp(value, "0") == 0)
+    return 0;
+  if (strcmp(value, "1") == 0)
+    return 1;
+  return -1;
+}
+
+/* Bytes with an optional K or M suffix; 0 when malformed. */
+static size_t parse_bytes(const char *s) {
+  errno = 0;
+  char *end = NULL;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || s[0] == '-')
+    return 0;
+  if (*end == 'K' || *end == 'k')
+    v <<= 10, end++;
+  else if (*end == 'M' || *end == 'm')
+    v <<= 20, end++;
+  return *end ? 0 : (size_t)v;
+}
+
+int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
+  pg->cuda_path = EVMPI_CUDA_NONE;
+  pg->cuda_chunk = DEFAULT_CHUNK;
+#ifdef EVMPI_HAVE_CUDA
+  const char *aware_env = getenv("EVMPI_CUDA_AWARE");
+  const char *staging_env = getenv("EVMPI_CUDA_STAGING");
+  const char *chunk_env = getenv("EVMPI_CUDA_CHUNK");
+  int aware = tristate(aware_env, 2);
+  if (aware < 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_AWARE=%s is not auto, 0 or 1", op,
+                       aware_env);
+  int staging = tristate(staging_env, 1);
+  if (staging < 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_STAGING=%s is not 0 or 1", op,
+                       staging_env);
+  if (chunk_env && *chunk_env) {
+    size_t chunk = parse_bytes(chunk_env);
+    if (chunk == 0 || chunk > MAX_CHUNK)
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a size in 1..%zu "
+                         "bytes (K and M suffixes allowed)", op, chunk_env, MAX_CHUNK);
+    pg->cuda_chunk = chunk;
+  }
+  if (aware == 2)
+    aware = evmpi__mpi_query_cuda_support();
+  if (aware)
+    pg->cuda_path = EVMPI_CUDA_DIRECT;
+  else
+    pg->cuda_path = staging ? EVMPI_CUDA_STAGED : EVMPI_CUDA_REFUSED;
+#else
+  (void)op;
+#endif
+  return EVMPI_OK;
+}
+
+#ifdef EVMPI_HAVE_CUDA
+
+/* The runtime's device count, asked once: it cannot change while the
+ * process runs, and asking costs a driver call. */
+static pthread_once_t count_once = PTHREAD_ONCE_INIT;
+static int device_count;
+static cudaError_t device_count_err;
+
+static void count_devices(void) {
+  device_count_err = cudaGetDeviceCount(&device_count);
+  if (device_count_err != cudaSuccess) {
+    device_count = 0;
+    cudaGetLastError(); /* not sticky: clear it */
+  }
+}
+
+int evmpi__cuda_check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t,
+                             int64_t numel) {
+  pthread_once(&count_once, count_devices);
+  int index = t->device.index;
+  if (device_count_err != cudaSuccess)
+    return evmpi__fail(EVMPI_ERR_CUDA, "%s: %s is on cuda:%d but the CUDA runtime finds no "
+                       "device (cudaGetDeviceCount: %s: %s)", op, arg, index,
+                       cudaGetErrorName(device_count_err), cudaGetErrorString(device_count_err));
+  if (index < 0 || index >= device_count)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: cuda:%d is not a device of this process (it "
+                       "sees %d CUDA device%s)", op, arg, index, device_count,
+                       device_count == 1 ? "" : "s");
+  if (numel == 0)
+    return EVMPI_OK;
+  struct cudaPointerAttributes a;
+  memset(&a, 0, sizeof a);
+  cudaError_t e = cudaPointerGetAttributes(&a, t->data);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: data %p is not CUDA memory "
+                       "(cudaPointerGetAttributes: %s)", op, arg, t->data, cudaGetErrorString(e));
+  }
+  if (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) {
+    if (a.device != index)
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s says cuda:%d but its data is memory of "
+                         "cuda:%d", op, arg, index, a.device);
+    return EVMPI_OK;
+  }
+  return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s says cuda:%d but its data is %s host memory "
+                     "(give device memory, or device type EVMPI_DEVICE_CPU)", op, arg, index,
+                     a.type == cudaMemoryTypeHost ? "pinned" : "ordinary");
+}
+
+static int p2p_cuda_fail(evmpi_work_t *w, const char *call, cudaError_t e) {
+  cudaGetLastError();
+  return evmpi__fail(EVMPI_ERR_CUDA, "%s: %s failed: %s: %s", w->opname, call,
+                     cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+static size_t tensor_bytes(const evmpi_work_t *w) {
+  return (size_t)w->numel * evmpi_dtype_size(w->tensors[0].dtype);
+}
+
+int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device) {
+  const evmpi_tensor_t *t = &w->tensors[0];
+  *buf = t->data;
+  /* As the seed's DeviceGuard: the tensor's device is current on this
+   * (the caller's) thread while MPI sees the buffer, and the caller's own
+   * current device is given back afterwards. */
+  if (cudaGetDevice(saved_device) != cudaSuccess) {
+    cudaGetLastError();
+    *saved_device = -1;
+  }
+  cudaError_t e = cudaSetDevice(w->device.index);
+  if (e != cudaSuccess) {
+    int rc = p2p_cuda_fail(w, "cudaSetDevice", e);
+    evmpi__cuda_p2p_leave(*saved_device);
+    return rc;
+  }
+  size_t bytes = tensor_bytes(w);
+  if (w->pg->cuda_path == EVMPI_CUDA_DIRECT || bytes == 0)
+    return EVMPI_OK;
+  void *host = NULL;
+  e = cudaHostAlloc(&host, bytes, cudaHostAllocPortable);
+  if (e != cudaSuccess) {
+    int rc = p2p_cuda_fail(w, "cudaHostAlloc", e);
+    evmpi__cuda_p2p_leave(*saved_device);
+    return rc;
+  }
+  if (w->kind == EVMPI_WORK_SEND) {
+    /* Copied now, so the caller may reuse the device buffer at once. */
+    e = cudaMemcpy(host, t->data, bytes, cudaMemcpyDeviceToHost);
+    if (e != cudaSuccess) {
+      int rc = p2p_cuda_fail(w, "cudaMemcpy (device to host)", e);
+      cudaFreeHost(host);
+      evmpi__cuda_p2p_leave(*saved_device);
+      return rc;
+    }
+  }
+  w->p2p_stage = host;
+  *buf = host;
+  return EVMPI_OK;
+}
+
+void evmpi__cuda_p2p_leave(int saved_device) {
+  if (saved_device >= 0)
+    cudaSetDevice(saved_device);
+}
+
+int evmpi__cuda_p2p_finish(evmpi_work_t *w, int status) {
+  void *host = w->p2p_stage;
+  w->p2p_stage = NULL;
+  if (w->abandoned)
+    return status; /* MPI may still read or write it: left to the process */
+  if (status == EVMPI_OK && w->kind == EVMPI_WORK_RECV) {
+    size_t bytes = tensor_bytes(w);
+    if (w->recv_bytes >= 0 && (uint64_t)w->recv_bytes < bytes)
+      bytes = (size_t)w->recv_bytes; /* the rest of the tensor is left as it was */
+    cudaError_t e = cudaSetDevice(w->device.index);
+    if (e == cudaSuccess)
+      e = cudaMemcpy(w->tensors[0].data, host, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      status = evmpi__work_fail(w, EVMPI_ERR_CUDA, "cudaMemcpy (host to device) of the %zu "
+                                "bytes received failed: %s: %s", bytes, cudaGetErrorName(e),
+                                cudaGetErrorString(e));
+    }
+  }
+  cudaFreeHost(host);
+  return status;
+}
+
+void evmpi__cuda_p2p_discard(evmpi_work_t *w) {
+  if (w->p2p_stage)
+    cudaFreeHost(w->p2p_stage);
+  w->p2p_stage = NULL;
+}
+
+#endif /* EVMPI_HAVE_CUDA */
