@@ -1,9 +1,11 @@
 /* cuda_stage.c: collectives on CUDA tensors, on the worker thread.
  *
  * With a CUDA-aware MPI the device pointers go straight to MPI, with the
- * tensor's device current. Otherwise the tensors are staged through pinned
- * host memory that the group owns and reuses (the stager), with copies on
- * the group's own non-blocking streams:
+ * tensor's device current, unless the operation's run touches the data on
+ * the host itself (w->host_access: packing separate buffers, an average's
+ * division, the float16/bfloat16 kernels). Otherwise the tensors are
+ * staged through pinned host memory that the group owns and reuses (the
+ * stager), with copies on the group's own non-blocking streams:
  *  - one-tensor element-wise collectives (allreduce, reduce, broadcast) run
  *    as a pipeline of chunks: the copy to the host of chunk i+1 and the
  *    copy back of chunk i-1 overlap MPI on chunk i, in a ring of SLOTS
@@ -371,7 +373,9 @@ int evmpi__cuda_run(evmpi_work_t *w) {
   cudaError_t e = cudaSetDevice(w->device.index);
   if (e != cudaSuccess)
     return cuda_fail(w, "cudaSetDevice", e);
-  if (w->pg->cuda_path == EVMPI_CUDA_DIRECT)
+  /* Device pointers go to a CUDA-aware MPI unless run itself touches the
+   * data on the host (packing, an average's division, float16 kernels). */
+  if (w->pg->cuda_path == EVMPI_CUDA_DIRECT && !w->host_access)
     return w->run(w);
   evmpi_stager_t *s = stager_of(w->pg);
   if (!s)

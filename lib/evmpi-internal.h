@@ -191,6 +191,9 @@ struct evmpi_work {
    * element-wise collectives, with whether this rank's chunks are copied
    * in and out */
   bool outputs_read;
+  bool host_access;           /* run reads or writes tensor data itself (packing,
+                                 avg division, float16 ops): staged even with a
+                                 CUDA-aware MPI */
   evmpi_chunk_fn run_chunk;
   bool chunk_in, chunk_out;
   /* point to point */

@@ -81,6 +81,7 @@ int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_
   w->numel = numel;
   evmpi__work_sign(w, input->dtype, numel, -1, -1);
   w->run = run_allgather;
+  w->host_access = !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -212,6 +213,7 @@ int evmpi_allgather_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *outputs,
     total += evmpi_tensor_numel(&inputs[i]);
   evmpi__work_sign(w, inputs[0].dtype, total, -1, -1);
   w->run = run_allgather_coalesced;
+  w->host_access = true; /* packs inputs and outputs */
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -290,6 +292,7 @@ int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *
   w->root = root;
   evmpi__work_sign(w, input->dtype, numel, root, -1);
   w->run = run_gather;
+  w->host_access = nout && !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -359,5 +362,6 @@ int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *
   w->root = root;
   evmpi__work_sign(w, output->dtype, numel, root, -1);
   w->run = run_scatter;
+  w->host_access = nin && !adjacent(inputs, pg->size, (size_t)numel * evmpi_dtype_size(output->dtype));
   return evmpi__submit_collective(pg, w, out);
 }

@@ -14,6 +14,14 @@ typedef struct {
   bool post_divide;
 } reduce_t;
 
+/* Whether a reduction's run touches the data on the host: an average's
+ * division, and the 16-bit float kernels (MPI_Op_create'd functions that
+ * MPI calls on the buffers). A CUDA-aware MPI cannot run those on device
+ * memory, so such device tensors are staged. */
+static bool reduce_touches_host(evmpi_dtype_t dtype, bool post_divide) {
+  return post_divide || dtype == EVMPI_FLOAT16 || dtype == EVMPI_BFLOAT16;
+}
+
 static int chunk_len(int64_t left) {
   return (int)(left < EVMPI_CHUNK_ELEMS ? left : EVMPI_CHUNK_ELEMS);
 }
@@ -77,6 +85,7 @@ int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op
   evmpi__work_sign(w, tensor->dtype, numel, -1, op);
   w->run = run_allreduce;
   w->outputs_read = true;
+  w->host_access = reduce_touches_host(tensor->dtype, r.post_divide);
   w->run_chunk = allreduce_chunk;
   w->chunk_in = w->chunk_out = true;
   return evmpi__submit_collective(pg, w, out);
@@ -139,6 +148,7 @@ int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, i
   evmpi__work_sign(w, tensor->dtype, numel, root, op);
   w->run = run_reduce;
   w->outputs_read = true;
+  w->host_access = reduce_touches_host(tensor->dtype, r.post_divide);
   w->run_chunk = reduce_chunk;
   w->chunk_in = true;
   w->chunk_out = pg->rank == root;
@@ -208,6 +218,7 @@ int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
   w->post_divide = r.post_divide;
   evmpi__work_sign(w, output->dtype, numel, -1, op);
   w->run = run_reduce_scatter;
+  w->host_access = true; /* packs the inputs */
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -316,5 +327,6 @@ int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t co
   evmpi__work_sign(w, tensors[0].dtype, total, -1, op);
   w->run = run_allreduce_coalesced;
   w->outputs_read = true;
+  w->host_access = true; /* packs per dtype */
   return evmpi__submit_collective(pg, w, out);
 }

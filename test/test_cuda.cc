@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -650,6 +652,50 @@ TEST_F(CudaRefusals, ChunkedAllreduceCopiesChunkByChunk) {
   EXPECT_EQ(h2d1 - h2d0, 63);
   for (int32_t x : d.Down<int32_t>(1000))
     ASSERT_EQ(x, 2 * evmpi_pg_size(pg));
+}
+// With a CUDA-aware MPI, device pointers go to MPI unless evmpi itself would
+// touch the data on the host (an average's division, packing separate
+// buffers): those operations are staged. Counted by the copies they make.
+TEST_F(CudaRefusals, DirectPathStagesWhatTouchesTheHost) {
+  evmpi_pg_destroy(pg);
+  pg = nullptr;
+  SetPathEnv(Path::Direct);
+  ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_pg_cuda_path(pg), EVMPI_CUDA_DIRECT);
+  int size = evmpi_pg_size(pg);
+  DevBuf d(64 * 4), outs((size_t)size * 64 * 4);
+  std::vector<DevBuf *> sep;
+  for (int r = 0; r < size; r++)
+    sep.push_back(new DevBuf(65 * 4)); // not back to back
+  d.Up(std::vector<float>(64, 1.0f));
+  auto copies = [&](std::function<int(evmpi_work_t **)> submit) {
+    long d2h0, h2d0, d2h1, h2d1;
+    fake_cuda_copy_counts(&d2h0, &h2d0);
+    evmpi_work_t *w = nullptr;
+    EXPECT_EQ(submit(&w), EVMPI_OK) << evmpi_last_error();
+    EXPECT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+    evmpi_work_release(w);
+    fake_cuda_copy_counts(&d2h1, &h2d1);
+    return (d2h1 - d2h0) + (h2d1 - h2d0);
+  };
+  evmpi_tensor_t t = OnDevice(d.p, EVMPI_FLOAT32, 64);
+  EXPECT_EQ(copies([&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_SUM, w); }), 0);
+  EXPECT_GT(copies([&](evmpi_work_t **w) { return evmpi_allreduce(pg, &t, EVMPI_AVG, w); }), 0);
+  std::vector<evmpi_tensor_t> carved(size), separate(size);
+  for (int r = 0; r < size; r++) {
+    carved[r] = OnDevice((char *)outs.p + (size_t)r * 256, EVMPI_FLOAT32, 64);
+    separate[r] = OnDevice(sep[r]->p, EVMPI_FLOAT32, 64);
+  }
+  EXPECT_EQ(copies([&](evmpi_work_t **w) { return evmpi_allgather(pg, carved.data(), &t, w); }), 0);
+  if (size > 1) {
+    EXPECT_GT(copies([&](evmpi_work_t **w) { return evmpi_allgather(pg, separate.data(), &t, w); }),
+              0);
+    for (int r = 0; r < size; r++)
+      EXPECT_EQ(sep[r]->Down<float>(64), outs.Down<float>(64, (size_t)r * 64));
+  }
+  for (DevBuf *b : sep)
+    delete b;
 }
 #else
 // Without a device the CUDA runtime's own refusal reaches the caller.
