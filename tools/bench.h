@@ -141,5 +141,8 @@ void mode_msgrate(bench_t *b);
 void mode_overlap(bench_t *b);
 void mode_responsiveness(bench_t *b);
 void mode_wakeups(bench_t *b);
+#ifdef EVMPI_BENCH_CUDA
+void mode_cuda(bench_t *b); /* bench_cuda.c, built with CUDA */
+#endif
 
 #endif /* EVMPI_BENCH_H */

@@ -15,8 +15,9 @@
  *   overlap         ping-pong latency while long collectives run on the group
  *   responsiveness  lateness of a 1 ms loop timer while 64 MiB allreduces run
  *   wakeups         completions delivered per loop wakeup
- * "default" is every mode but coalesced (what make bench runs); "all" adds
- * coalesced. Rank 0 prints; every rank takes part. */
+ *   cuda            allreduce on CUDA device memory (built with CUDA; needs a GPU)
+ * "default" is every mode but coalesced and cuda (what make bench runs);
+ * "all" adds them. Rank 0 prints; every rank takes part. */
 #include "bench.h"
 
 #include <getopt.h>
@@ -41,6 +42,9 @@ static const bench_mode_t modes[] = {
     {"responsiveness", NULL, mode_responsiveness, true},
     {"wakeups", NULL, mode_wakeups, true},
     {"coalesced", NULL, mode_coalesced, false},
+#ifdef EVMPI_BENCH_CUDA
+    {"cuda", "device", mode_cuda, false}, /* needs a GPU */
+#endif
 };
 enum { NMODES = sizeof modes / sizeof modes[0] };
 
@@ -51,7 +55,8 @@ static void usage(FILE *f) {
           "                    coalesced: the default) or \"all\". The modes:\n"
           "                    allreduce, broadcast, allgather_base, coalesced,\n"
           "                    pipelined, pingpong, msgrate,\n"
-          "                    overlap, responsiveness, wakeups\n"
+          "                    overlap, responsiveness, wakeups, cuda (device\n"
+          "                    memory; in CUDA builds, needs a GPU)\n"
           "  --min BYTES       smallest size of a sweep (default: the element size)\n"
           "  --max BYTES       largest size (default 64M; coalesced 16M; msgrate 64K)\n"
           "  --iters N         operations per repetition (default: 1000, fewer above 64K)\n"

@@ -1,0 +1,139 @@
+/* bench_cuda.c: the device mode (--op cuda): allreduce of float32 in CUDA
+ * device memory, raw MPI against evmpi in the same run, as bench_coll.c
+ * does for host memory. Built with CUDA; not in the default set, since it
+ * needs a GPU (without one it says so and measures nothing).
+ *
+ * raw is what an application would write without evmpi: with a CUDA-aware
+ * MPI, MPI_Allreduce on the device pointer; otherwise cudaMemcpy to a
+ * pinned host buffer, MPI_Allreduce in place, cudaMemcpy back. evmpi is
+ * evmpi_allreduce on the device tensor, submit to callback, on whichever
+ * path the group takes (evmpi_pg_cuda_path: direct, or staged in
+ * pipelined chunks). */
+#include "bench.h"
+
+#include <cuda_runtime_api.h>
+#include <limits.h>
+#include <stdlib.h>
+
+typedef struct {
+  bench_t *b;
+  bool aware;
+  float *dev, *host;
+  int count;
+  evmpi_tensor_t t;
+  int left;
+  bool done;
+} cuda_run_t;
+
+static void cuda_check(cudaError_t e, const char *what) {
+  if (e != cudaSuccess) {
+    fprintf(stderr, "evmpi-bench: %s: %s\n", what, cudaGetErrorString(e));
+    die("CUDA call failed");
+  }
+}
+
+static double time_raw(cuda_run_t *c, int iters) {
+  size_t bytes = (size_t)c->count * sizeof(float);
+  MPI_Barrier(MPI_COMM_WORLD);
+  int64_t t0 = now_ns();
+  for (int i = 0; i < iters; i++) {
+    if (c->aware) {
+      MPI_Allreduce(MPI_IN_PLACE, c->dev, c->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+      continue;
+    }
+    cuda_check(cudaMemcpy(c->host, c->dev, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    MPI_Allreduce(MPI_IN_PLACE, c->host, c->count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    cuda_check(cudaMemcpy(c->dev, c->host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  return slowest((double)(now_ns() - t0) / 1e3 / iters);
+}
+
+static void submit_next(cuda_run_t *c);
+
+static void on_done(evmpi_work_t *w, void *arg) {
+  cuda_run_t *c = arg;
+  if (!evmpi_work_is_success(w))
+    die(evmpi_work_error(w));
+  evmpi_work_release(w);
+  if (--c->left > 0)
+    submit_next(c);
+  else
+    c->done = true;
+}
+
+static void submit_next(cuda_run_t *c) {
+  evmpi_work_t *w;
+  check(evmpi_allreduce(c->b->pg, &c->t, EVMPI_SUM, &w));
+  check(evmpi_work_on_complete(w, on_done, c));
+}
+
+static double time_evmpi(cuda_run_t *c, int iters) {
+  c->left = iters;
+  c->done = false;
+  MPI_Barrier(MPI_COMM_WORLD);
+  int64_t t0 = now_ns();
+  submit_next(c);
+  loop_until(c->b, &c->done);
+  return slowest((double)(now_ns() - t0) / 1e3 / iters);
+}
+
+void mode_cuda(bench_t *b) {
+  static const column_t cols[] = {
+      {"raw_us", "raw MPI (us)"},
+      {"evmpi_us", "evmpi (us)"},
+      {"diff_us", "evmpi-raw (us)"},
+      {"ratio", "ratio"},
+  };
+  out_mode(b, "cuda", "Allreduce on CUDA device memory", "us", "bytes", "Size", 4, cols);
+  int ndev = 0;
+  int have = cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0;
+  int everywhere = 0;
+  MPI_Allreduce(&have, &everywhere, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (!everywhere) {
+    out_note(b, "no CUDA device on every rank: nothing measured");
+    out_header(b);
+    out_mode_end(b, "\"skipped\": \"no CUDA device\"", NULL);
+    return;
+  }
+  int device = b->rank % ndev;
+  cuda_check(cudaSetDevice(device), "cudaSetDevice");
+  cuda_run_t c = {.b = b, .aware = evmpi_pg_cuda_path(b->pg) == EVMPI_CUDA_DIRECT};
+  size_t lo = sweep_min(b, sizeof(float)), hi = sweep_max(b, 64u << 20);
+  if (hi / sizeof(float) > INT_MAX)
+    die("--max: more elements than an int counts");
+  cuda_check(cudaMalloc((void **)&c.dev, hi), "cudaMalloc");
+  cuda_check(cudaMemset(c.dev, 0, hi), "cudaMemset");
+  cuda_check(cudaHostAlloc((void **)&c.host, hi, cudaHostAllocDefault), "cudaHostAlloc");
+  double *raw = xcalloc((size_t)b->o.reps, sizeof *raw);
+  double *ev = xcalloc((size_t)b->o.reps, sizeof *ev);
+  out_note(b, "%d ranks, in-place float32 sum on cuda:%d (rank 0); raw: %s; evmpi: %s, submit "
+           "to callback", b->size, device,
+           c.aware ? "MPI_Allreduce on the device pointer" :
+                     "cudaMemcpy to pinned memory, MPI_Allreduce, cudaMemcpy back",
+           c.aware ? "device pointers to the CUDA-aware MPI" : "staged in pipelined chunks");
+  out_note(b, "median of %d repetitions (the slowest rank's time), us per operation", b->o.reps);
+  out_header(b);
+  for (size_t bytes = lo; bytes <= hi; bytes *= 2) {
+    c.count = (int)(bytes / sizeof(float));
+    c.t = evmpi_tensor_flat(c.dev, EVMPI_FLOAT32, c.count);
+    c.t.device.type = EVMPI_DEVICE_CUDA;
+    c.t.device.index = device;
+    int iters = iters_for(b, bytes);
+    time_raw(&c, iters / 10 + 1); /* warm-up, and the group's staging buffer */
+    time_evmpi(&c, iters / 10 + 1);
+    for (int r = 0; r < b->o.reps; r++) {
+      raw[r] = time_raw(&c, iters);
+      ev[r] = time_evmpi(&c, iters);
+    }
+    double mr = median(raw, b->o.reps), me = median(ev, b->o.reps);
+    double vals[4] = {mr, me, me - mr, me / mr};
+    char extra[64];
+    snprintf(extra, sizeof extra, "\"iters\": %d", iters);
+    out_row_size(b, bytes, vals, extra);
+  }
+  out_mode_end(b, NULL, NULL);
+  free(raw);
+  free(ev);
+  cudaFree(c.dev);
+  cudaFreeHost(c.host);
+}
