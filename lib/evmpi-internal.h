@@ -305,6 +305,8 @@ typedef struct evmpi_worker {
   bool waiting;              /* under mu: asleep on cv (submit must signal) */
   atomic_int queued;         /* works in the queue, read without mu while spinning */
   bool started;
+  bool detached;             /* under mu: destroy left it stuck in MPI */
+  bool exited;               /* under mu: the thread is leaving */
   pthread_t watchdog;
   bool watchdog_started;     /* under mu */
 } evmpi_worker_t;
@@ -323,6 +325,9 @@ bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w);
 bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk);
 /* Fails everything queued with EVMPI_ERR_ABORTED (group abort). */
 void evmpi__worker_fail_queued(evmpi_worker_t *wk, const char *why);
+/* Waits up to timeout_ms for the workers that destroy left inside MPI
+ * (broken groups) to leave it; false when some are still there. */
+bool evmpi__worker_wait_detached(int timeout_ms);
 
 /* ---- poller.c: point-to-point requests --------------------------------- */
 

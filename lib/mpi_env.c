@@ -22,10 +22,19 @@ static const char *level_name(int level) {
   }
 }
 
+/* How long exit waits for a broken group's worker to come back out of
+ * MPI (its peers arrived late) before it gives up on MPI_Finalize. */
+#define DETACHED_EXIT_WAIT_MS 5000
+
 static void finalize_at_exit(void) {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized)
+  if (finalized)
+    return;
+  /* Finalising under a thread that is still inside a collective would
+   * unload the code it runs (and hang or crash): wait for it, and if it
+   * stays stuck, leave MPI to the process's end. */
+  if (evmpi__worker_wait_detached(DETACHED_EXIT_WAIT_MS))
     MPI_Finalize();
 }
 

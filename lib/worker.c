@@ -59,6 +59,31 @@ static int run_work(evmpi_work_t *w) {
   return w->run(w);
 }
 
+/* Workers of broken groups that destroy detached while they were inside
+ * MPI. The process must not finalise MPI (which unloads Open MPI's
+ * components) while one of them is still returning through MPI's code. */
+static pthread_mutex_t detached_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t detached_cv = PTHREAD_COND_INITIALIZER;
+static int detached_in_mpi; /* under detached_mu */
+
+bool evmpi__worker_wait_detached(int timeout_ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += timeout_ms / 1000;
+  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock(&detached_mu);
+  while (detached_in_mpi > 0)
+    if (pthread_cond_timedwait(&detached_cv, &detached_mu, &ts) == ETIMEDOUT)
+      break;
+  bool none = detached_in_mpi == 0;
+  pthread_mutex_unlock(&detached_mu);
+  return none;
+}
+
 static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
@@ -105,7 +130,17 @@ static void *worker_main(void *arg) {
     evmpi_work_release(w);
     may_spin = true;
   }
+  pthread_mutex_lock(&wk->mu);
+  bool detached = wk->detached;
+  wk->exited = true;
+  pthread_mutex_unlock(&wk->mu);
   evmpi__pg_release(pg); /* the thread's own reference */
+  if (detached) {
+    pthread_mutex_lock(&detached_mu);
+    detached_in_mpi--;
+    pthread_cond_broadcast(&detached_cv);
+    pthread_mutex_unlock(&detached_mu);
+  }
   return NULL;
 }
 
@@ -263,6 +298,13 @@ bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk) {
   wk->closing = true;
   bool broken = wk->broken != NULL;
   bool watchdog = wk->watchdog_started;
+  if (broken && !wk->exited) {
+    /* Counted under mu, so the thread's exit sees it (and uncounts). */
+    wk->detached = true;
+    pthread_mutex_lock(&detached_mu);
+    detached_in_mpi++;
+    pthread_mutex_unlock(&detached_mu);
+  }
   pthread_cond_broadcast(&wk->cv);
   pthread_cond_broadcast(&wk->wd_cv);
   pthread_mutex_unlock(&wk->mu);

@@ -5,7 +5,14 @@
  *                     and calls evmpi_pg_abort; the others wait in a
  *                     collective that will never complete
  * Either way the job must end by itself, with a failure status, and not
- * hang. Rank 0 prints what it saw before the end. */
+ * hang. Rank 0 prints what it saw before the end.
+ *   fault_main exit   rank 0's allreduce times out (200 ms) because the
+ *                     others arrive 1 s late; rank 0 destroys the broken
+ *                     group and returns from main at once, while its worker
+ *                     is still inside MPI_Allreduce. The job must end with
+ *                     status 0: MPI is finalised only after the worker has
+ *                     come back out (it used to be finalised under it and
+ *                     crash in the unloaded component's code). */
 #include <event2/event.h>
 #include <evmpi.h>
 #include <signal.h>
@@ -64,9 +71,31 @@ static int run_abort(evmpi_pg_t *pg) {
   return 0;
 }
 
+static int run_exit(evmpi_pg_t *pg, struct event_base *base) {
+  int rank = evmpi_pg_rank(pg);
+  static double v = 1; /* MPI may write it after the timeout: never freed */
+  evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_FLOAT64, 1);
+  evmpi_work_t *w;
+  if (rank == 0)
+    evmpi_pg_set_timeout(pg, 200);
+  else
+    usleep(1000 * 1000);
+  if (evmpi_allreduce(pg, &t, EVMPI_SUM, &w) != EVMPI_OK)
+    return 1;
+  int rc = evmpi_work_wait(w, -1);
+  if (rank == 0)
+    printf("rank 0: allreduce %s; destroying the group and exiting with its worker inside "
+           "MPI\n", rc == EVMPI_ERR_TIMEOUT ? "timed out" : "did not time out");
+  evmpi_work_release(w);
+  evmpi_pg_destroy(pg);
+  event_base_free(base);
+  return (rank == 0) == (rc == EVMPI_ERR_TIMEOUT) ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
-  if (argc != 2 || (strcmp(argv[1], "kill") != 0 && strcmp(argv[1], "abort") != 0)) {
-    fprintf(stderr, "usage: fault_main kill|abort\n");
+  if (argc != 2 || (strcmp(argv[1], "kill") != 0 && strcmp(argv[1], "abort") != 0 &&
+                    strcmp(argv[1], "exit") != 0)) {
+    fprintf(stderr, "usage: fault_main kill|abort|exit\n");
     return 2;
   }
   struct event_base *base = event_base_new();
@@ -75,6 +104,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s\n", evmpi_last_error());
     return 2;
   }
+  if (strcmp(argv[1], "exit") == 0)
+    return run_exit(pg, base); /* an ordinary exit: MPI finalised at exit */
   int rc = strcmp(argv[1], "kill") == 0 ? run_kill(pg, base) : run_abort(pg);
   /* A failed peer leaves this group broken or stuck: end without destroy. */
   fflush(stdout);

@@ -2,7 +2,8 @@
 # faults.sh: a rank killed with SIGKILL in the middle of a run, and
 # evmpi_pg_abort, must end the job by themselves (mpirun tears it down, or
 # the group timeout fires), with a failure status, well before the time
-# limit. Run by make check from the build directory.
+# limit; a process that exits while a broken group's worker is still in
+# MPI ends cleanly. Run by make check from the build directory.
 set -u
 limit=${EVMPI_FAULT_TIMEOUT:-120}
 status=0
@@ -37,5 +38,18 @@ check abort 3 "calling evmpi_pg_abort"
 if grep -q "evmpi_pg_abort returned" "$tmp/abort.out"; then
   echo "FAIL: evmpi_pg_abort returned"; status=1
 fi
+# A broken group's worker still inside MPI when the process exits: the exit
+# waits for it to come out, then finalises; the job succeeds.
+for np in 2 3; do
+  EVMPI_TEST_NPROCS=$np EVMPI_TEST_TIMEOUT=$limit test/mpi-run.sh test/fault_main exit \
+    >"$tmp/exit.out" 2>&1
+  rc=$?
+  cat "$tmp/exit.out"
+  if [ $rc != 0 ] || ! grep -q "allreduce timed out; destroying" "$tmp/exit.out"; then
+    echo "FAIL: exit at $np ranks: status $rc"; status=1
+  else
+    echo "ok: exit at $np ranks with a broken group's worker in MPI: status 0"
+  fi
+done
 [ $status = 0 ] && echo "faults: every job ended by itself, as expected"
 exit $status
