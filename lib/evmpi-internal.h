@@ -102,6 +102,20 @@ int evmpi__mpi_ensure_init(void);
 typedef struct evmpi_cont evmpi_cont_t;
 typedef struct evmpi_join_link evmpi_join_link_t;
 
+/* One callback registered on a future. Defined here (not in future.c) so
+ * that a future can hold its first callback inline: most works get exactly
+ * one, and a malloc + free per operation was a tenth of the per-operation
+ * cost of queued small collectives. */
+struct evmpi_cont {
+  evmpi_cont_t *next;
+  bool for_work;
+  union {
+    evmpi_work_cb work;
+    evmpi_future_cb future;
+  } fn;
+  void *arg;
+};
+
 struct evmpi_future {
   atomic_int refs;          /* standalone futures only (owner == NULL) */
   evmpi_work_t *owner;      /* a work's future shares the work's count */
@@ -121,6 +135,11 @@ struct evmpi_future {
   atomic_size_t pending;
   evmpi_future_t **children;
   size_t nchildren;
+  /* The first callback's storage (see struct evmpi_cont). Taken once, under
+   * mu, and never reused for the future's life: a callback that registers
+   * another on the same future while it runs gets a malloc'ed one. */
+  evmpi_cont_t inline_cont;
+  bool inline_cont_taken;   /* under mu */
 };
 
 void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
