@@ -130,7 +130,7 @@ struct evmpi_future {
   evmpi_cont_t *conts, *conts_tail; /* under mu: callbacks not yet run */
   bool queued;              /* under mu: on the bridge's delivery list */
   evmpi_join_link_t *parents; /* under mu: joins waiting on this one */
-  evmpi_future_t *next_delivery; /* bridge list link, under the bridge's lock */
+  evmpi_future_t *next_delivery; /* bridge list link, set before the push */
   /* joins (evmpi_future_all) only: */
   atomic_size_t pending;
   evmpi_future_t **children;
@@ -229,13 +229,17 @@ typedef struct evmpi_bridge {
   bool own_loop;            /* base and thread are ours (NULL base given) */
   pthread_t loop_thread;
   pthread_mutex_t mu;
-  evmpi_future_t *head, *tail; /* under mu */
-  bool signalled;           /* under mu: eventfd written, or the loop is polling */
-  atomic_bool has_items;    /* head != NULL, for the loop's lock-free poll */
   bool stop;                /* under mu: own loop should exit */
   bool dead;                /* under mu: no loop any more, deliver inline */
   bool dispatching;         /* loop thread only */
   bool destroy_requested;   /* loop thread only */
+  /* The delivery list is lock-free (bridge.c says why): posters push onto
+   * `posted` (newest first) with a CAS, the loop thread takes it whole. */
+  _Atomic(evmpi_future_t *) posted;
+  atomic_bool signalled;    /* eventfd written, or the loop is draining */
+  atomic_bool closed;       /* close has begun: posters deliver inline */
+  atomic_int posting;       /* posters between their closed check and the
+                               end of their eventfd write */
 } evmpi_bridge_t;
 
 int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
