@@ -24,13 +24,18 @@ static void signal_eventfd(int fd) {
     ;
 }
 
-static void deliver_list(evmpi_future_t *f) {
+/* Runs the callbacks of f and the futures after it; true when one of them
+ * was a send's or a receive's. */
+static bool deliver_list(evmpi_future_t *f) {
+  bool p2p = false;
   while (f) {
     evmpi_future_t *next = f->next_delivery;
     f->next_delivery = NULL;
+    p2p |= f->owner && f->owner->kind != EVMPI_WORK_COLLECTIVE;
     evmpi__future_deliver(f);
     f = next;
   }
+  return p2p;
 }
 
 /* Takes everything posted so far, oldest first. The list is pushed newest
@@ -53,11 +58,21 @@ static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
  * thread polls for the next completion this long before it returns to
  * libevent: a callback that submits the next operation (a chain) then
  * gets its completion without an eventfd write and an epoll wake-up,
- * which cost 10-15 us each on this class of machine. Each poll yields the
- * CPU, and one handler never holds the loop longer than EVMPI_LOOP_MAX_NS,
- * so timers and other events stay on time. */
+ * which cost 10-15 us each on this class of machine. It tests the pending
+ * sends and receives itself, and yields the CPU after each poll that
+ * finished nothing; one handler never holds the loop longer than
+ * EVMPI_LOOP_MAX_NS, so timers and other events stay on time. */
 #define EVMPI_LOOP_SPIN_NS 30000
 #define EVMPI_LOOP_MAX_NS 500000
+/* While point-to-point traffic is active (this wake-up delivered a send's
+ * or a receive's callback, or finished one itself) and requests are still
+ * pending, the window is longer: a reply to a message just sent (a
+ * ping-pong of up to 1 MiB here) comes within it, and the loop thread,
+ * which tests the requests itself, finishes it with no thread handoff. A
+ * receive that merely stays posted (a server's) does not lengthen the
+ * window of unrelated completions. Still yielding after every empty poll,
+ * still within EVMPI_LOOP_MAX_NS per wake-up. */
+#define EVMPI_LOOP_P2P_SPIN_NS 200000
 
 static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
   (void)what;
@@ -68,13 +83,15 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
   bool stop = b->stop; /* close writes the eventfd after setting it */
   pthread_mutex_unlock(&b->mu);
   int64_t give_up = evmpi__now_ns() + EVMPI_LOOP_MAX_NS;
+  bool polled = false; /* we set the poller's loop_until */
+  bool p2p_active = false;
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
     evmpi_future_t *batch = take_posted(b);
     if (!batch)
       break;
     b->dispatching = true;
-    deliver_list(batch);
+    p2p_active |= deliver_list(batch);
     b->dispatching = false;
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
@@ -84,13 +101,35 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
     }
     if (stop || atomic_load_explicit(&pg->inflight, memory_order_relaxed) == 0)
       break;
-    int64_t until = evmpi__now_ns() + EVMPI_LOOP_SPIN_NS;
-    if (until > give_up)
-      until = give_up;
-    while (!atomic_load_explicit(&b->posted, memory_order_relaxed) && evmpi__now_ns() < until)
-      sched_yield();
+    /* Point-to-point requests are tested here too (evmpi__poller_test
+     * says why); a collective's completion comes from the worker. */
+    int64_t start = evmpi__now_ns(), until = start + EVMPI_LOOP_SPIN_NS;
+    bool long_window = false;
+    for (;;) {
+      bool pending;
+      bool finished = evmpi__poller_test(&pg->poller, &pending);
+      p2p_active |= finished;
+      if (p2p_active && pending && !long_window) {
+        long_window = true;
+        until = start + EVMPI_LOOP_P2P_SPIN_NS;
+      }
+      if (until > give_up)
+        until = give_up;
+      if (!polled || atomic_load_explicit(&pg->poller.loop_until, memory_order_relaxed) < until) {
+        polled = true;
+        atomic_store_explicit(&pg->poller.loop_until, until, memory_order_relaxed);
+      }
+      if (atomic_load_explicit(&b->posted, memory_order_relaxed) || evmpi__now_ns() >= until)
+        break;
+      if (!finished)
+        sched_yield();
+    }
     if (evmpi__now_ns() >= give_up)
       break;
+  }
+  if (polled) { /* the poller may be asleep until our window's end */
+    atomic_store_explicit(&pg->poller.loop_until, 0, memory_order_relaxed);
+    evmpi__poller_loop_done(&pg->poller);
   }
   /* Leaving: a post from now on must write the eventfd. One that came after
    * our last take but saw signalled still set skipped its write; the

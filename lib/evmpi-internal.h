@@ -300,6 +300,10 @@ typedef struct evmpi_poller {
   evmpi_work_t **works;
   size_t n, cap;
   bool started;
+  /* Until when (evmpi__now_ns) the loop thread polls and tests the
+   * requests itself (bridge.c); the poller sleeps rather than spins then. */
+  _Atomic int64_t loop_until;
+  bool loop_wait;            /* under mu: asleep until loop_until */
 } evmpi_poller_t;
 
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
@@ -311,6 +315,13 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w);
  * them: they fail with EVMPI_ERR_ABORTED), stops and joins the thread. */
 void evmpi__poller_drain_and_stop(evmpi_poller_t *p, bool force);
 void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why);
+/* One test of the pending requests from the calling thread (the loop
+ * thread while it polls); never waits for the poller's lock. True when
+ * some work completed; *pending says whether requests are left. */
+bool evmpi__poller_test(evmpi_poller_t *p, bool *pending);
+/* The loop thread has stopped polling (loop_until is in the past): wakes
+ * the poller if it sleeps until the end of the loop's window. */
+void evmpi__poller_loop_done(evmpi_poller_t *p);
 
 /* ---- pg.c -------------------------------------------------------------- */
 
