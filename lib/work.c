@@ -48,8 +48,9 @@ static evmpi_work_t *pool_get(void) {
 /* Keeps w for reuse; false when the pool is full (the caller frees it). */
 static bool pool_put(evmpi_work_t *w) {
   bool kept = false;
+  size_t max = WORK_POOL_MAX; /* a variable: 0 < 0 would warn under ASan */
   pthread_mutex_lock(&pool_mu);
-  if (pool_len < WORK_POOL_MAX && !pool_closed) {
+  if (pool_len < max && !pool_closed) {
     w->next = pool_head;
     pool_head = w;
     pool_len++;
