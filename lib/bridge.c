@@ -24,44 +24,74 @@ static void signal_eventfd(int fd) {
     ;
 }
 
-static void deliver_list(evmpi_future_t *f) {
+/* Runs the callbacks of f and the futures after it; true when one of them
+ * was a send's or a receive's. */
+static bool deliver_list(evmpi_future_t *f) {
+  bool p2p = false;
   while (f) {
     evmpi_future_t *next = f->next_delivery;
     f->next_delivery = NULL;
+    p2p |= f->owner && f->owner->kind != EVMPI_WORK_COLLECTIVE;
     evmpi__future_deliver(f);
     f = next;
   }
+  return p2p;
+}
+
+/* Takes everything posted so far, oldest first. The list is pushed newest
+ * first; one thread's posts (the worker's collectives) so come out in the
+ * order it made them. Taking the whole list with one exchange, never
+ * popping single entries, is what keeps the push free of the ABA problem. */
+static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
+  evmpi_future_t *f = atomic_exchange_explicit(&b->posted, NULL, memory_order_acquire);
+  evmpi_future_t *fifo = NULL;
+  while (f) {
+    evmpi_future_t *next = f->next_delivery;
+    f->next_delivery = fifo;
+    fifo = f;
+    f = next;
+  }
+  return fifo;
 }
 
 /* After a batch, while the group still has work in flight, the loop
  * thread polls for the next completion this long before it returns to
  * libevent: a callback that submits the next operation (a chain) then
  * gets its completion without an eventfd write and an epoll wake-up,
- * which cost 10-15 us each on this class of machine. Each poll yields the
- * CPU, and one handler never holds the loop longer than EVMPI_LOOP_MAX_NS,
- * so timers and other events stay on time. */
+ * which cost 10-15 us each on this class of machine. It tests the pending
+ * sends and receives itself, and yields the CPU after each poll that
+ * finished nothing; one handler never holds the loop longer than
+ * EVMPI_LOOP_MAX_NS, so timers and other events stay on time. */
 #define EVMPI_LOOP_SPIN_NS 30000
 #define EVMPI_LOOP_MAX_NS 500000
+/* While point-to-point traffic is active (this wake-up delivered a send's
+ * or a receive's callback, or finished one itself) and requests are still
+ * pending, the window is longer: a reply to a message just sent (a
+ * ping-pong of up to 1 MiB here) comes within it, and the loop thread,
+ * which tests the requests itself, finishes it with no thread handoff. A
+ * receive that merely stays posted (a server's) does not lengthen the
+ * window of unrelated completions. Still yielding after every empty poll,
+ * still within EVMPI_LOOP_MAX_NS per wake-up. */
+#define EVMPI_LOOP_P2P_SPIN_NS 200000
 
 static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   evmpi_pg_t *pg = arg;
   evmpi_bridge_t *b = &pg->bridge;
   drain_eventfd(fd);
+  pthread_mutex_lock(&b->mu);
+  bool stop = b->stop; /* close writes the eventfd after setting it */
+  pthread_mutex_unlock(&b->mu);
   int64_t give_up = evmpi__now_ns() + EVMPI_LOOP_MAX_NS;
-  bool stop = false;
+  bool polled = false; /* we set the poller's loop_until */
+  bool p2p_active = false;
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
-    pthread_mutex_lock(&b->mu);
-    evmpi_future_t *batch = b->head;
-    b->head = b->tail = NULL;
-    atomic_store_explicit(&b->has_items, false, memory_order_relaxed);
-    stop = b->stop;
-    pthread_mutex_unlock(&b->mu);
+    evmpi_future_t *batch = take_posted(b);
     if (!batch)
       break;
     b->dispatching = true;
-    deliver_list(batch);
+    p2p_active |= deliver_list(batch);
     b->dispatching = false;
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
@@ -71,22 +101,43 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
     }
     if (stop || atomic_load_explicit(&pg->inflight, memory_order_relaxed) == 0)
       break;
-    int64_t until = evmpi__now_ns() + EVMPI_LOOP_SPIN_NS;
-    if (until > give_up)
-      until = give_up;
-    while (!atomic_load_explicit(&b->has_items, memory_order_acquire) &&
-           evmpi__now_ns() < until)
-      sched_yield();
+    /* Point-to-point requests are tested here too (evmpi__poller_test
+     * says why); a collective's completion comes from the worker. */
+    int64_t start = evmpi__now_ns(), until = start + EVMPI_LOOP_SPIN_NS;
+    bool long_window = false;
+    for (;;) {
+      bool pending;
+      bool finished = evmpi__poller_test(&pg->poller, &pending);
+      p2p_active |= finished;
+      if (p2p_active && pending && !long_window) {
+        long_window = true;
+        until = start + EVMPI_LOOP_P2P_SPIN_NS;
+      }
+      if (until > give_up)
+        until = give_up;
+      if (!polled || atomic_load_explicit(&pg->poller.loop_until, memory_order_relaxed) < until) {
+        polled = true;
+        atomic_store_explicit(&pg->poller.loop_until, until, memory_order_relaxed);
+      }
+      if (atomic_load_explicit(&b->posted, memory_order_relaxed) || evmpi__now_ns() >= until)
+        break;
+      if (!finished)
+        sched_yield();
+    }
     if (evmpi__now_ns() >= give_up)
       break;
   }
-  pthread_mutex_lock(&b->mu);
-  b->signalled = false;
-  if (b->head) { /* arrived as we left: make sure the loop comes back */
-    b->signalled = true;
-    signal_eventfd(b->efd);
+  if (polled) { /* the poller may be asleep until our window's end */
+    atomic_store_explicit(&pg->poller.loop_until, 0, memory_order_relaxed);
+    evmpi__poller_loop_done(&pg->poller);
   }
-  pthread_mutex_unlock(&b->mu);
+  /* Leaving: a post from now on must write the eventfd. One that came after
+   * our last take but saw signalled still set skipped its write; the
+   * sequentially consistent store and load below see it (its push precedes
+   * its exchange on signalled), and we write for it. */
+  atomic_store(&b->signalled, false);
+  if (atomic_load(&b->posted) && !atomic_exchange(&b->signalled, true))
+    signal_eventfd(b->efd);
   if (stop)
     event_base_loopbreak(b->base);
 }
@@ -107,6 +158,10 @@ static void *loop_main(void *arg) {
 int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg) {
   memset(b, 0, sizeof *b);
   pthread_mutex_init(&b->mu, NULL);
+  atomic_init(&b->posted, NULL);
+  atomic_init(&b->signalled, false);
+  atomic_init(&b->closed, false);
+  atomic_init(&b->posting, 0);
   b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (b->efd < 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: eventfd failed: %s", strerror(errno));
@@ -138,25 +193,27 @@ fail:
   return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot attach to the event loop");
 }
 
+/* Lock-free, so that a worker or poller finishing works never waits for
+ * the loop thread (which polled the old list's mutex while it spun, 74% of
+ * the futex calls of a ping-pong) and the eventfd is written outside any
+ * lock. `posting` stands in for the lock that made close safe: close sets
+ * `closed`, then waits for `posting` to fall to zero before it takes what
+ * is left and closes the eventfd, so no poster writes to a closed fd. */
 bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) {
-  pthread_mutex_lock(&b->mu);
-  if (b->dead) {
-    pthread_mutex_unlock(&b->mu);
+  atomic_fetch_add(&b->posting, 1);
+  if (atomic_load(&b->closed)) {
+    atomic_fetch_sub(&b->posting, 1);
     return false;
   }
-  f->next_delivery = NULL;
-  if (b->tail)
-    b->tail->next_delivery = f;
-  else
-    b->head = f;
-  b->tail = f;
-  atomic_store_explicit(&b->has_items, true, memory_order_release);
-  if (!b->signalled) {
-    /* One write per batch; written under the lock so close cannot race. */
-    b->signalled = true;
+  evmpi_future_t *head = atomic_load_explicit(&b->posted, memory_order_relaxed);
+  do
+    f->next_delivery = head;
+  while (!atomic_compare_exchange_weak_explicit(&b->posted, &head, f, memory_order_seq_cst,
+                                                memory_order_relaxed));
+  /* One write per batch: the first post after the loop left writes. */
+  if (!atomic_exchange(&b->signalled, true))
     signal_eventfd(b->efd);
-  }
-  pthread_mutex_unlock(&b->mu);
+  atomic_fetch_sub_explicit(&b->posting, 1, memory_order_release);
   return true;
 }
 
@@ -170,16 +227,19 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
     /* Let our loop thread deliver what is queued, then stop it. */
     pthread_mutex_lock(&b->mu);
     b->stop = true;
-    signal_eventfd(b->efd);
     pthread_mutex_unlock(&b->mu);
+    signal_eventfd(b->efd);
     pthread_join(b->loop_thread, NULL);
   }
   pthread_mutex_lock(&b->mu);
   b->dead = true;
-  evmpi_future_t *rest = b->head;
-  b->head = b->tail = NULL;
   pthread_mutex_unlock(&b->mu);
-  deliver_list(rest);
+  /* From here posters deliver inline; wait for those already past their
+   * check (a push and a write: a few instructions, no lock, no MPI). */
+  atomic_store(&b->closed, true);
+  while (atomic_load(&b->posting) != 0)
+    sched_yield();
+  deliver_list(take_posted(b));
   event_free(b->ev);
   b->ev = NULL;
   close(b->efd);

@@ -115,6 +115,20 @@ int evmpi__mpi_query_cuda_support(void);
 typedef struct evmpi_cont evmpi_cont_t;
 typedef struct evmpi_join_link evmpi_join_link_t;
 
+/* One callback registered on a future. Defined here (not in future.c) so
+ * that a future can hold its first callback inline: most works get exactly
+ * one, and a malloc + free per operation was a tenth of the per-operation
+ * cost of queued small collectives. */
+struct evmpi_cont {
+  evmpi_cont_t *next;
+  bool for_work;
+  union {
+    evmpi_work_cb work;
+    evmpi_future_cb future;
+  } fn;
+  void *arg;
+};
+
 struct evmpi_future {
   atomic_int refs;          /* standalone futures only (owner == NULL) */
   evmpi_work_t *owner;      /* a work's future shares the work's count */
@@ -129,11 +143,16 @@ struct evmpi_future {
   evmpi_cont_t *conts, *conts_tail; /* under mu: callbacks not yet run */
   bool queued;              /* under mu: on the bridge's delivery list */
   evmpi_join_link_t *parents; /* under mu: joins waiting on this one */
-  evmpi_future_t *next_delivery; /* bridge list link, under the bridge's lock */
+  evmpi_future_t *next_delivery; /* bridge list link, set before the push */
   /* joins (evmpi_future_all) only: */
   atomic_size_t pending;
   evmpi_future_t **children;
   size_t nchildren;
+  /* The first callback's storage (see struct evmpi_cont). Taken once, under
+   * mu, and never reused for the future's life: a callback that registers
+   * another on the same future while it runs gets a malloc'ed one. */
+  evmpi_cont_t inline_cont;
+  bool inline_cont_taken;   /* under mu */
 };
 
 void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
@@ -272,13 +291,17 @@ typedef struct evmpi_bridge {
   bool own_loop;            /* base and thread are ours (NULL base given) */
   pthread_t loop_thread;
   pthread_mutex_t mu;
-  evmpi_future_t *head, *tail; /* under mu */
-  bool signalled;           /* under mu: eventfd written, or the loop is polling */
-  atomic_bool has_items;    /* head != NULL, for the loop's lock-free poll */
   bool stop;                /* under mu: own loop should exit */
   bool dead;                /* under mu: no loop any more, deliver inline */
   bool dispatching;         /* loop thread only */
   bool destroy_requested;   /* loop thread only */
+  /* The delivery list is lock-free (bridge.c says why): posters push onto
+   * `posted` (newest first) with a CAS, the loop thread takes it whole. */
+  _Atomic(evmpi_future_t *) posted;
+  atomic_bool signalled;    /* eventfd written, or the loop is draining */
+  atomic_bool closed;       /* close has begun: posters deliver inline */
+  atomic_int posting;       /* posters between their closed check and the
+                               end of their eventfd write */
 } evmpi_bridge_t;
 
 int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
@@ -344,6 +367,10 @@ typedef struct evmpi_poller {
   evmpi_work_t **works;
   size_t n, cap;
   bool started;
+  /* Until when (evmpi__now_ns) the loop thread polls and tests the
+   * requests itself (bridge.c); the poller sleeps rather than spins then. */
+  _Atomic int64_t loop_until;
+  bool loop_wait;            /* under mu: asleep until loop_until */
 } evmpi_poller_t;
 
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
@@ -355,6 +382,13 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w);
  * them: they fail with EVMPI_ERR_ABORTED), stops and joins the thread. */
 void evmpi__poller_drain_and_stop(evmpi_poller_t *p, bool force);
 void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why);
+/* One test of the pending requests from the calling thread (the loop
+ * thread while it polls); never waits for the poller's lock. True when
+ * some work completed; *pending says whether requests are left. */
+bool evmpi__poller_test(evmpi_poller_t *p, bool *pending);
+/* The loop thread has stopped polling (loop_until is in the past): wakes
+ * the poller if it sleeps until the end of the loop's window. */
+void evmpi__poller_loop_done(evmpi_poller_t *p);
 
 /* ---- pg.c -------------------------------------------------------------- */
 

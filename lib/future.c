@@ -10,20 +10,15 @@
 #include <string.h>
 #include <time.h>
 
-struct evmpi_cont {
-  evmpi_cont_t *next;
-  bool for_work;
-  union {
-    evmpi_work_cb work;
-    evmpi_future_cb future;
-  } fn;
-  void *arg;
-};
-
 struct evmpi_join_link {
   evmpi_join_link_t *next;
   evmpi_future_t *parent; /* a reference */
 };
+
+static void cont_free(evmpi_future_t *f, evmpi_cont_t *c) {
+  if (c != &f->inline_cont)
+    free(c);
+}
 
 void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
   memset(f, 0, sizeof *f);
@@ -45,7 +40,7 @@ void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) 
 void evmpi__future_cleanup(evmpi_future_t *f) {
   for (evmpi_cont_t *c = f->conts, *next; c; c = next) {
     next = c->next;
-    free(c);
+    cont_free(f, c);
   }
   for (evmpi_join_link_t *l = f->parents, *next; l; l = next) {
     next = l->next;
@@ -137,15 +132,29 @@ void evmpi__future_deliver(evmpi_future_t *f) {
       c->fn.work(f->owner, c->arg);
     else
       c->fn.future(f, c->arg);
-    free(c);
+    cont_free(f, c);
     c = next;
   }
   evmpi_future_release(f);
 }
 
-/* Appends a callback; schedules delivery when f is already done. */
-static int add_cont(evmpi_future_t *f, evmpi_cont_t *c) {
+/* Appends a callback (in f's inline slot while that is free, else in a
+ * malloc'ed one); schedules delivery when f is already done. */
+static int add_cont(evmpi_future_t *f, const evmpi_cont_t *tmpl, const char *opname) {
+  evmpi_cont_t *c = NULL;
   pthread_mutex_lock(&f->mu);
+  if (!f->inline_cont_taken) {
+    f->inline_cont_taken = true;
+    c = &f->inline_cont;
+  } else {
+    pthread_mutex_unlock(&f->mu);
+    c = malloc(sizeof *c);
+    if (!c)
+      return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", opname);
+    pthread_mutex_lock(&f->mu);
+  }
+  *c = *tmpl;
+  c->next = NULL;
   if (f->conts_tail)
     f->conts_tail->next = c;
   else
@@ -163,24 +172,15 @@ static int add_cont(evmpi_future_t *f, evmpi_cont_t *c) {
 int evmpi_future_then(evmpi_future_t *f, evmpi_future_cb cb, void *arg) {
   if (!f || !cb)
     return evmpi__fail(EVMPI_ERR_INVALID, "future_then: %s is NULL", f ? "cb" : "future");
-  evmpi_cont_t *c = calloc(1, sizeof *c);
-  if (!c)
-    return evmpi__fail(EVMPI_ERR_NOMEM, "future_then: out of memory");
-  c->fn.future = cb;
-  c->arg = arg;
-  return add_cont(f, c);
+  evmpi_cont_t c = {.fn.future = cb, .arg = arg};
+  return add_cont(f, &c, "future_then");
 }
 
 int evmpi_work_on_complete(evmpi_work_t *w, evmpi_work_cb cb, void *arg) {
   if (!w || !cb)
     return evmpi__fail(EVMPI_ERR_INVALID, "work_on_complete: %s is NULL", w ? "cb" : "work");
-  evmpi_cont_t *c = calloc(1, sizeof *c);
-  if (!c)
-    return evmpi__fail(EVMPI_ERR_NOMEM, "work_on_complete: out of memory");
-  c->for_work = true;
-  c->fn.work = cb;
-  c->arg = arg;
-  return add_cont(&w->future, c);
+  evmpi_cont_t c = {.for_work = true, .fn.work = cb, .arg = arg};
+  return add_cont(&w->future, &c, "work_on_complete");
 }
 
 int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {

@@ -104,7 +104,38 @@ static void cancel_receives(evmpi_poller_t *p) {
       MPI_Cancel(&p->reqs[i]);
 }
 
+/* While the loop thread polls (bridge.c) it tests the requests itself: a
+ * second thread spinning on the same core would only take turns with it
+ * (sched_yield, a context switch each way), and waking the poller for
+ * each submission cost a futex wake and a switch per 8 B round trip. So
+ * the poller sleeps until the loop's window ends or the loop thread says
+ * it stopped (evmpi__poller_loop_done); sleeping stays false, so
+ * submissions do not wake it (the loop thread adopts them). Called under
+ * mu; false when the loop is not polling. */
+static bool wait_for_loop_locked(evmpi_poller_t *p) {
+  int64_t t = atomic_load_explicit(&p->loop_until, memory_order_relaxed);
+  if (p->stopping || t <= evmpi__now_ns())
+    return false;
+  struct timespec until = {t / 1000000000, t % 1000000000};
+  p->loop_wait = true;
+  pthread_cond_timedwait(&p->cv, &p->mu, &until);
+  p->loop_wait = false;
+  return true;
+}
+
+void evmpi__poller_loop_done(evmpi_poller_t *p) {
+  pthread_mutex_lock(&p->mu);
+  if (p->loop_wait)
+    pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
 static void sleep_backoff(evmpi_poller_t *p, unsigned idle) {
+  pthread_mutex_lock(&p->mu);
+  bool waited = wait_for_loop_locked(p);
+  pthread_mutex_unlock(&p->mu);
+  if (waited)
+    return;
   if (idle < SPIN_POLLS) {
     sched_yield();
     return;
@@ -129,6 +160,57 @@ static void sleep_backoff(evmpi_poller_t *p, unsigned idle) {
   pthread_mutex_unlock(&p->mu);
 }
 
+/* One MPI_Testsome over the first n pending requests (under mu), with room
+ * for n results in idx and st; the finished works are taken out of the
+ * arrays, marked done and returned as a list for evmpi__work_finish, to be
+ * called after mu is released. */
+static evmpi_work_t *test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st) {
+  int outcount = 0;
+  int rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
+  evmpi_work_t *done = NULL;
+  if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) {
+    /* The call itself failed: every request it tested fails with it. */
+    for (size_t i = 0; i < n; i++) {
+      evmpi_work_t *w = p->works[i];
+      w->state = EVMPI_WORK_DONE;
+      w->outcome = evmpi__work_mpi_error(w, "MPI_Testsome", rc);
+      p->works[i] = NULL;
+      w->next = done;
+      done = w;
+    }
+  } else if (outcount != MPI_UNDEFINED && outcount > 0) {
+    for (int k = 0; k < outcount; k++) {
+      evmpi_work_t *w = p->works[idx[k]];
+      int wrc = rc == MPI_ERR_IN_STATUS ? st[k].MPI_ERROR : MPI_SUCCESS;
+      w->state = EVMPI_WORK_DONE;
+      w->outcome = request_outcome(w, wrc, &st[k]);
+      p->works[idx[k]] = NULL;
+      w->next = done;
+      done = w;
+    }
+  }
+  if (done) { /* close the gaps, keeping the oldest requests first */
+    size_t j = 0;
+    for (size_t i = 0; i < p->n; i++) {
+      if (p->works[i]) {
+        p->works[j] = p->works[i];
+        p->reqs[j] = p->reqs[i];
+        j++;
+      }
+    }
+    p->n = j;
+  }
+  return done;
+}
+
+static void finish_list(evmpi_work_t *done) {
+  while (done) {
+    evmpi_work_t *next = done->next;
+    evmpi__work_finish(done, done->outcome, NULL);
+    done = next;
+  }
+}
+
 static void *poller_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_poller_t *p = &pg->poller;
@@ -146,6 +228,10 @@ static void *poller_main(void *arg) {
         pthread_mutex_unlock(&p->mu);
         break;
       }
+      if (wait_for_loop_locked(p)) {
+        pthread_mutex_unlock(&p->mu);
+        continue;
+      }
       p->sleeping = true;
       pthread_cond_wait(&p->cv, &p->mu);
       p->sleeping = false;
@@ -158,47 +244,11 @@ static void *poller_main(void *arg) {
       sleep_backoff(p, SPIN_POLLS); /* out of memory: wait a little */
       continue;
     }
-    int outcount = 0;
-    int rc = MPI_Testsome((int)p->n, p->reqs, &outcount, s.idx, s.st);
-    evmpi_work_t *done = NULL;
-    if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) {
-      /* The call itself failed: every pending request fails with it. */
-      for (size_t i = 0; i < p->n; i++) {
-        evmpi_work_t *w = p->works[i];
-        w->state = EVMPI_WORK_DONE;
-        w->outcome = evmpi__work_mpi_error(w, "MPI_Testsome", rc);
-        w->next = done;
-        done = w;
-      }
-      p->n = 0;
-    } else if (outcount != MPI_UNDEFINED && outcount > 0) {
-      for (int k = 0; k < outcount; k++) {
-        evmpi_work_t *w = p->works[s.idx[k]];
-        int wrc = rc == MPI_ERR_IN_STATUS ? s.st[k].MPI_ERROR : MPI_SUCCESS;
-        w->state = EVMPI_WORK_DONE;
-        w->outcome = request_outcome(w, wrc, &s.st[k]);
-        p->works[s.idx[k]] = NULL;
-        w->next = done;
-        done = w;
-      }
-      size_t j = 0;
-      for (size_t i = 0; i < p->n; i++) {
-        if (p->works[i]) {
-          p->works[j] = p->works[i];
-          p->reqs[j] = p->reqs[i];
-          j++;
-        }
-      }
-      p->n = j;
-    }
+    evmpi_work_t *done = test_locked(p, p->n, s.idx, s.st);
     pthread_mutex_unlock(&p->mu);
 
     bool progress = done != NULL || fresh;
-    while (done) {
-      evmpi_work_t *next = done->next;
-      evmpi__work_finish(done, done->outcome, NULL);
-      done = next;
-    }
+    finish_list(done);
     idle = progress ? 0 : idle + 1;
     if (!progress)
       sleep_backoff(p, idle);
@@ -208,9 +258,35 @@ static void *poller_main(void *arg) {
   return NULL;
 }
 
+/* The loop thread's test, while it polls for the next completion (see
+ * bridge.c): a receive that matched is then finished on the loop thread
+ * itself, with no handoff from the poller thread, which on a rank bound to
+ * one core costs a sched_yield and a context switch or two each way.
+ * trylock: never waits for the poller; at most LOOP_TEST_MAX requests, the
+ * oldest, so the scratch lives on the stack. */
+enum { LOOP_TEST_MAX = 32 };
+
+bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
+  *pending = true; /* unknown: the poller has the lock */
+  if (pthread_mutex_trylock(&p->mu) != 0)
+    return false;
+  adopt_incoming(p);
+  evmpi_work_t *done = NULL;
+  if (p->n > 0 && !p->stopping) {
+    int idx[LOOP_TEST_MAX];
+    MPI_Status st[LOOP_TEST_MAX];
+    done = test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st);
+  }
+  *pending = p->n > 0;
+  pthread_mutex_unlock(&p->mu);
+  finish_list(done);
+  return done != NULL;
+}
+
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   memset(p, 0, sizeof *p);
   pthread_mutex_init(&p->mu, NULL);
+  atomic_init(&p->loop_until, 0);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);

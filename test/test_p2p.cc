@@ -188,6 +188,102 @@ TEST_F(P2P, TruncationIsAWorkError) {
   evmpi_work_release(ar);
 }
 
+// A ping-pong driven from callbacks, where rank 1 holds every fourth reply
+// back on a timer for longer than the loop thread polls after a delivery
+// (0.2 ms): those replies are finished by the poller thread after the loop
+// has stopped polling, the others by the loop thread itself. Every round
+// trip must complete, in order, with the right value.
+struct Pong {
+  evmpi_pg_t *pg;
+  struct event_base *base;
+  struct event *delay = nullptr;
+  int peer = 0, round = 0, rounds = 0;
+  int32_t out = 0, in = -1;
+  bool failed = false, done = false;
+};
+
+void pong_post(Pong *p);
+
+void pong_send_now(evutil_socket_t, short, void *arg) {
+  auto *p = static_cast<Pong *>(arg);
+  evmpi_tensor_t t = evmpi_tensor_flat(&p->out, EVMPI_INT32, 1);
+  evmpi_work_t *s = nullptr;
+  if (evmpi_send(p->pg, &t, p->peer, 31, &s) != EVMPI_OK)
+    p->failed = true;
+  evmpi_work_release(s); // released at once: completes without a callback
+  if (p->failed || (evmpi_pg_rank(p->pg) == 1 && p->round == p->rounds))
+    p->done = true; // rank 1: the last reply is on its way
+}
+
+// Rank 0 sends 2r and gets 2r + 1 back in round r; rank 1 answers.
+void pong_recv_cb(evmpi_work_t *w, void *arg) {
+  auto *p = static_cast<Pong *>(arg);
+  int rank = evmpi_pg_rank(p->pg);
+  if (evmpi_work_status(w) != EVMPI_OK || p->in != 2 * p->round + (rank == 0 ? 1 : 0))
+    p->failed = true;
+  evmpi_work_release(w);
+  if (p->failed) {
+    p->done = true;
+    return;
+  }
+  p->out = p->in + 1;
+  p->round++;
+  bool last = p->round == p->rounds;
+  if (rank == 0) {
+    if (last) {
+      p->done = true;
+      return;
+    }
+    pong_post(p);
+    pong_send_now(-1, 0, p);
+    return;
+  }
+  if (!last)
+    pong_post(p);
+  if (p->round % 4 == 0) {
+    struct timeval tv = {0, 2000}; // 2 ms: well past the loop's polling window
+    evtimer_add(p->delay, &tv);
+  } else {
+    pong_send_now(-1, 0, p);
+  }
+}
+
+void pong_post(Pong *p) {
+  evmpi_tensor_t t = evmpi_tensor_flat(&p->in, EVMPI_INT32, 1);
+  evmpi_work_t *r = nullptr;
+  if (evmpi_recv(p->pg, &t, p->peer, 31, &r) != EVMPI_OK ||
+      evmpi_work_on_complete(r, pong_recv_cb, p) != EVMPI_OK)
+    p->failed = true;
+}
+
+TEST_F(P2P, PingPongWithRepliesSlowerThanTheLoopPolls) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg);
+  if (evmpi_pg_size(l.pg) < 2)
+    GTEST_SKIP() << "needs two ranks";
+  if (rank > 1)
+    return;
+  Pong p;
+  p.pg = l.pg;
+  p.base = l.base;
+  p.peer = 1 - rank;
+  p.rounds = 40;
+  p.delay = evtimer_new(l.base, pong_send_now, &p);
+  ASSERT_NE(p.delay, nullptr);
+  pong_post(&p);
+  if (rank == 0) { // the first ping: value 0, answered with 1
+    p.out = 0;
+    pong_send_now(-1, 0, &p);
+  }
+  ASSERT_TRUE(evmpi_test_run_until(
+      l.base, [](void *a) { return static_cast<Pong *>(a)->done; }, &p, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_FALSE(p.failed);
+  EXPECT_EQ(p.round, p.rounds);
+  event_free(p.delay); // rank 1 is done once its last reply was sent
+
+}
+
 // A receive completes while a long collective is still running on the
 // worker: its completion is not held back until the collective ends.
 TEST_F(P2P, ReceiveNotHeldBackByCollective) {

@@ -66,6 +66,65 @@ TEST_F(Work, CallbackReleasesItsWorkAndSubmitsMore) {
     EXPECT_EQ(v, evmpi_pg_size(l.pg));
 }
 
+// A future's first callback lives in the future itself, later ones are
+// allocated: every one runs once, in registration order, including one
+// registered from inside a running callback; and a work reused from the
+// library's free list starts clean (no callbacks, status or result of the
+// work it was before).
+struct Order {
+  std::vector<int> seen;
+  evmpi_work_t *work = nullptr;
+};
+
+void order_cb(evmpi_work_t *w, void *arg);
+
+void order_cb_1(evmpi_work_t *w, void *arg) {
+  auto *o = static_cast<Order *>(arg);
+  o->seen.push_back(1);
+  // registered while the future's callbacks run: runs after the others
+  EXPECT_EQ(evmpi_work_on_complete(w, order_cb, o), EVMPI_OK);
+}
+void order_cb_2(evmpi_work_t *, void *arg) { static_cast<Order *>(arg)->seen.push_back(2); }
+void order_fut_3(evmpi_future_t *, void *arg) { static_cast<Order *>(arg)->seen.push_back(3); }
+void order_cb(evmpi_work_t *, void *arg) { static_cast<Order *>(arg)->seen.push_back(4); }
+void order_count_cb(evmpi_work_t *, void *arg) { ++*static_cast<int *>(arg); }
+
+TEST_F(Work, CallbacksRunInOrderAndReusedWorksStartClean) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  for (int round = 0; round < 50; round++) {
+    int32_t v = 1;
+    Order o;
+    evmpi_work_t *w = allreduce_one(l.pg, &v);
+    ASSERT_NE(w, nullptr);
+    EXPECT_STREQ(evmpi_work_name(w), "mpi:all_reduce");
+    ASSERT_EQ(evmpi_work_on_complete(w, order_cb_1, &o), EVMPI_OK);
+    ASSERT_EQ(evmpi_work_on_complete(w, order_cb_2, &o), EVMPI_OK);
+    ASSERT_EQ(evmpi_future_then(evmpi_work_get_future(w), order_fut_3, &o), EVMPI_OK);
+    ASSERT_TRUE(evmpi_test_run_until(
+        l.base, [](void *a) { return static_cast<Order *>(a)->seen.size() == 4; }, &o,
+        EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(o.seen, (std::vector<int>{1, 2, 3, 4}));
+    EXPECT_EQ(v, evmpi_pg_size(l.pg));
+    evmpi_work_release(w);
+
+    // The next work most likely reuses w's memory: nothing of w shows.
+    int32_t fresh = 1;
+    evmpi_tensor_t t = evmpi_tensor_flat(&fresh, EVMPI_INT32, 1);
+    evmpi_work_t *b = nullptr;
+    ASSERT_EQ(evmpi_broadcast(l.pg, &t, 0, &b), EVMPI_OK);
+    EXPECT_STREQ(evmpi_work_name(b), "mpi:broadcast");
+    int calls = 0;
+    ASSERT_EQ(evmpi_work_on_complete(b, order_count_cb, &calls), EVMPI_OK);
+    ASSERT_TRUE(evmpi_test_run_until_flag(l.base, &calls, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(b), EVMPI_OK);
+    evmpi_test_run_for(l.base, 1); // a stale callback would run now
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(o.seen.size(), 4u);
+    evmpi_work_release(b);
+  }
+}
+
 struct Destroyer {
   evmpi_pg_t *pg;
   int calls = 0;
