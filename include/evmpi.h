@@ -354,7 +354,8 @@ EVMPI_API int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, 
 /** Receives into tensor from group rank src with tag >= 0 ("mpi:recv").
  * A message larger than the tensor fails the work with EVMPI_ERR_MPI. A
  * staged CUDA tensor receives into a pinned host buffer; the bytes that
- * arrived are copied to the device (on the poller thread) before the work
+ * arrived are copied to the device (by the thread that sees the receive
+ * complete: the poller, or the loop thread while it polls) before the work
  * completes. */
 EVMPI_API int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag,
                          evmpi_work_t **work);
