@@ -122,6 +122,12 @@ void idle_barrier(bench_t *b);
  * event is ready) until *done: the callbacks set it. */
 void loop_until(bench_t *b, const bool *done);
 
+/* Times iters evmpi operations in a chain: submit(ctx) issues one, and its
+ * completion callback (on the loop) issues the next. Returns the slowest
+ * rank's us per operation (starts with an MPI_Barrier; collective). */
+double time_chain(bench_t *b, int (*submit)(void *ctx, evmpi_work_t **work), void *ctx,
+                  int iters);
+
 void die(const char *what) __attribute__((noreturn));
 void check(int rc); /* dies with evmpi_last_error() unless EVMPI_OK */
 void *xcalloc(size_t n, size_t size);

@@ -39,8 +39,6 @@ struct coll {
   void *in, *out;   /* the input (in place for allreduce and broadcast) and allgather's output */
   int count;        /* elements per rank */
   evmpi_tensor_t tin, tout;
-  int left;
-  bool done;
 };
 
 static void raw_allreduce(coll_t *c) {
@@ -77,34 +75,12 @@ static double time_raw(coll_t *c, int iters) {
   return slowest((double)(now_ns() - t0) / 1e3 / iters);
 }
 
-static void chain_next(coll_t *c);
-
-static void chain_done(evmpi_work_t *w, void *arg) {
-  coll_t *c = arg;
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
-  if (--c->left > 0)
-    chain_next(c);
-  else
-    c->done = true;
+static int submit_one(void *ctx, evmpi_work_t **w) {
+  coll_t *c = ctx;
+  return c->spec->submit(c, w);
 }
 
-static void chain_next(coll_t *c) {
-  evmpi_work_t *w;
-  check(c->spec->submit(c, &w));
-  check(evmpi_work_on_complete(w, chain_done, c));
-}
-
-static double time_evmpi(coll_t *c, int iters) {
-  c->left = iters;
-  c->done = false;
-  MPI_Barrier(MPI_COMM_WORLD);
-  int64_t t0 = now_ns();
-  chain_next(c);
-  loop_until(c->b, &c->done);
-  return slowest((double)(now_ns() - t0) / 1e3 / iters);
-}
+static double time_evmpi(coll_t *c, int iters) { return time_chain(c->b, submit_one, c, iters); }
 
 static const column_t lat_cols[] = {
     {"raw_us", "raw MPI (us)"},

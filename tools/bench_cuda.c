@@ -21,8 +21,6 @@ typedef struct {
   float *dev, *host;
   int count;
   evmpi_tensor_t t;
-  int left;
-  bool done;
 } cuda_run_t;
 
 static void cuda_check(cudaError_t e, const char *what) {
@@ -48,34 +46,12 @@ static double time_raw(cuda_run_t *c, int iters) {
   return slowest((double)(now_ns() - t0) / 1e3 / iters);
 }
 
-static void submit_next(cuda_run_t *c);
-
-static void on_done(evmpi_work_t *w, void *arg) {
-  cuda_run_t *c = arg;
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
-  if (--c->left > 0)
-    submit_next(c);
-  else
-    c->done = true;
+static int submit_one(void *ctx, evmpi_work_t **w) {
+  cuda_run_t *c = ctx;
+  return evmpi_allreduce(c->b->pg, &c->t, EVMPI_SUM, w);
 }
 
-static void submit_next(cuda_run_t *c) {
-  evmpi_work_t *w;
-  check(evmpi_allreduce(c->b->pg, &c->t, EVMPI_SUM, &w));
-  check(evmpi_work_on_complete(w, on_done, c));
-}
-
-static double time_evmpi(cuda_run_t *c, int iters) {
-  c->left = iters;
-  c->done = false;
-  MPI_Barrier(MPI_COMM_WORLD);
-  int64_t t0 = now_ns();
-  submit_next(c);
-  loop_until(c->b, &c->done);
-  return slowest((double)(now_ns() - t0) / 1e3 / iters);
-}
+static double time_evmpi(cuda_run_t *c, int iters) { return time_chain(c->b, submit_one, c, iters); }
 
 void mode_cuda(bench_t *b) {
   static const column_t cols[] = {

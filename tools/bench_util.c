@@ -269,6 +269,42 @@ void loop_until(bench_t *b, const bool *done) {
 }
 
 typedef struct {
+  int (*submit)(void *ctx, evmpi_work_t **work);
+  void *ctx;
+  int left;
+  bool done;
+} chain_t;
+
+static void chain_next(chain_t *c);
+
+static void chain_done(evmpi_work_t *w, void *arg) {
+  chain_t *c = arg;
+  if (!evmpi_work_is_success(w))
+    die(evmpi_work_error(w));
+  evmpi_work_release(w);
+  if (--c->left > 0)
+    chain_next(c);
+  else
+    c->done = true;
+}
+
+static void chain_next(chain_t *c) {
+  evmpi_work_t *w;
+  check(c->submit(c->ctx, &w));
+  check(evmpi_work_on_complete(w, chain_done, c));
+}
+
+double time_chain(bench_t *b, int (*submit)(void *ctx, evmpi_work_t **work), void *ctx,
+                  int iters) {
+  chain_t c = {submit, ctx, iters, false};
+  MPI_Barrier(MPI_COMM_WORLD);
+  int64_t t0 = now_ns();
+  chain_next(&c);
+  loop_until(b, &c.done);
+  return slowest((double)(now_ns() - t0) / 1e3 / iters);
+}
+
+typedef struct {
   MPI_Request req;
   bool done;
 } ibarrier_t;
