@@ -45,9 +45,9 @@ struct evmpi_stager {
   void *host;                     /* pinned, portable across devices */
   size_t cap;
   evmpi_tensor_t *desc;           /* host descriptors while an operation runs */
-  size_t ndesc;
+  size_t desc_cap;
   span_t *spans;
-  size_t nspans;
+  size_t spans_cap;
   int ndev;
   dev_streams_t *dev;             /* per device index, created on first use */
 };
@@ -266,7 +266,7 @@ static int grow(evmpi_work_t *w, void **arr, size_t *cap, size_t need, size_t el
 /* Collects the device ranges of w's tensors, merges those that overlap and
  * lays them out in host memory; returns the host bytes needed. */
 static int plan_spans(evmpi_work_t *w, evmpi_stager_t *s, size_t *nspans, size_t *host_bytes) {
-  int rc = grow(w, (void **)&s->spans, &s->nspans, w->ntensors ? w->ntensors : 1,
+  int rc = grow(w, (void **)&s->spans, &s->spans_cap, w->ntensors ? w->ntensors : 1,
                 sizeof *s->spans);
   if (rc != EVMPI_OK)
     return rc;
@@ -323,7 +323,7 @@ static int run_staged(evmpi_work_t *w, evmpi_stager_t *s, dev_streams_t *ds) {
   if (rc == EVMPI_OK)
     rc = reserve_host(w, s, bytes);
   if (rc == EVMPI_OK)
-    rc = grow(w, (void **)&s->desc, &s->ndesc, w->ntensors ? w->ntensors : 1, sizeof *s->desc);
+    rc = grow(w, (void **)&s->desc, &s->desc_cap, w->ntensors ? w->ntensors : 1, sizeof *s->desc);
   if (rc != EVMPI_OK)
     return rc;
   cudaError_t e = cudaSuccess;

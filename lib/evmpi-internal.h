@@ -85,6 +85,19 @@ static inline int64_t evmpi__now_ns(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+/* The time ns nanoseconds from now on clock, as pthread_cond_timedwait
+ * takes it (the clock its condition variable was made with). */
+static inline struct timespec evmpi__timespec_after(clockid_t clock, int64_t ns) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  ts.tv_sec += (time_t)(ns / 1000000000);
+  ts.tv_nsec += (long)(ns % 1000000000);
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return ts;
+}
 
 /* ---- debug.c: EVMPI_DEBUG=detail, mismatched collectives ------------------ */
 
@@ -210,9 +223,9 @@ struct evmpi_work {
    * element-wise collectives, with whether this rank's chunks are copied
    * in and out */
   bool outputs_read;
-  bool host_access;           /* run reads or writes tensor data itself (packing,
-                                 avg division, float16 ops): staged even with a
-                                 CUDA-aware MPI */
+  bool host_access;           /* device tensors only: run reads or writes the data
+                                 itself (packing, avg division, float16 ops), so
+                                 it is staged even with a CUDA-aware MPI */
   evmpi_chunk_fn run_chunk;
   bool chunk_in, chunk_out;
   /* point to point */

@@ -186,16 +186,9 @@ int evmpi_work_on_complete(evmpi_work_t *w, evmpi_work_cb cb, void *arg) {
 int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {
   if (!f)
     return evmpi__fail(EVMPI_ERR_INVALID, "wait: future is NULL");
-  struct timespec deadline;
-  if (timeout_ms > 0) {
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-      deadline.tv_sec++;
-      deadline.tv_nsec -= 1000000000L;
-    }
-  }
+  struct timespec deadline = {0, 0};
+  if (timeout_ms > 0)
+    deadline = evmpi__timespec_after(CLOCK_MONOTONIC, (int64_t)timeout_ms * 1000000);
   pthread_mutex_lock(&f->mu);
   while (!f->done && timeout_ms != 0) {
     if (timeout_ms < 0) {

@@ -18,6 +18,10 @@ static bool adjacent(const evmpi_tensor_t *list, int n, size_t bytes) {
   return true;
 }
 
+/* Whether a run that packs (host_access) matters: only for device tensors,
+ * which then must not go to a CUDA-aware MPI as they are. */
+static bool on_cuda(const evmpi_tensor_t *t) { return t->device.type == EVMPI_DEVICE_CUDA; }
+
 static void *pack_alloc(evmpi_work_t *w, size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
   if (!p)
@@ -81,7 +85,9 @@ int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_
   w->numel = numel;
   evmpi__work_sign(w, input->dtype, numel, -1, -1);
   w->run = run_allgather;
-  w->host_access = !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
+  /* Only a device tensor's path asks; host tensors skip the scan. */
+  w->host_access = on_cuda(input) &&
+                   !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -292,7 +298,8 @@ int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *
   w->root = root;
   evmpi__work_sign(w, input->dtype, numel, root, -1);
   w->run = run_gather;
-  w->host_access = nout && !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
+  w->host_access = nout && on_cuda(input) &&
+                   !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
   return evmpi__submit_collective(pg, w, out);
 }
 
@@ -362,6 +369,7 @@ int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *
   w->root = root;
   evmpi__work_sign(w, output->dtype, numel, root, -1);
   w->run = run_scatter;
-  w->host_access = nin && !adjacent(inputs, pg->size, (size_t)numel * evmpi_dtype_size(output->dtype));
+  w->host_access = nin && on_cuda(output) &&
+                   !adjacent(inputs, pg->size, (size_t)numel * evmpi_dtype_size(output->dtype));
   return evmpi__submit_collective(pg, w, out);
 }

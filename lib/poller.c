@@ -144,13 +144,7 @@ static void sleep_backoff(evmpi_poller_t *p, unsigned idle) {
   long us = shift >= 9 ? MAX_SLEEP_US : (1L << shift);
   if (us > MAX_SLEEP_US)
     us = MAX_SLEEP_US;
-  struct timespec until;
-  clock_gettime(CLOCK_MONOTONIC, &until);
-  until.tv_nsec += us * 1000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
-  }
+  struct timespec until = evmpi__timespec_after(CLOCK_MONOTONIC, (int64_t)us * 1000);
   pthread_mutex_lock(&p->mu);
   if (!p->incoming && !p->stopping) {
     p->sleeping = true;

@@ -130,20 +130,12 @@ int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor
 }
 
 int evmpi__work_place(evmpi_work_t *w) {
-  w->device.type = EVMPI_DEVICE_CPU;
-  w->device.index = 0;
+  /* Every operation has checked its tensors against each other
+   * (evmpi__check_list, evmpi__check_same_device): the first one's device
+   * is the work's. */
+  w->device = (evmpi_device_t){EVMPI_DEVICE_CPU, 0};
   if (w->ntensors == 0)
     return EVMPI_OK;
-  /* The operations have checked their arguments against each other; this
-   * is the last line, before anything is queued. */
-  for (size_t i = 1; i < w->ntensors; i++)
-    if (!same_device(w->tensors[i].device, w->tensors[0].device)) {
-      char a[32], b[32];
-      return evmpi__fail(EVMPI_ERR_INVALID, "%s: tensor %zu of the operation is on %s but tensor "
-                         "0 is on %s (the tensors of one operation must be on one device)",
-                         w->opname, i, evmpi__device_name(w->tensors[i].device, a, sizeof a),
-                         evmpi__device_name(w->tensors[0].device, b, sizeof b));
-    }
   w->device = w->tensors[0].device;
   if (w->device.type != EVMPI_DEVICE_CUDA)
     return EVMPI_OK;

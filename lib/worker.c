@@ -67,14 +67,8 @@ static pthread_cond_t detached_cv = PTHREAD_COND_INITIALIZER;
 static int detached_in_mpi; /* under detached_mu */
 
 bool evmpi__worker_wait_detached(int timeout_ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += timeout_ms / 1000;
-  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
+  /* detached_cv is statically initialised: it waits on CLOCK_REALTIME. */
+  struct timespec ts = evmpi__timespec_after(CLOCK_REALTIME, (int64_t)timeout_ms * 1000000);
   pthread_mutex_lock(&detached_mu);
   while (detached_in_mpi > 0)
     if (pthread_cond_timedwait(&detached_cv, &detached_mu, &ts) == ETIMEDOUT)
