@@ -122,6 +122,14 @@ void idle_barrier(bench_t *b);
  * event is ready) until *done: the callbacks set it. */
 void loop_until(bench_t *b, const bool *done);
 
+/* Counts completions down: count_done (a work callback) releases the work,
+ * dies if it failed, and sets done when left reaches 0. */
+typedef struct {
+  int left;
+  bool done;
+} countdown_t;
+void count_done(evmpi_work_t *work, void *arg);
+
 /* Times iters evmpi operations in a chain: submit(ctx) issues one, and its
  * completion callback (on the loop) issues the next. Returns the slowest
  * rank's us per operation (starts with an MPI_Barrier; collective). */
@@ -134,6 +142,18 @@ void *xcalloc(size_t n, size_t size);
 
 /* Touches every page, so that first-use faults stay out of the timings. */
 void *bench_alloc(size_t bytes);
+
+/* ---- raw against evmpi, by size ------------------------------------------------------ */
+
+/* The columns of a latency sweep: raw us, evmpi us, their difference, ratio. */
+extern const column_t latency_cols[4];
+/* Times one size of a latency sweep: a warm-up of each side (a tenth of
+ * iters), then --reps repetitions of iters operations, raw and evmpi in
+ * turn, so that drift in the machine's load hits both; prints the row of
+ * medians. raw and ev run iters operations and return the slowest rank's
+ * us per operation. */
+void latency_row(bench_t *b, size_t bytes, int iters, double (*raw)(void *ctx, int iters),
+                 double (*ev)(void *ctx, int iters), void *ctx);
 
 /* ---- the modes ----------------------------------------------------------------------- */
 

@@ -67,7 +67,8 @@ static const coll_spec_t specs[] = {
      EVMPI_UINT8, MPI_BYTE, raw_allgather, ev_allgather},
 };
 
-static double time_raw(coll_t *c, int iters) {
+static double time_raw(void *ctx, int iters) {
+  coll_t *c = ctx;
   MPI_Barrier(MPI_COMM_WORLD);
   int64_t t0 = now_ns();
   for (int i = 0; i < iters; i++)
@@ -80,14 +81,10 @@ static int submit_one(void *ctx, evmpi_work_t **w) {
   return c->spec->submit(c, w);
 }
 
-static double time_evmpi(coll_t *c, int iters) { return time_chain(c->b, submit_one, c, iters); }
-
-static const column_t lat_cols[] = {
-    {"raw_us", "raw MPI (us)"},
-    {"evmpi_us", "evmpi (us)"},
-    {"diff_us", "evmpi-raw (us)"},
-    {"ratio", "ratio"},
-};
+static double time_evmpi(void *ctx, int iters) {
+  coll_t *c = ctx;
+  return time_chain(c->b, submit_one, c, iters);
+}
 
 static void sweep(bench_t *b, const coll_spec_t *spec) {
   size_t elem = evmpi_dtype_size(spec->dtype);
@@ -99,10 +96,7 @@ static void sweep(bench_t *b, const coll_spec_t *spec) {
   c.in = bench_alloc(hi);
   if (gather)
     c.out = bench_alloc(hi * (size_t)b->size);
-  double *raw = xcalloc((size_t)b->o.reps, sizeof *raw);
-  double *ev = xcalloc((size_t)b->o.reps, sizeof *ev);
-
-  out_mode(b, spec->op, spec->name, "us", "bytes", "Size", 4, lat_cols);
+  out_mode(b, spec->op, spec->name, "us", "bytes", "Size", 4, latency_cols);
   out_note(b, "%d ranks, %s; raw: blocking MPI back to back; evmpi: submit to callback, the "
            "callback submits the next", b->size, spec->what);
   out_note(b, "median of %d repetitions (the slowest rank's time), us per operation", b->o.reps);
@@ -112,23 +106,9 @@ static void sweep(bench_t *b, const coll_spec_t *spec) {
     c.tin = evmpi_tensor_flat(c.in, spec->dtype, c.count);
     if (gather)
       c.tout = evmpi_tensor_flat(c.out, spec->dtype, (int64_t)c.count * b->size);
-    int iters = iters_for(b, bytes);
-    time_raw(&c, iters / 10 + 1); /* warm-up */
-    time_evmpi(&c, iters / 10 + 1);
-    for (int r = 0; r < b->o.reps; r++) {
-      raw[r] = time_raw(&c, iters);
-      ev[r] = time_evmpi(&c, iters);
-    }
-    double mr = median(raw, b->o.reps), me = median(ev, b->o.reps);
-    double vals[4] = {mr, me, me - mr, me / mr};
-    char extra[128];
-    snprintf(extra, sizeof extra, "\"iters\": %d, \"raw_min_us\": %s, \"evmpi_min_us\": %s",
-             iters, jnum(raw[0]), jnum(ev[0]));
-    out_row_size(b, bytes, vals, extra);
+    latency_row(b, bytes, iters_for(b, bytes), time_raw, time_evmpi, &c);
   }
   out_mode_end(b, NULL, NULL);
-  free(raw);
-  free(ev);
   free(c.in);
   free(c.out);
 }
@@ -136,22 +116,6 @@ static void sweep(bench_t *b, const coll_spec_t *spec) {
 void mode_allreduce(bench_t *b) { sweep(b, &specs[0]); }
 void mode_broadcast(bench_t *b) { sweep(b, &specs[1]); }
 void mode_allgather_base(bench_t *b) { sweep(b, &specs[2]); }
-
-/* ---- counting completions ---------------------------------------------------------- */
-
-typedef struct {
-  int left;
-  bool done;
-} countdown_t;
-
-static void count_done(evmpi_work_t *w, void *arg) {
-  countdown_t *c = arg;
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
-  if (--c->left == 0)
-    c->done = true;
-}
 
 /* ---- coalesced: T tensors, three ways ---------------------------------------------- */
 

@@ -30,7 +30,8 @@ static void cuda_check(cudaError_t e, const char *what) {
   }
 }
 
-static double time_raw(cuda_run_t *c, int iters) {
+static double time_raw(void *ctx, int iters) {
+  cuda_run_t *c = ctx;
   size_t bytes = (size_t)c->count * sizeof(float);
   MPI_Barrier(MPI_COMM_WORLD);
   int64_t t0 = now_ns();
@@ -51,16 +52,13 @@ static int submit_one(void *ctx, evmpi_work_t **w) {
   return evmpi_allreduce(c->b->pg, &c->t, EVMPI_SUM, w);
 }
 
-static double time_evmpi(cuda_run_t *c, int iters) { return time_chain(c->b, submit_one, c, iters); }
+static double time_evmpi(void *ctx, int iters) {
+  cuda_run_t *c = ctx;
+  return time_chain(c->b, submit_one, c, iters);
+}
 
 void mode_cuda(bench_t *b) {
-  static const column_t cols[] = {
-      {"raw_us", "raw MPI (us)"},
-      {"evmpi_us", "evmpi (us)"},
-      {"diff_us", "evmpi-raw (us)"},
-      {"ratio", "ratio"},
-  };
-  out_mode(b, "cuda", "Allreduce on CUDA device memory", "us", "bytes", "Size", 4, cols);
+  out_mode(b, "cuda", "Allreduce on CUDA device memory", "us", "bytes", "Size", 4, latency_cols);
   int ndev = 0;
   int have = cudaGetDeviceCount(&ndev) == cudaSuccess && ndev > 0;
   int everywhere = 0;
@@ -80,8 +78,6 @@ void mode_cuda(bench_t *b) {
   cuda_check(cudaMalloc((void **)&c.dev, hi), "cudaMalloc");
   cuda_check(cudaMemset(c.dev, 0, hi), "cudaMemset");
   cuda_check(cudaHostAlloc((void **)&c.host, hi, cudaHostAllocDefault), "cudaHostAlloc");
-  double *raw = xcalloc((size_t)b->o.reps, sizeof *raw);
-  double *ev = xcalloc((size_t)b->o.reps, sizeof *ev);
   out_note(b, "%d ranks, in-place float32 sum on cuda:%d (rank 0); raw: %s; evmpi: %s, submit "
            "to callback", b->size, device,
            c.aware ? "MPI_Allreduce on the device pointer" :
@@ -94,22 +90,9 @@ void mode_cuda(bench_t *b) {
     c.t = evmpi_tensor_flat(c.dev, EVMPI_FLOAT32, c.count);
     c.t.device.type = EVMPI_DEVICE_CUDA;
     c.t.device.index = device;
-    int iters = iters_for(b, bytes);
-    time_raw(&c, iters / 10 + 1); /* warm-up, and the group's staging buffer */
-    time_evmpi(&c, iters / 10 + 1);
-    for (int r = 0; r < b->o.reps; r++) {
-      raw[r] = time_raw(&c, iters);
-      ev[r] = time_evmpi(&c, iters);
-    }
-    double mr = median(raw, b->o.reps), me = median(ev, b->o.reps);
-    double vals[4] = {mr, me, me - mr, me / mr};
-    char extra[64];
-    snprintf(extra, sizeof extra, "\"iters\": %d", iters);
-    out_row_size(b, bytes, vals, extra);
+    latency_row(b, bytes, iters_for(b, bytes), time_raw, time_evmpi, &c);
   }
   out_mode_end(b, NULL, NULL);
-  free(raw);
-  free(ev);
   cudaFree(c.dev);
   cudaFreeHost(c.host);
 }

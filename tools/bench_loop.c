@@ -64,19 +64,6 @@ static void *resp_thread_main(void *arg) {
   return NULL;
 }
 
-typedef struct {
-  int left;
-  bool done;
-} countdown_t;
-
-static void count_done(evmpi_work_t *w, void *arg) {
-  countdown_t *c = arg;
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
-  if (--c->left == 0)
-    c->done = true;
-}
 
 static void on_thread_done(evutil_socket_t fd, short what, void *arg) {
   (void)what;

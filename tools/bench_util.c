@@ -268,6 +268,42 @@ void loop_until(bench_t *b, const bool *done) {
       die("event_base_loop failed");
 }
 
+void count_done(evmpi_work_t *w, void *arg) {
+  countdown_t *c = arg;
+  if (!evmpi_work_is_success(w))
+    die(evmpi_work_error(w));
+  evmpi_work_release(w);
+  if (--c->left == 0)
+    c->done = true;
+}
+
+const column_t latency_cols[4] = {
+    {"raw_us", "raw MPI (us)"},
+    {"evmpi_us", "evmpi (us)"},
+    {"diff_us", "evmpi-raw (us)"},
+    {"ratio", "ratio"},
+};
+
+void latency_row(bench_t *b, size_t bytes, int iters, double (*raw)(void *ctx, int iters),
+                 double (*ev)(void *ctx, int iters), void *ctx) {
+  double *rt = xcalloc((size_t)b->o.reps, sizeof *rt);
+  double *et = xcalloc((size_t)b->o.reps, sizeof *et);
+  raw(ctx, iters / 10 + 1); /* warm-up (and, for evmpi, its buffers) */
+  ev(ctx, iters / 10 + 1);
+  for (int r = 0; r < b->o.reps; r++) {
+    rt[r] = raw(ctx, iters);
+    et[r] = ev(ctx, iters);
+  }
+  double mr = median(rt, b->o.reps), me = median(et, b->o.reps);
+  double vals[4] = {mr, me, me - mr, me / mr};
+  char extra[128];
+  snprintf(extra, sizeof extra, "\"iters\": %d, \"raw_min_us\": %s, \"evmpi_min_us\": %s",
+           iters, jnum(rt[0]), jnum(et[0]));
+  out_row_size(b, bytes, vals, extra);
+  free(rt);
+  free(et);
+}
+
 typedef struct {
   int (*submit)(void *ctx, evmpi_work_t **work);
   void *ctx;
