@@ -19,31 +19,6 @@
 #define DEFAULT_CHUNK ((size_t)4 << 20)
 #define MAX_CHUNK ((size_t)1 << 30)
 
-/* "auto", "0" or "1" (unset or empty: def). -1 for anything else. */
-static int tristate(const char *value, int def) {
-  if (!value || !*value || strcmp(value, "auto") == 0)
-    return def;
-  if (strcmp(value, "0") == 0)
-    return 0;
-  if (strcmp(value, "1") == 0)
-    return 1;
-  return -1;
-}
-
-/* Bytes with an optional K or M suffix; 0 when malformed. */
-static size_t parse_bytes(const char *s) {
-  errno = 0;
-  char *end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || s[0] == '-')
-    return 0;
-  if (*end == 'K' || *end == 'k')
-    v <<= 10, end++;
-  else if (*end == 'M' || *end == 'm')
-    v <<= 20, end++;
-  return *end ? 0 : (size_t)v;
-}
-
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
   pg->cuda_path = EVMPI_CUDA_NONE;
   pg->cuda_chunk = DEFAULT_CHUNK;
@@ -51,21 +26,24 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
   const char *aware_env = getenv("EVMPI_CUDA_AWARE");
   const char *staging_env = getenv("EVMPI_CUDA_STAGING");
   const char *chunk_env = getenv("EVMPI_CUDA_CHUNK");
-  int aware = tristate(aware_env, 2);
+  int aware = evmpi__env_tristate(aware_env, 2);
   if (aware < 0)
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_AWARE=%s is not auto, 0 or 1", op,
                        aware_env);
-  int staging = tristate(staging_env, 1);
+  int staging = evmpi__env_tristate(staging_env, 1);
   if (staging < 0)
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_STAGING=%s is not 0 or 1", op,
                        staging_env);
   if (chunk_env && *chunk_env) {
-    size_t chunk = parse_bytes(chunk_env);
+    size_t chunk = evmpi__env_bytes(chunk_env);
     if (chunk == 0 || chunk > MAX_CHUNK)
       return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a size in 1..%zu "
                          "bytes (K and M suffixes allowed)", op, chunk_env, MAX_CHUNK);
     pg->cuda_chunk = chunk;
   }
+  /* Whole pieces per chunk, so that a staged tensor is cut where a host
+   * tensor on another rank is (pieces.c). */
+  pg->cuda_chunk = (pg->cuda_chunk + pg->piece_bytes - 1) / pg->piece_bytes * pg->piece_bytes;
   if (aware == 2)
     aware = evmpi__mpi_query_cuda_support();
   if (aware)

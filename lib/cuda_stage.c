@@ -224,7 +224,7 @@ static int run_pipelined(evmpi_work_t *w, evmpi_stager_t *s, dev_streams_t *ds) 
     char *chunk = p.host + (size_t)slot * p.slot_bytes;
     if (!pipe_ok(&p, cudaEventSynchronize(ds->ev_in[slot]), "cudaEventSynchronize"))
       break;
-    rc = w->run_chunk(w, chunk, off, (int)n);
+    rc = evmpi__run_pieces(w, w->run_chunk, chunk, off, n);
     if (rc != EVMPI_OK)
       break;
     if (w->chunk_out &&

@@ -77,6 +77,13 @@ void evmpi__block_free(evmpi_block_t *b);
  * chunks of at most this many elements. */
 #define EVMPI_CHUNK_ELEMS ((int64_t)1 << 30)
 
+/* ---- env.c: the variables read at group creation ------------------------ */
+
+/* "auto", "0" or "1" (unset or empty: def); -1 for anything else. */
+int evmpi__env_tristate(const char *value, int def);
+/* Bytes with an optional K, M or G suffix; 0 when malformed. */
+size_t evmpi__env_bytes(const char *s);
+
 /* ---- clock ----------------------------------------------------------------- */
 
 #include <time.h>
@@ -268,10 +275,24 @@ void evmpi__work_post_divide(evmpi_work_t *w, void *data, int64_t count);
  * them (CUDA path); before anything is queued or issued. */
 int evmpi__work_place(evmpi_work_t *w);
 
+/* ---- pieces.c: large element-wise collectives in pieces -------------------- */
+
+/* Reads EVMPI_PIECE (default 2 MiB) into pg->piece_bytes; EVMPI_ERR_INVALID
+ * naming the variable when malformed. */
+int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg);
+/* Elements of esz bytes in one of pg's pieces. */
+int64_t evmpi__piece_elems(const evmpi_pg_t *pg, size_t esz);
+/* Runs fn on numel elements at data (element offset off into tensors[0])
+ * in pieces of the group's piece size, yielding the CPU between pieces.
+ * The cut is the same on every rank for the same numel. */
+int evmpi__run_pieces(evmpi_work_t *w, evmpi_chunk_fn fn, void *data, int64_t off,
+                      int64_t numel);
+
 /* ---- cuda.c, cuda_stage.c: CUDA device tensors (EVMPI_HAVE_CUDA) ------------ */
 
 /* Chooses a new group's CUDA path and chunk size from the EVMPI_CUDA_*
- * variables; EVMPI_ERR_INVALID names a variable with a bad value. */
+ * variables; EVMPI_ERR_INVALID names a variable with a bad value. Runs
+ * after evmpi__pieces_configure: a chunk is a whole number of pieces. */
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg);
 #ifdef EVMPI_HAVE_CUDA
 typedef struct evmpi_stager evmpi_stager_t;
@@ -416,7 +437,8 @@ struct evmpi_pg {
   atomic_uint_fast64_t next_seq;
   atomic_int inflight;       /* submitted works not yet completed */
   evmpi_cuda_path_t cuda_path; /* how device tensors move, fixed at creation */
-  size_t cuda_chunk;         /* bytes per staged pipeline chunk */
+  size_t piece_bytes;        /* allreduce/reduce/broadcast go to MPI in pieces of this */
+  size_t cuda_chunk;         /* bytes per staged pipeline chunk, a multiple of it */
 #ifdef EVMPI_HAVE_CUDA
   evmpi_stager_t *stager;    /* the worker's pinned buffers and streams, lazily */
 #endif

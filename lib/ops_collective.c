@@ -10,13 +10,7 @@ static int broadcast_chunk(evmpi_work_t *w, void *data, int64_t off, int count) 
 }
 
 static int run_broadcast(evmpi_work_t *w) {
-  evmpi_tensor_t *t = &w->tensors[0];
-  evmpi_block_t b;
-  int rc = evmpi__block_make(w->numel, t->dtype, &b);
-  if (rc == MPI_SUCCESS)
-    rc = MPI_Bcast(t->data, b.count, b.type, w->root, w->pg->comm);
-  evmpi__block_free(&b);
-  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Bcast", rc);
+  return evmpi__run_pieces(w, broadcast_chunk, w->tensors[0].data, 0, w->numel);
 }
 
 int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work_t **out) {

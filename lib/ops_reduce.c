@@ -1,9 +1,11 @@
 /* ops_reduce.c: the reductions: allreduce, reduce, reduce_scatter and
- * allreduce_coalesced. Reductions are element-wise, so counts beyond
- * INT_MAX go in chunks of EVMPI_CHUNK_ELEMS elements. */
+ * allreduce_coalesced. Reductions are element-wise: allreduce and reduce
+ * go to MPI in pieces (pieces.c), reduce_scatter's counts beyond INT_MAX
+ * in chunks of EVMPI_CHUNK_ELEMS elements. */
 #include "evmpi-internal.h"
 
 #include <inttypes.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,14 +28,18 @@ static int chunk_len(int64_t left) {
   return (int)(left < EVMPI_CHUNK_ELEMS ? left : EVMPI_CHUNK_ELEMS);
 }
 
-/* In-place allreduce of numel elements at data, chunk by chunk. */
+/* In-place allreduce of numel elements at data (a packed coalesced set),
+ * piece by piece as evmpi__run_pieces cuts a tensor. */
 static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int64_t numel,
                           MPI_Op op) {
   MPI_Datatype dt = evmpi__mpi_datatype(dtype);
   size_t esz = evmpi_dtype_size(dtype);
+  int64_t per = evmpi__piece_elems(w->pg, esz);
   char *p = data;
   for (int64_t left = numel; left > 0;) {
-    int n = chunk_len(left);
+    int n = (int)(left < per ? left : per);
+    if (left < numel)
+      sched_yield();
     int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, dt, op, w->pg->comm);
     if (rc != MPI_SUCCESS)
       return evmpi__work_mpi_error(w, "MPI_Allreduce", rc);
@@ -45,20 +51,19 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
 
 /* ---- allreduce ------------------------------------------------------------ */
 
+/* One piece (pieces.c), or one chunk of a staged CUDA tensor. */
 static int allreduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
   (void)off;
-  int rc = allreduce_span(w, data, w->tensors[0].dtype, count, w->mpi_op);
-  if (rc == EVMPI_OK)
-    evmpi__work_post_divide(w, data, count);
-  return rc;
+  int rc = MPI_Allreduce(MPI_IN_PLACE, data, count, evmpi__mpi_datatype(w->tensors[0].dtype),
+                         w->mpi_op, w->pg->comm);
+  if (rc != MPI_SUCCESS)
+    return evmpi__work_mpi_error(w, "MPI_Allreduce", rc);
+  evmpi__work_post_divide(w, data, count);
+  return EVMPI_OK;
 }
 
 static int run_allreduce(evmpi_work_t *w) {
-  evmpi_tensor_t *t = &w->tensors[0];
-  int rc = allreduce_span(w, t->data, t->dtype, w->numel, w->mpi_op);
-  if (rc == EVMPI_OK)
-    evmpi__work_post_divide(w, t->data, w->numel);
-  return rc;
+  return evmpi__run_pieces(w, allreduce_chunk, w->tensors[0].data, 0, w->numel);
 }
 
 int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op,
@@ -108,17 +113,7 @@ static int reduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
 }
 
 static int run_reduce(evmpi_work_t *w) {
-  evmpi_tensor_t *t = &w->tensors[0];
-  size_t esz = evmpi_dtype_size(t->dtype);
-  char *p = t->data;
-  for (int64_t off = 0; off < w->numel;) {
-    int n = chunk_len(w->numel - off);
-    int rc = reduce_chunk(w, p + (size_t)off * esz, off, n);
-    if (rc != EVMPI_OK)
-      return rc;
-    off += n;
-  }
-  return EVMPI_OK;
+  return evmpi__run_pieces(w, reduce_chunk, w->tensors[0].data, 0, w->numel);
 }
 
 int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, int root,

@@ -59,6 +59,8 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
   pg->tag_ub = flag && tag_ub ? *tag_ub : 32767; /* 32767: the least MPI promises */
   int rc = dup_rc == MPI_SUCCESS ? EVMPI_OK : mpi_fail(op, "MPI_Comm_dup", dup_rc);
   if (rc == EVMPI_OK)
+    rc = evmpi__pieces_configure(op, pg);
+  if (rc == EVMPI_OK)
     rc = evmpi__cuda_configure(op, pg);
   if (rc == EVMPI_OK) {
     MPI_Comm_set_errhandler(pg->internal, MPI_ERRORS_RETURN);

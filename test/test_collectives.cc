@@ -5,6 +5,9 @@
 #include <pthread.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 namespace {
@@ -187,6 +190,122 @@ TEST_F(Collectives, MixedCollectivesCompleteInSubmissionOrder) {
   EXPECT_EQ(big[0], (double)evmpi_pg_size(l.pg));
   for (auto *x : w)
     evmpi_work_release(x);
+}
+
+// Large allreduces, reduces and broadcasts go to MPI in pieces (EVMPI_PIECE,
+// default 1 MiB). 64-byte pieces cut these small tensors into many, with a
+// short last piece: the results must be those of one call.
+class Pieces : public MpiTest {
+protected:
+  void SetUp() override { setenv("EVMPI_PIECE", "64", 1); }
+  void TearDown() override {
+    unsetenv("EVMPI_PIECE");
+    MpiTest::TearDown();
+  }
+  static void Run(Loop &l, evmpi_work_t *w) {
+    ASSERT_NE(w, nullptr);
+    ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+    evmpi_work_release(w);
+  }
+};
+
+TEST_F(Pieces, AllreduceSumAndAvgAcrossPieces) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  std::vector<double> v(1003); // 8 per piece: 125 pieces and a last one of 3
+  for (size_t i = 0; i < v.size(); i++)
+    v[i] = rank + static_cast<double>(i);
+  evmpi_tensor_t t = evmpi_tensor_flat(v.data(), EVMPI_FLOAT64, (int64_t)v.size());
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(l.pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  Run(l, w);
+  double ranksum = size * (size - 1) / 2.0;
+  for (size_t i = 0; i < v.size(); i++)
+    ASSERT_EQ(v[i], ranksum + size * static_cast<double>(i)) << "at " << i;
+
+  // The average is divided piece by piece: every element once.
+  std::vector<float> f(1001, (float)(2 * rank));
+  t = evmpi_tensor_flat(f.data(), EVMPI_FLOAT32, (int64_t)f.size());
+  ASSERT_EQ(evmpi_allreduce(l.pg, &t, EVMPI_AVG, &w), EVMPI_OK) << evmpi_last_error();
+  Run(l, w);
+  for (size_t i = 0; i < f.size(); i++)
+    ASSERT_FLOAT_EQ(f[i], (float)(size - 1)) << "at " << i;
+}
+
+TEST_F(Pieces, ReduceAndBroadcastOnEveryRoot) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  for (int root = 0; root < size; root++) {
+    std::vector<int32_t> v(999);
+    for (size_t i = 0; i < v.size(); i++)
+      v[i] = (int32_t)(rank * 1000 + i);
+    evmpi_tensor_t t = evmpi_tensor_flat(v.data(), EVMPI_INT32, (int64_t)v.size());
+    evmpi_work_t *w = nullptr;
+    ASSERT_EQ(evmpi_reduce(l.pg, &t, EVMPI_MAX, root, &w), EVMPI_OK) << evmpi_last_error();
+    Run(l, w);
+    for (size_t i = 0; i < v.size(); i++) // the root has the maximum; the others keep theirs
+      ASSERT_EQ(v[i], (int32_t)((rank == root ? size - 1 : rank) * 1000 + i)) << "at " << i;
+
+    std::vector<uint8_t> b(1001);
+    for (size_t i = 0; i < b.size(); i++)
+      b[i] = rank == root ? (uint8_t)(i * 7 + root) : 0;
+    t = evmpi_tensor_flat(b.data(), EVMPI_UINT8, (int64_t)b.size());
+    ASSERT_EQ(evmpi_broadcast(l.pg, &t, root, &w), EVMPI_OK) << evmpi_last_error();
+    Run(l, w);
+    for (size_t i = 0; i < b.size(); i++)
+      ASSERT_EQ(b[i], (uint8_t)(i * 7 + root)) << "at " << i << " from root " << root;
+  }
+}
+
+TEST_F(Pieces, CoalescedPacksGoInPieces) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  std::vector<float> a(301, (float)rank), c(77, 1.0f);
+  std::vector<int64_t> d(50, rank + 1);
+  evmpi_tensor_t ts[3] = {evmpi_tensor_flat(a.data(), EVMPI_FLOAT32, (int64_t)a.size()),
+                          evmpi_tensor_flat(d.data(), EVMPI_INT64, (int64_t)d.size()),
+                          evmpi_tensor_flat(c.data(), EVMPI_FLOAT32, (int64_t)c.size())};
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce_coalesced(l.pg, ts, 3, EVMPI_SUM, &w), EVMPI_OK)
+      << evmpi_last_error();
+  Run(l, w);
+  for (float x : a)
+    ASSERT_FLOAT_EQ(x, size * (size - 1) / 2.0f);
+  for (float x : c)
+    ASSERT_FLOAT_EQ(x, (float)size);
+  for (int64_t x : d)
+    ASSERT_EQ(x, (int64_t)size * (size + 1) / 2);
+}
+
+TEST_F(Pieces, BadPieceSizesFailGroupCreation) {
+  struct event_base *base = event_base_new();
+  const char *bad[] = {"0", "12", "4", "2G", "64Q", "-64", "many"};
+  for (const char *value : bad) {
+    setenv("EVMPI_PIECE", value, 1);
+    evmpi_pg_t *pg = nullptr;
+    EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_ERR_INVALID) << value;
+    EXPECT_EQ(pg, nullptr);
+    std::string want = std::string("pg_create: EVMPI_PIECE=") + value +
+                       " is not a multiple of 8 bytes in 8..1073741824";
+    EXPECT_NE(strstr(evmpi_last_error(), want.c_str()), nullptr) << evmpi_last_error();
+  }
+  // The largest piece is 1 GiB; with it a tensor goes whole.
+  setenv("EVMPI_PIECE", "1G", 1);
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+  int32_t x = 1;
+  evmpi_tensor_t t = evmpi_tensor_flat(&x, EVMPI_INT32, 1);
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK) << evmpi_work_error(w);
+  EXPECT_EQ(x, evmpi_pg_size(pg));
+  evmpi_work_release(w);
+  evmpi_pg_destroy(pg);
+  event_base_free(base);
 }
 
 } // namespace

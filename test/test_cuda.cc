@@ -83,10 +83,15 @@ void SetPathEnv(Path p) {
   unsetenv("EVMPI_CUDA_STAGING");
   unsetenv("EVMPI_CUDA_CHUNK");
   unsetenv("EVMPI_CUDA_AWARE");
+  unsetenv("EVMPI_PIECE");
   if (p != Path::Direct)
     setenv("EVMPI_CUDA_AWARE", "0", 1);
-  if (p == Path::Chunked)
-    setenv("EVMPI_CUDA_CHUNK", "64", 1); // 16 int32 per chunk: many chunks, the ring wraps
+  if (p == Path::Chunked) {
+    // 16 int32 per chunk: many chunks, the ring wraps. A chunk is a whole
+    // number of pieces (1 MiB by default), so the piece is made as small.
+    setenv("EVMPI_CUDA_CHUNK", "64", 1);
+    setenv("EVMPI_PIECE", "64", 1);
+  }
 #ifdef EVMPI_TEST_FAKE_CUDA
   if (p == Path::Direct)
     setenv("EVMPI_CUDA_AWARE", "1", 1); // the simulated device memory is opened to MPI below
@@ -469,6 +474,7 @@ protected:
     unsetenv("EVMPI_CUDA_STAGING");
     unsetenv("EVMPI_CUDA_AWARE");
     unsetenv("EVMPI_CUDA_CHUNK");
+    unsetenv("EVMPI_PIECE");
     MpiTest::TearDown();
   }
   // Expects status and a message containing text, and no work.
@@ -588,6 +594,59 @@ TEST_F(CudaRefusals, BadSettings) {
   setenv("EVMPI_CUDA_CHUNK", "1M", 1);
   ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
   StillUsable();
+}
+
+// Rank 0's tensor is on the device, the others' on the host: the staged
+// pipeline's MPI calls must cut the tensor where the host ranks' pieces do.
+// The 96-byte chunk (24 int32) becomes 128 bytes, two 64-byte pieces: a
+// chunk of 24 would be cut 16 + 8 against the host ranks' 16 + 16.
+TEST_F(CudaRefusals, DeviceAndHostRanksCutTheTensorAlike) {
+  evmpi_pg_destroy(pg);
+  pg = nullptr;
+  setenv("EVMPI_CUDA_AWARE", "0", 1);
+  setenv("EVMPI_CUDA_CHUNK", "96", 1);
+  setenv("EVMPI_PIECE", "64", 1);
+  ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
+  const size_t n = 1000;
+  DevBuf d(n * 4);
+  std::vector<int32_t> host(n);
+  auto run = [&](std::vector<int32_t> in, int which, int root) -> std::vector<int32_t> {
+    evmpi_tensor_t t;
+    if (rank == 0) {
+      d.Up(in);
+      t = OnDevice(d.p, EVMPI_INT32, (int64_t)n);
+    } else {
+      host = in;
+      t = evmpi_tensor_flat(host.data(), EVMPI_INT32, (int64_t)n);
+    }
+    evmpi_work_t *w = nullptr;
+    int rc = which == 0   ? evmpi_allreduce(pg, &t, EVMPI_SUM, &w)
+             : which == 1 ? evmpi_reduce(pg, &t, EVMPI_SUM, root, &w)
+                          : evmpi_broadcast(pg, &t, root, &w);
+    EXPECT_EQ(rc, EVMPI_OK) << evmpi_last_error();
+    if (rc != EVMPI_OK)
+      return {};
+    EXPECT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+    evmpi_work_release(w);
+    return rank == 0 ? d.Down<int32_t>(n) : host;
+  };
+  std::vector<int32_t> out = run(Seq(n, rank), 0, 0);
+  ASSERT_EQ(out.size(), n);
+  for (size_t i = 0; i < n; i++)
+    ASSERT_EQ(out[i], size * (int32_t)i + size * (size - 1) / 2) << "allreduce at " << i;
+  for (int root : {0, size - 1}) {
+    out = run(Seq(n, rank), 1, root);
+    ASSERT_EQ(out.size(), n);
+    for (size_t i = 0; i < n; i++)
+      ASSERT_EQ(out[i], rank == root ? size * (int32_t)i + size * (size - 1) / 2 : rank + (int32_t)i)
+          << "reduce to " << root << " at " << i;
+    out = run(rank == root ? Seq(n, 5) : std::vector<int32_t>(n, -1), 2, root);
+    ASSERT_EQ(out.size(), n);
+    for (size_t i = 0; i < n; i++)
+      ASSERT_EQ(out[i], 5 + (int32_t)i) << "broadcast from " << root << " at " << i;
+  }
 }
 
 #ifdef EVMPI_TEST_FAKE_CUDA
