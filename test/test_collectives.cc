@@ -192,6 +192,65 @@ TEST_F(Collectives, MixedCollectivesCompleteInSubmissionOrder) {
     evmpi_work_release(x);
 }
 
+// The worker goes from one collective straight to the next, reading the
+// clock once: records still read queued <= started <= finished, and no
+// collective starts before the one before it finished. Half the works are
+// queued at once, half submitted by callbacks while the worker runs.
+struct Chain {
+  evmpi_pg_t *pg;
+  int32_t *vals;
+  std::vector<evmpi_work_t *> works;
+  int next = 0, total = 0, done = 0;
+};
+
+static void chain_next(evmpi_work_t *w, void *arg) {
+  (void)w;
+  auto *c = static_cast<Chain *>(arg);
+  c->done++;
+  if (c->next < c->total) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&c->vals[c->next], EVMPI_INT32, 1);
+    evmpi_work_t *n = nullptr;
+    if (evmpi_allreduce(c->pg, &t, EVMPI_SUM, &n) == EVMPI_OK) {
+      c->works[c->next++] = n;
+      evmpi_work_on_complete(n, chain_next, c);
+    }
+  }
+}
+
+TEST_F(Collectives, RecordsStayOrderedWhenTheWorkerGoesStraightOn) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  const int n = 200;
+  std::vector<int32_t> vals(n, 1);
+  Chain c{l.pg, vals.data(), std::vector<evmpi_work_t *>(n, nullptr), 0, n, 0};
+  for (; c.next < n / 2; c.next++) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&vals[c.next], EVMPI_INT32, 1);
+    ASSERT_EQ(evmpi_allreduce(l.pg, &t, EVMPI_SUM, &c.works[c.next]), EVMPI_OK)
+        << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_on_complete(c.works[c.next], chain_next, &c), EVMPI_OK);
+  }
+  ASSERT_TRUE(evmpi_test_run_until(
+      l.base, [](void *a) { return static_cast<Chain *>(a)->done == n; }, &c,
+      EVMPI_TEST_TIMEOUT_MS));
+  ASSERT_EQ(c.next, n);
+  int64_t prev_finish = 0;
+  uint64_t prev_seq = 0;
+  for (int i = 0; i < n; i++) {
+    evmpi_work_record_t r;
+    ASSERT_EQ(evmpi_work_get_record(c.works[i], &r), EVMPI_OK);
+    EXPECT_EQ(evmpi_work_status(c.works[i]), EVMPI_OK);
+    EXPECT_EQ(vals[i], evmpi_pg_size(l.pg));
+    EXPECT_GT(r.seq, prev_seq);
+    EXPECT_LE(r.queued_ns, r.started_ns) << "work " << i;
+    EXPECT_LE(r.started_ns, r.finished_ns) << "work " << i;
+    EXPECT_GE(r.started_ns, prev_finish) << "work " << i << " started before " << i - 1
+                                         << " finished";
+    prev_finish = r.finished_ns;
+    prev_seq = r.seq;
+    evmpi_work_release(c.works[i]);
+  }
+}
+
 // Large allreduces, reduces and broadcasts go to MPI in pieces (EVMPI_PIECE,
 // default 1 MiB). 64-byte pieces cut these small tensors into many, with a
 // short last piece: the results must be those of one call.
