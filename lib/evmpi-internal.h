@@ -415,6 +415,8 @@ typedef struct evmpi_poller {
    * requests itself (bridge.c); the poller sleeps rather than spins then. */
   _Atomic int64_t loop_until;
   bool loop_wait;            /* under mu: asleep until loop_until */
+  int64_t last_activity;     /* under mu: when a request last finished (on
+                                either thread) or was submitted */
 } evmpi_poller_t;
 
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
