@@ -371,6 +371,7 @@ typedef struct evmpi_worker {
   bool closing;              /* under mu */
   bool waiting;              /* under mu: asleep on cv (submit must signal) */
   atomic_int queued;         /* works in the queue, read without mu while spinning */
+  atomic_bool in_mpi;        /* a collective is running (the loop thread yields to it) */
   bool started;
   bool detached;             /* under mu: destroy left it stuck in MPI */
   bool exited;               /* under mu: the thread is leaving */
@@ -383,6 +384,9 @@ int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg);
 int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms);
 /* Copies why the group is broken into buf; false when it is not. */
 bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len);
+/* Whether a collective is queued or running: the loop thread's polling
+ * then yields the CPU after every empty poll (bridge.c). Without a lock. */
+bool evmpi__worker_active(evmpi_worker_t *wk);
 /* Queues w (takes the in-flight reference); EVMPI_ERR_ABORTED once closing. */
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w);
 /* Removes w if it has not started; true when it did. */

@@ -91,6 +91,7 @@ static evmpi_work_t *start_next_locked(evmpi_worker_t *wk) {
   w->next = NULL;
   w->state = EVMPI_WORK_RUNNING;
   wk->running = w;
+  atomic_store_explicit(&wk->in_mpi, true, memory_order_relaxed);
   evmpi__work_retain(w); /* ours while in MPI, whoever completes it */
   if (wk->watchdog_started)
     pthread_cond_signal(&wk->wd_cv);
@@ -137,8 +138,10 @@ static void *worker_main(void *arg) {
       next = start_next_locked(wk);
       /* queued after t_done (stamped before it was queued): starts now */
       next->t_started = next->t_queued > t_done ? next->t_queued : t_done;
-    } else if (wk->watchdog_started) {
-      pthread_cond_signal(&wk->wd_cv);
+    } else {
+      atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
+      if (wk->watchdog_started)
+        pthread_cond_signal(&wk->wd_cv);
     }
     pthread_mutex_unlock(&wk->mu);
     evmpi__work_finish_at(w, status, NULL, t_done); /* no-op if the watchdog did */
@@ -201,6 +204,7 @@ static void *watchdog_main(void *arg) {
 int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
   memset(wk, 0, sizeof *wk);
   atomic_init(&wk->queued, 0);
+  atomic_init(&wk->in_mpi, false);
   pthread_mutex_init(&wk->mu, NULL);
   pthread_cond_init(&wk->cv, NULL);
   pthread_condattr_t attr;
@@ -230,6 +234,11 @@ int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms
   pthread_cond_signal(&wk->wd_cv);
   pthread_mutex_unlock(&wk->mu);
   return rc;
+}
+
+bool evmpi__worker_active(evmpi_worker_t *wk) {
+  return atomic_load_explicit(&wk->queued, memory_order_relaxed) > 0 ||
+         atomic_load_explicit(&wk->in_mpi, memory_order_relaxed);
 }
 
 bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len) {
