@@ -137,8 +137,9 @@ EVMPI_API int64_t evmpi_tensor_numel(const evmpi_tensor_t *tensor);
  *    CUDA-aware, as PyTorch's MPI backend does; unset or "1" stages.
  *  - EVMPI_CUDA_CHUNK: bytes per pipeline chunk of a staged allreduce,
  *    reduce or broadcast (default 4 MiB; K, M and G suffixes), rounded up
- *    to a whole number of pieces (EVMPI_PIECE, see evmpi_pg_create), so
- *    that a device tensor is cut where a host tensor on another rank is.
+ *    to a multiple of 4 x EVMPI_PIECE (a broadcast's piece; see
+ *    evmpi_pg_create), so that a device tensor is cut where a host tensor
+ *    on another rank is.
  */
 typedef enum {
   EVMPI_CUDA_NONE,    /**< built without CUDA: device tensors fail with EVMPI_ERR_UNSUPPORTED */
@@ -171,10 +172,10 @@ typedef struct evmpi_future evmpi_future_t;
  * distinct world ranks, in the order that gives the new group's ranks. A
  * caller that is not among them gets EVMPI_OK with *pg == NULL.
  *
- * Large allreduces, reduces and broadcasts go to MPI in pieces of
- * EVMPI_PIECE bytes (read here; default 1M, a multiple of 8 from 8 to 1G,
- * K/M/G suffixes), with the worker yielding its core to the loop thread
- * between pieces: Open MPI reduces a few MiB at a time much faster than
+ * Large allreduces and reduces go to MPI in pieces of EVMPI_PIECE bytes
+ * (read here; default 1M, a multiple of 8 from 8 to 1G, K/M/G suffixes),
+ * broadcasts in pieces of 4 x EVMPI_PIECE, with the worker yielding its
+ * core to the loop thread between pieces: Open MPI reduces a few MiB at a time much faster than
  * tens of MiB at once, and the loop is not shut out for a whole message.
  * EVMPI_PIECE must be the same on every rank of the group; 1G sends
  * tensors below 1 GiB whole.

@@ -243,6 +243,7 @@ struct evmpi_work {
                                  it is staged even with a CUDA-aware MPI */
   evmpi_chunk_fn run_chunk;
   bool chunk_in, chunk_out;
+  size_t piece_bytes;         /* run_chunk's operations go to MPI in pieces of this */
   /* point to point */
   MPI_Request request;
   void *p2p_stage;            /* staged CUDA send or receive: its pinned buffer */
@@ -292,9 +293,12 @@ int evmpi__work_place(evmpi_work_t *w);
 int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg);
 /* Elements of esz bytes in one of pg's pieces. */
 int64_t evmpi__piece_elems(const evmpi_pg_t *pg, size_t esz);
+/* A broadcast's piece: a whole number of pieces (a multiple of every
+ * reduction's cut, so a staged chunk can be rounded to it). */
+size_t evmpi__bcast_piece_bytes(const evmpi_pg_t *pg);
 /* Runs fn on numel elements at data (element offset off into tensors[0])
- * in pieces of the group's piece size, yielding the CPU between pieces.
- * The cut is the same on every rank for the same numel. */
+ * in pieces of w->piece_bytes, yielding the CPU between pieces. The cut
+ * is the same on every rank for the same numel. */
 int evmpi__run_pieces(evmpi_work_t *w, evmpi_chunk_fn fn, void *data, int64_t off,
                       int64_t numel);
 

@@ -92,6 +92,7 @@ int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op
   w->outputs_read = true;
   w->host_access = reduce_touches_host(tensor->dtype, r.post_divide);
   w->run_chunk = allreduce_chunk;
+  w->piece_bytes = pg->piece_bytes;
   w->chunk_in = w->chunk_out = true;
   return evmpi__submit_collective(pg, w, out);
 }
@@ -145,6 +146,7 @@ int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, i
   w->outputs_read = true;
   w->host_access = reduce_touches_host(tensor->dtype, r.post_divide);
   w->run_chunk = reduce_chunk;
+  w->piece_bytes = pg->piece_bytes;
   w->chunk_in = true;
   w->chunk_out = pg->rank == root;
   return evmpi__submit_collective(pg, w, out);

@@ -252,8 +252,9 @@ TEST_F(Collectives, RecordsStayOrderedWhenTheWorkerGoesStraightOn) {
 }
 
 // Large allreduces, reduces and broadcasts go to MPI in pieces (EVMPI_PIECE,
-// default 1 MiB). 64-byte pieces cut these small tensors into many, with a
-// short last piece: the results must be those of one call.
+// default 1 MiB; broadcasts 4 pieces at a time). 64-byte pieces cut these
+// small tensors into many, with a short last piece: the results must be
+// those of one call.
 class Pieces : public MpiTest {
 protected:
   void SetUp() override { setenv("EVMPI_PIECE", "64", 1); }
@@ -308,7 +309,7 @@ TEST_F(Pieces, ReduceAndBroadcastOnEveryRoot) {
     for (size_t i = 0; i < v.size(); i++) // the root has the maximum; the others keep theirs
       ASSERT_EQ(v[i], (int32_t)((rank == root ? size - 1 : rank) * 1000 + i)) << "at " << i;
 
-    std::vector<uint8_t> b(1001);
+    std::vector<uint8_t> b(1001); // 256-byte broadcast pieces: 3 and 233 bytes
     for (size_t i = 0; i < b.size(); i++)
       b[i] = rank == root ? (uint8_t)(i * 7 + root) : 0;
     t = evmpi_tensor_flat(b.data(), EVMPI_UINT8, (int64_t)b.size());

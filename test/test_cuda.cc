@@ -88,9 +88,10 @@ void SetPathEnv(Path p) {
     setenv("EVMPI_CUDA_AWARE", "0", 1);
   if (p == Path::Chunked) {
     // 16 int32 per chunk: many chunks, the ring wraps. A chunk is a whole
-    // number of pieces (1 MiB by default), so the piece is made as small.
+    // number of broadcast pieces (4 pieces; 4 MiB by default), so the
+    // piece is made 16 bytes.
     setenv("EVMPI_CUDA_CHUNK", "64", 1);
-    setenv("EVMPI_PIECE", "64", 1);
+    setenv("EVMPI_PIECE", "16", 1);
   }
 #ifdef EVMPI_TEST_FAKE_CUDA
   if (p == Path::Direct)
@@ -598,8 +599,9 @@ TEST_F(CudaRefusals, BadSettings) {
 
 // Rank 0's tensor is on the device, the others' on the host: the staged
 // pipeline's MPI calls must cut the tensor where the host ranks' pieces do.
-// The 96-byte chunk (24 int32) becomes 128 bytes, two 64-byte pieces: a
-// chunk of 24 would be cut 16 + 8 against the host ranks' 16 + 16.
+// The 96-byte chunk (24 int32) becomes 256 bytes, one broadcast piece and
+// four 64-byte reduction pieces: a chunk of 24 would be cut 16 + 8 against
+// the host ranks' 16 + 16.
 TEST_F(CudaRefusals, DeviceAndHostRanksCutTheTensorAlike) {
   evmpi_pg_destroy(pg);
   pg = nullptr;
