@@ -172,13 +172,13 @@ typedef struct evmpi_future evmpi_future_t;
  * distinct world ranks, in the order that gives the new group's ranks. A
  * caller that is not among them gets EVMPI_OK with *pg == NULL.
  *
- * Large allreduces and reduces go to MPI in pieces of EVMPI_PIECE bytes
- * (read here; default 1M, a multiple of 8 from 8 to 1G, K/M/G suffixes),
- * broadcasts in pieces of 4 x EVMPI_PIECE, with the worker yielding its
- * core to the loop thread between pieces: Open MPI reduces a few MiB at a time much faster than
+ * Allreduces and reduces larger than 4 x EVMPI_PIECE go to MPI in pieces
+ * of EVMPI_PIECE bytes (read here; default 1M, a multiple of 8 from 8 to
+ * 1G, K/M/G suffixes), broadcasts in pieces of 4 x EVMPI_PIECE, with the
+ * worker yielding its core to the loop thread between pieces: Open MPI reduces a few MiB at a time much faster than
  * tens of MiB at once, and the loop is not shut out for a whole message.
- * EVMPI_PIECE must be the same on every rank of the group; 1G sends
- * tensors below 1 GiB whole.
+ * EVMPI_PIECE must be the same on every rank of the group; 256M sends
+ * tensors up to 1 GiB whole.
  *
  * Errors: EVMPI_ERR_INVALID (pg NULL, nranks < 1, a rank out of range or
  * repeated, EVMPI_PIECE or an EVMPI_CUDA_* variable malformed), EVMPI_ERR_MPI (MPI initialisation or communicator creation

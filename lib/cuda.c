@@ -41,9 +41,10 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
                          "bytes (K and M suffixes allowed)", op, chunk_env, MAX_CHUNK);
     pg->cuda_chunk = chunk;
   }
-  /* Whole broadcast pieces per chunk (and so whole pieces), so that a
-   * staged tensor is cut where a host tensor on another rank is (pieces.c). */
-  size_t unit = evmpi__bcast_piece_bytes(pg);
+  /* A chunk is a multiple of the largest whole message (and so of every
+   * piece), so that a staged tensor is cut where a host tensor on another
+   * rank is (pieces.c). */
+  size_t unit = evmpi__whole_max_bytes(pg);
   pg->cuda_chunk = (pg->cuda_chunk + unit - 1) / unit * unit;
   if (aware == 2)
     aware = evmpi__mpi_query_cuda_support();

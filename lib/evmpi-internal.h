@@ -291,11 +291,14 @@ int evmpi__work_place(evmpi_work_t *w);
 /* Reads EVMPI_PIECE (default 2 MiB) into pg->piece_bytes; EVMPI_ERR_INVALID
  * naming the variable when malformed. */
 int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg);
-/* Elements of esz bytes in one of pg's pieces. */
-int64_t evmpi__piece_elems(const evmpi_pg_t *pg, size_t esz);
-/* A broadcast's piece: a whole number of pieces (a multiple of every
- * reduction's cut, so a staged chunk can be rounded to it). */
-size_t evmpi__bcast_piece_bytes(const evmpi_pg_t *pg);
+/* The largest message that goes to MPI whole (4 pieces), and a
+ * broadcast's piece: a multiple of every cut, so that a staged chunk can
+ * be rounded to it. */
+size_t evmpi__whole_max_bytes(const evmpi_pg_t *pg);
+/* Elements per MPI call for a message of total elements of esz bytes cut
+ * in pieces of piece_bytes: all of them up to evmpi__whole_max_bytes. */
+int64_t evmpi__cut_elems(const evmpi_pg_t *pg, size_t piece_bytes, size_t esz,
+                         int64_t total);
 /* Runs fn on numel elements at data (element offset off into tensors[0])
  * in pieces of w->piece_bytes, yielding the CPU between pieces. The cut
  * is the same on every rank for the same numel. */

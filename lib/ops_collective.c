@@ -34,7 +34,7 @@ int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work
   w->run = run_broadcast;
   w->outputs_read = pg->rank == root;
   w->run_chunk = broadcast_chunk;
-  w->piece_bytes = evmpi__bcast_piece_bytes(pg);
+  w->piece_bytes = evmpi__whole_max_bytes(pg);
   w->chunk_in = pg->rank == root;
   w->chunk_out = pg->rank != root;
   return evmpi__submit_collective(pg, w, out);

@@ -34,7 +34,7 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
                           MPI_Op op) {
   MPI_Datatype dt = evmpi__mpi_datatype(dtype);
   size_t esz = evmpi_dtype_size(dtype);
-  int64_t per = evmpi__piece_elems(w->pg, esz);
+  int64_t per = evmpi__cut_elems(w->pg, w->pg->piece_bytes, esz, numel);
   char *p = data;
   for (int64_t left = numel; left > 0;) {
     int n = (int)(left < per ? left : per);
