@@ -496,6 +496,7 @@ protected:
     evmpi_work_release(w);
     EXPECT_EQ(d.Down<int32_t>(1)[0], evmpi_pg_size(pg));
   }
+  void CutAlike(int rank, int size, size_t n);
   struct event_base *base = nullptr;
   evmpi_pg_t *pg = nullptr;
   int ndev = 0;
@@ -610,7 +611,14 @@ TEST_F(CudaRefusals, DeviceAndHostRanksCutTheTensorAlike) {
   setenv("EVMPI_PIECE", "64", 1);
   ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
   int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
-  const size_t n = 1000;
+  // 1000 int32 go in pieces; 50 (200 bytes, at most 4 pieces) whole.
+  for (size_t n : {(size_t)1000, (size_t)50}) {
+    SCOPED_TRACE(n);
+    CutAlike(rank, size, n);
+  }
+}
+
+void CudaRefusals::CutAlike(int rank, int size, size_t n) {
   DevBuf d(n * 4);
   std::vector<int32_t> host(n);
   auto run = [&](std::vector<int32_t> in, int which, int root) -> std::vector<int32_t> {
