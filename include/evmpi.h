@@ -137,9 +137,9 @@ EVMPI_API int64_t evmpi_tensor_numel(const evmpi_tensor_t *tensor);
  *    CUDA-aware, as PyTorch's MPI backend does; unset or "1" stages.
  *  - EVMPI_CUDA_CHUNK: bytes per pipeline chunk of a staged allreduce,
  *    reduce or broadcast (default 4 MiB; K, M and G suffixes), rounded up
- *    to a multiple of 4 x EVMPI_PIECE (a broadcast's piece; see
- *    evmpi_pg_create), so that a device tensor is cut where a host tensor
- *    on another rank is.
+ *    to a multiple of 4 x EVMPI_PIECE (the largest message sent whole,
+ *    and a broadcast's piece; see evmpi_pg_create), so that a device
+ *    tensor is cut where a host tensor on another rank is.
  */
 typedef enum {
   EVMPI_CUDA_NONE,    /**< built without CUDA: device tensors fail with EVMPI_ERR_UNSUPPORTED */
@@ -175,15 +175,15 @@ typedef struct evmpi_future evmpi_future_t;
  * Allreduces and reduces larger than 4 x EVMPI_PIECE go to MPI in pieces
  * of EVMPI_PIECE bytes (read here; default 1M, a multiple of 8 from 8 to
  * 1G, K/M/G suffixes), broadcasts in pieces of 4 x EVMPI_PIECE, with the
- * worker yielding its core to the loop thread between pieces: Open MPI reduces a few MiB at a time much faster than
- * tens of MiB at once, and the loop is not shut out for a whole message.
- * EVMPI_PIECE must be the same on every rank of the group; 256M sends
- * tensors up to 1 GiB whole.
+ * worker yielding its core to the loop thread between pieces: Open MPI
+ * reduces a few MiB at a time much faster than tens of MiB at once, and
+ * the loop is not shut out for a whole message. EVMPI_PIECE must be the
+ * same on every rank of the group; 256M sends tensors up to 1 GiB whole.
  *
  * Errors: EVMPI_ERR_INVALID (pg NULL, nranks < 1, a rank out of range or
- * repeated, EVMPI_PIECE or an EVMPI_CUDA_* variable malformed), EVMPI_ERR_MPI (MPI initialisation or communicator creation
- * failed, or MPI's threading level is below MPI_THREAD_MULTIPLE),
- * EVMPI_ERR_NOMEM. */
+ * repeated, EVMPI_PIECE or an EVMPI_CUDA_* variable malformed),
+ * EVMPI_ERR_MPI (MPI initialisation or communicator creation failed, or
+ * MPI's threading level is below MPI_THREAD_MULTIPLE), EVMPI_ERR_NOMEM. */
 EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks,
                               evmpi_pg_t **pg);
 
