@@ -1,6 +1,6 @@
 /* env.c: parsing the environment variables a group reads when it is
- * created (EVMPI_PIECE, EVMPI_CUDA_*). Each caller names its variable in
- * its own error message. */
+ * created (EVMPI_PIECE, EVMPI_LOOP_*, EVMPI_CUDA_*). Each caller names its
+ * variable in its own error message. */
 #include "evmpi-internal.h"
 
 #include <errno.h>
@@ -33,4 +33,16 @@ size_t evmpi__env_bytes(const char *s) {
   if (*end || v > (SIZE_MAX >> shift))
     return 0;
   return (size_t)v << shift;
+}
+
+bool evmpi__env_uint(const char *s, uint64_t max, uint64_t *out) {
+  if (!s || !*s || s[0] < '0' || s[0] > '9')
+    return false;
+  errno = 0;
+  char *end = NULL;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end || v > max)
+    return false;
+  *out = v;
+  return true;
 }

@@ -83,6 +83,8 @@ void evmpi__block_free(evmpi_block_t *b);
 int evmpi__env_tristate(const char *value, int def);
 /* Bytes with an optional K, M or G suffix; 0 when malformed. */
 size_t evmpi__env_bytes(const char *s);
+/* A decimal integer in 0..max into *out; false when malformed or larger. */
+bool evmpi__env_uint(const char *s, uint64_t max, uint64_t *out);
 
 /* ---- clock ----------------------------------------------------------------- */
 
@@ -339,6 +341,10 @@ typedef struct evmpi_bridge {
   struct event_base *base;
   struct event *ev;
   int efd;
+  int64_t p2p_poll_ns;      /* EVMPI_LOOP_P2P_POLL_US: the polling window while
+                               sends and receives are active */
+  int64_t hold_ns;          /* EVMPI_LOOP_HOLD_US: the most one wake-up holds
+                               the loop */
   bool own_loop;            /* base and thread are ours (NULL base given) */
   pthread_t loop_thread;
   pthread_mutex_t mu;

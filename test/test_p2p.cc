@@ -5,8 +5,10 @@
 #include <event2/event.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string>
 #include <vector>
 
 namespace {
@@ -334,6 +336,61 @@ TEST_F(P2P, ReceiveNotHeldBackByCollective) {
       evmpi_work_release(r);
     evmpi_work_release(b);
   }
+}
+
+// EVMPI_LOOP_P2P_POLL_US and EVMPI_LOOP_HOLD_US set how long the loop
+// thread polls for sends and receives; bad values fail group creation,
+// and the extremes still deliver every message intact.
+TEST_F(P2P, LoopSettings) {
+  struct event_base *base = event_base_new();
+  const char *bad[][3] = {
+      {"EVMPI_LOOP_P2P_POLL_US", "-1", "in 0..1000000"},
+      {"EVMPI_LOOP_P2P_POLL_US", "2000000", "in 0..1000000"},
+      {"EVMPI_LOOP_P2P_POLL_US", "10ms", "in 0..1000000"},
+      {"EVMPI_LOOP_HOLD_US", "0", "in 1..1000000"},
+      {"EVMPI_LOOP_HOLD_US", "x", "in 1..1000000"},
+  };
+  for (auto &c : bad) {
+    setenv(c[0], c[1], 1);
+    evmpi_pg_t *pg = nullptr;
+    EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_ERR_INVALID) << c[0] << "=" << c[1];
+    EXPECT_EQ(pg, nullptr);
+    std::string want = std::string("pg_create: ") + c[0] + "=" + c[1] +
+                       " is not a number of microseconds " + c[2];
+    EXPECT_NE(strstr(evmpi_last_error(), want.c_str()), nullptr) << evmpi_last_error();
+    unsetenv(c[0]);
+  }
+  const char *good[][2] = {{"0", "1"}, {"3000", "5000"}};
+  for (auto &g : good) {
+    setenv("EVMPI_LOOP_P2P_POLL_US", g[0], 1);
+    setenv("EVMPI_LOOP_HOLD_US", g[1], 1);
+    evmpi_pg_t *pg = nullptr;
+    ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+    int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size;
+    const size_t n = 64 * 1024; // 256 KiB: Open MPI's single-copy path
+    std::vector<int32_t> out(n), in(n, -1);
+    for (int round = 0; round < 5; round++) {
+      for (size_t i = 0; i < n; i++)
+        out[i] = (int32_t)(rank * 1000 + round + i);
+      evmpi_tensor_t ts = evmpi_tensor_flat(out.data(), EVMPI_INT32, (int64_t)n);
+      evmpi_tensor_t tr = evmpi_tensor_flat(in.data(), EVMPI_INT32, (int64_t)n);
+      evmpi_work_t *w[2] = {nullptr, nullptr};
+      ASSERT_EQ(evmpi_recv(pg, &tr, prev, 7, &w[0]), EVMPI_OK) << evmpi_last_error();
+      ASSERT_EQ(evmpi_send(pg, &ts, next, 7, &w[1]), EVMPI_OK) << evmpi_last_error();
+      ASSERT_TRUE(evmpi_test_run_until_done(base, w, 2, EVMPI_TEST_TIMEOUT_MS));
+      EXPECT_EQ(evmpi_work_status(w[0]), EVMPI_OK) << evmpi_work_error(w[0]);
+      EXPECT_EQ(evmpi_work_status(w[1]), EVMPI_OK) << evmpi_work_error(w[1]);
+      for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(in[i], (int32_t)(prev * 1000 + round + i)) << "round " << round << " at " << i;
+      evmpi_work_release(w[0]);
+      evmpi_work_release(w[1]);
+    }
+    evmpi_pg_destroy(pg);
+  }
+  unsetenv("EVMPI_LOOP_P2P_POLL_US");
+  unsetenv("EVMPI_LOOP_HOLD_US");
+  event_base_free(base);
 }
 
 } // namespace
