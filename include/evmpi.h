@@ -217,14 +217,53 @@ EVMPI_API const char *evmpi_pg_backend_name(const evmpi_pg_t *pg);
 EVMPI_API evmpi_cuda_path_t evmpi_pg_cuda_path(const evmpi_pg_t *pg);
 
 /** Waits for the queued collectives to finish, cancels pending receives
- * (they complete with EVMPI_ERR_ABORTED), delivers every outstanding
- * callback on the calling thread, stops the group's threads and frees the
- * group. Call it on the loop thread (or while the loop does not run).
- * Safe from inside a completion callback: the group is then torn down as
- * soon as the callbacks of the current batch have run. Works the caller
- * still holds stay valid until released; callbacks registered on them after
- * this runs are called at once, on the registering thread. NULL is a no-op. */
+ * (they complete with EVMPI_ERR_ABORTED), waits for pending sends,
+ * delivers every outstanding callback on the calling thread, stops the
+ * group's threads and frees the group. Call it on the loop thread (or
+ * while the loop does not run).
+ *
+ * Once: the first call takes the teardown; any later call on the same
+ * group (from a callback that this destroy delivers, from another thread
+ * racing it, after MPI_Finalize stopped the group) returns at once. The
+ * handle must not be used for anything else after the first call.
+ *
+ * From inside one of the group's completion callbacks, destroy is
+ * deferred: the group is torn down as soon as the callbacks of the current
+ * batch have run, on the loop thread. evmpi_pg_wait_destroyed waits for
+ * such a teardown to end, and MPI_Finalize (evmpi's own at exit, or the
+ * application's) waits for it too.
+ *
+ * Bounded by the group's timeout (evmpi_pg_set_timeout), when one is set:
+ * what is still running or pending timeout_ms after destroy began is
+ * given up and the group is broken. The running collective fails with
+ * EVMPI_ERR_TIMEOUT, queued ones with EVMPI_ERR_ABORTED, and sends still
+ * pending with EVMPI_ERR_TIMEOUT ("... MPI may still deliver it"). MPI
+ * keeps using the buffers of the work given up this way: they must stay
+ * valid until MPI_Finalize. Without a timeout, destroy waits as long as
+ * the collectives and sends take.
+ *
+ * Works the caller still holds stay valid until released; callbacks
+ * registered on them after this runs are called at once, on the
+ * registering thread. NULL is a no-op. */
 EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
+
+/** Waits until every group whose destroy has begun has been torn down:
+ * the teardowns deferred by a destroy from a callback, which run on the
+ * group's loop thread after evmpi_pg_destroy returned. An application that
+ * initialised MPI itself may call it before MPI_Finalize (which waits up to
+ * EVMPI_EXIT_WAIT_MS anyway). Returns EVMPI_OK, EVMPI_ERR_TIMEOUT when
+ * one was still running after timeout_ms (0 = just look), or
+ * EVMPI_ERR_INVALID for a negative timeout_ms.
+ *
+ * At MPI_Finalize, groups still alive are stopped before MPI goes: their
+ * queued collectives, pending receives and sends complete with
+ * EVMPI_ERR_ABORTED ("... MPI is being finalized"), none of their
+ * callbacks run any more, and evmpi_pg_destroy on them is a no-op.
+ * MPI_Finalize waits EVMPI_EXIT_WAIT_MS in all (default 5000, 0..3600000,
+ * read when evmpi first uses MPI) for those groups to stop and deferred
+ * teardowns to end; a collective still stuck in MPI after that (a broken
+ * group's) makes evmpi's own exit handler skip MPI_Finalize. */
+EVMPI_API int evmpi_pg_wait_destroyed(int timeout_ms);
 
 /** Sets the operation timeout of the group's collectives: one that runs
  * (inside MPI) longer than timeout_ms fails with EVMPI_ERR_TIMEOUT and a
@@ -236,9 +275,12 @@ EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
  * thread stays inside it until the peers arrive or the job ends, so the
  * timed-out work's buffers may still be written, and the group's
  * communicators are not freed. Sends and receives have no timeout (abort a
- * receive with evmpi_work_abort). 0 = no limit (the default); applies to
- * collectives that start after the call. Errors: EVMPI_ERR_INVALID (pg
- * NULL, timeout_ms negative), EVMPI_ERR_NOMEM (no watchdog thread). */
+ * receive with evmpi_work_abort), but destroy gives up on them after it
+ * (evmpi_pg_destroy). 0 = no limit (the default). Each collective's
+ * deadline is fixed when it starts: a new value applies to collectives
+ * that start after the call, never to the one running. Errors:
+ * EVMPI_ERR_INVALID (pg NULL, timeout_ms negative), EVMPI_ERR_ABORTED
+ * (destroy has begun), EVMPI_ERR_NOMEM (no watchdog thread). */
 EVMPI_API int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms);
 
 /** Fails every queued and pending work with EVMPI_ERR_ABORTED, then calls

@@ -2,6 +2,7 @@
  * group's event_base through an eventfd; the loop thread drains them in
  * batches and runs their callbacks. A group created without a base gets
  * its own event_base and a thread that runs it. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "evmpi-internal.h"
 
 #include <errno.h>
@@ -95,6 +96,12 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_bridge_t *b = &pg->bridge;
   drain_eventfd(fd);
+  if (atomic_load(&b->halted)) {
+    /* MPI is being finalized: nothing more is delivered. */
+    if (b->own_loop)
+      event_base_loopbreak(b->base);
+    return;
+  }
   pthread_mutex_lock(&b->mu);
   bool stop = b->stop; /* close writes the eventfd after setting it */
   pthread_mutex_unlock(&b->mu);
@@ -170,8 +177,13 @@ static void *loop_main(void *arg) {
   pthread_mutex_lock(&pg->bridge.mu);
   bool self_closed = pg->bridge.dead;
   pthread_mutex_unlock(&pg->bridge.mu);
-  if (self_closed) /* destroyed from one of its own callbacks: clean up here */
+  if (self_closed) {
+    /* Destroyed from one of its own callbacks: clean up here, and only then
+     * is the teardown over (finalize and evmpi_pg_wait_destroyed wait for
+     * this). */
     event_base_free(base);
+    evmpi__groups_remove(pg);
+  }
   evmpi__pg_release(pg);
   return NULL;
 }
@@ -192,14 +204,15 @@ static int loop_setting(const char *name, uint64_t min_us, int64_t def_ns, int64
 
 int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg) {
   memset(b, 0, sizeof *b);
+  b->efd = -1;
+  pthread_mutex_init(&b->mu, NULL);
+  b->made = true;
+  atomic_init(&b->halted, false);
   int rc = loop_setting("EVMPI_LOOP_P2P_POLL_US", 0, EVMPI_LOOP_P2P_SPIN_NS, &b->p2p_poll_ns);
   if (rc == EVMPI_OK)
     rc = loop_setting("EVMPI_LOOP_HOLD_US", 1, EVMPI_LOOP_MAX_NS, &b->hold_ns);
-  if (rc != EVMPI_OK) {
-    b->efd = -1;
+  if (rc != EVMPI_OK)
     return rc;
-  }
-  pthread_mutex_init(&b->mu, NULL);
   atomic_init(&b->posted, NULL);
   atomic_init(&b->signalled, false);
   atomic_init(&b->closed, false);
@@ -228,8 +241,10 @@ int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *p
 fail:
   if (b->ev)
     event_free(b->ev);
+  b->ev = NULL;
   if (b->own_loop && base)
     event_base_free(base);
+  b->base = NULL;
   close(b->efd);
   b->efd = -1;
   return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot attach to the event loop");
@@ -264,6 +279,8 @@ bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b) {
 }
 
 void evmpi__bridge_close(evmpi_bridge_t *b) {
+  if (!b->ev)
+    return; /* never opened, or closed already */
   bool self = evmpi__bridge_on_loop_thread(b);
   if (b->own_loop && !self) {
     /* Let our loop thread deliver what is queued, then stop it. */
@@ -296,4 +313,26 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
       event_base_free(b->base);
     }
   }
+}
+
+void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns) {
+  atomic_store(&b->halted, true);
+  if (!b->ev || !b->own_loop || evmpi__bridge_on_loop_thread(b))
+    return;
+  pthread_mutex_lock(&b->mu);
+  b->stop = true;
+  pthread_mutex_unlock(&b->mu);
+  signal_eventfd(b->efd);
+  /* A callback that never returns must not hold the process's exit. */
+  int64_t left = deadline_ns - evmpi__now_ns();
+  struct timespec ts = evmpi__timespec_after(CLOCK_REALTIME, left > 0 ? left : 0);
+  if (pthread_timedjoin_np(b->loop_thread, NULL, &ts) != 0)
+    pthread_detach(b->loop_thread);
+}
+
+void evmpi__bridge_fini(evmpi_bridge_t *b) {
+  if (!b->made)
+    return;
+  pthread_mutex_destroy(&b->mu);
+  b->made = false;
 }

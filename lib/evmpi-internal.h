@@ -251,6 +251,9 @@ struct evmpi_work {
   void *p2p_stage;            /* staged CUDA send or receive: its pinned buffer */
   int64_t recv_bytes;         /* a receive's arrived bytes (poller), -1 = unknown */
   bool abandoned;             /* request freed while pending: MPI may still use p2p_stage */
+  bool held;                  /* poller: its request completed, but an older send or
+                                 receive of the same peer and tag has not: it is
+                                 finished after that one (MPI's matching order) */
   atomic_int source_rank;
   /* result */
   char *error_text;           /* set by the thread that finishes the work */
@@ -352,6 +355,8 @@ typedef struct evmpi_bridge {
   bool dead;                /* under mu: no loop any more, deliver inline */
   bool dispatching;         /* loop thread only */
   bool destroy_requested;   /* loop thread only */
+  bool made;                /* mu is made (bridge_fini destroys it) */
+  atomic_bool halted;       /* MPI is being finalized: no callback runs again */
   /* The delivery list is lock-free (bridge.c says why): posters push onto
    * `posted` (newest first) with a CAS, the loop thread takes it whole. */
   _Atomic(evmpi_future_t *) posted;
@@ -362,11 +367,18 @@ typedef struct evmpi_bridge {
 } evmpi_bridge_t;
 
 int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
+/* Frees what open made, once the group's last reference is gone. */
+void evmpi__bridge_fini(evmpi_bridge_t *b);
+/* MPI is being finalized: no callback runs from now on (what is posted
+ * stays posted), and our own loop thread is stopped and joined, waiting
+ * until deadline_ns at most, unless it is the calling thread. The
+ * application's event is left alone: its base may be gone already. */
+void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns);
 /* Hands f to the loop (the caller has taken a reference for it); false when
  * the loop is gone, and the caller delivers f itself. */
 bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f);
 /* Delivers what is left, then detaches from the loop (and stops our own
- * loop thread). Called by destroy, on the loop thread. */
+ * loop thread). Called by destroy, on the loop thread; once. */
 void evmpi__bridge_close(evmpi_bridge_t *b);
 bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b);
 
@@ -376,25 +388,38 @@ typedef struct evmpi_worker {
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;         /* work queued, or closing */
-  pthread_cond_t wd_cv;      /* the watchdog's: a work started or ended */
+  pthread_cond_t wd_cv;      /* the watchdog's: a work started or ended, or stop */
+  pthread_cond_t exit_cv;    /* CLOCK_MONOTONIC: the thread left, or the group broke */
   evmpi_work_t *head, *tail; /* under mu */
   evmpi_work_t *running;     /* under mu: the collective in MPI now */
-  int timeout_ms;            /* under mu: 0 = none */
+  uint64_t running_seq;      /* under mu: its sequence number (0 = none); works are
+                                pooled, so the watchdog knows it by this, not by pointer */
+  int64_t running_deadline;  /* under mu: ns when it times out, fixed when it
+                                started (0 = no limit) */
+  int running_timeout_ms;    /* under mu: the timeout that deadline came from */
+  int timeout_ms;            /* under mu: 0 = none; for collectives that start later */
   char *broken;              /* under mu: why the group is broken, or NULL */
   bool closing;              /* under mu */
   bool waiting;              /* under mu: asleep on cv (submit must signal) */
   atomic_int queued;         /* works in the queue, read without mu while spinning */
   atomic_bool in_mpi;        /* a collective is running (the loop thread yields to it) */
+  bool made;                 /* its mutex and condition variables are made */
   bool started;
-  bool detached;             /* under mu: destroy left it stuck in MPI */
+  bool stopped;              /* evmpi__worker_stop has run; clean is its answer */
+  bool clean;
+  bool detached;             /* under mu: stop left it stuck in MPI */
   bool exited;               /* under mu: the thread is leaving */
+  bool wd_stop;              /* under mu: the watchdog should leave */
   pthread_t watchdog;
   bool watchdog_started;     /* under mu */
 } evmpi_worker_t;
 
 int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg);
-/* Sets the operation timeout (starting the watchdog on first use). */
+/* Sets the operation timeout (starting the watchdog on first use);
+ * EVMPI_ERR_ABORTED once the group is closing. */
 int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms);
+/* The timeout set now (0 = none). */
+int evmpi__worker_timeout(evmpi_worker_t *wk);
 /* Copies why the group is broken into buf; false when it is not. */
 bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len);
 /* Whether a collective is queued or running: the loop thread's polling
@@ -404,14 +429,20 @@ bool evmpi__worker_active(evmpi_worker_t *wk);
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w);
 /* Removes w if it has not started; true when it did. */
 bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w);
-/* Runs what is queued, then stops and joins the thread; a broken group's
- * worker, stuck in MPI, is left to finish on its own (false returned). */
-bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk);
-/* Fails everything queued with EVMPI_ERR_ABORTED (group abort). */
+/* Refuses new work, runs what is queued and stops the thread. When
+ * deadline_ns (evmpi__now_ns, 0 = none) passes first, the group is broken:
+ * the running collective fails with EVMPI_ERR_TIMEOUT, the queue with
+ * EVMPI_ERR_ABORTED, and the thread, stuck in MPI, is left to finish on
+ * its own. True when the thread stopped cleanly. Runs once; later calls
+ * return the first answer. */
+bool evmpi__worker_stop(evmpi_worker_t *wk, int64_t deadline_ns);
+/* Fails everything queued with EVMPI_ERR_ABORTED and refuses new work. */
 void evmpi__worker_fail_queued(evmpi_worker_t *wk, const char *why);
-/* Waits up to timeout_ms for the workers that destroy left inside MPI
+/* Waits up to timeout_ms for the workers that stop left inside MPI
  * (broken groups) to leave it; false when some are still there. */
 bool evmpi__worker_wait_detached(int timeout_ms);
+/* Frees what start made, once the group's last reference is gone. */
+void evmpi__worker_fini(evmpi_worker_t *wk);
 
 /* ---- poller.c: point-to-point requests --------------------------------- */
 
@@ -419,15 +450,25 @@ typedef struct evmpi_poller {
   pthread_t thread;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  evmpi_work_t *incoming;    /* under mu: issued, not yet tested */
+  /* Taken before mu is released by whoever took finished works out of the
+   * arrays, and held while it finishes them: the poller thread and the
+   * loop thread both test, and this keeps their completions in the order
+   * of their tests (never held while waiting for MPI). */
+  pthread_mutex_t finish_mu;
+  evmpi_work_t *incoming, *incoming_tail; /* under mu: issued, not yet tested,
+                                             oldest first */
   bool sleeping;             /* under mu: waiting on cv */
   bool stopping;             /* under mu */
+  int64_t stop_deadline;     /* under mu: when stopping, abandon sends left after
+                                this (evmpi__now_ns; 0 = wait for them) */
   bool exited;               /* under mu: the thread has left */
-  /* poller-owned (and abort's, under mu) */
+  /* poller-owned (and abort's, under mu), in the order they were issued */
   MPI_Request *reqs;
   evmpi_work_t **works;
   size_t n, cap;
+  bool made;                 /* mu, finish_mu and cv are made */
   bool started;
+  bool stopped;              /* evmpi__poller_stop has run */
   /* Until when (evmpi__now_ns) the loop thread polls and tests the
    * requests itself (bridge.c); the poller sleeps rather than spins then. */
   _Atomic int64_t loop_until;
@@ -441,10 +482,15 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
 int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w);
 /* Cancels a pending receive: EVMPI_OK (completed aborted) or STATE. */
 int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w);
-/* Cancels pending receives, waits for sends (or, when force, abandons
- * them: they fail with EVMPI_ERR_ABORTED), stops and joins the thread. */
-void evmpi__poller_drain_and_stop(evmpi_poller_t *p, bool force);
-void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why);
+/* Cancels pending receives, waits for sends until deadline_ns
+ * (evmpi__now_ns; 0 = as long as they take) and abandons those left (they
+ * fail with EVMPI_ERR_TIMEOUT; MPI may still deliver them), or, with
+ * abandon_why, abandons everything at once (EVMPI_ERR_ABORTED with that
+ * message); stops and joins the thread. Runs once. */
+void evmpi__poller_stop(evmpi_poller_t *p, const char *abandon_why, int64_t deadline_ns);
+/* Fails every pending request's work with status and why: receives are
+ * cancelled, every request is freed (MPI may still use the buffers). */
+void evmpi__poller_fail_pending(evmpi_poller_t *p, int status, const char *why);
 /* One test of the pending requests from the calling thread (the loop
  * thread while it polls); never waits for the poller's lock. True when
  * some work completed; *pending says whether requests are left. */
@@ -452,6 +498,8 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending);
 /* The loop thread has stopped polling (loop_until is in the past): wakes
  * the poller if it sleeps until the end of the loop's window. */
 void evmpi__poller_loop_done(evmpi_poller_t *p);
+/* Frees what start made, once the group's last reference is gone. */
+void evmpi__poller_fini(evmpi_poller_t *p);
 
 /* ---- pg.c -------------------------------------------------------------- */
 
@@ -463,6 +511,9 @@ struct evmpi_pg {
   int rank, size;
   int tag_ub;                /* MPI_TAG_UB of comm */
   atomic_bool closing;       /* destroy started: submissions refused */
+  atomic_int submitting;     /* sends and receives between their closing check and
+                                their hand-over to the poller (see pg_close_gate) */
+  atomic_bool destroy_claimed; /* destroy (or finalize) has taken the teardown */
   atomic_uint_fast64_t next_seq;
   atomic_int inflight;       /* submitted works not yet completed */
   evmpi_cuda_path_t cuda_path; /* how device tensors move, fixed at creation */
@@ -471,6 +522,10 @@ struct evmpi_pg {
 #ifdef EVMPI_HAVE_CUDA
   evmpi_stager_t *stager;    /* the worker's pinned buffers and streams, lazily */
 #endif
+  /* groups.c's registry, under its lock */
+  evmpi_pg_t *reg_prev, *reg_next;
+  bool registered;
+  bool stopped_at_finalize;
   evmpi_bridge_t bridge;
   evmpi_worker_t worker;
   evmpi_poller_t poller;
@@ -478,11 +533,34 @@ struct evmpi_pg {
 
 void evmpi__pg_retain(evmpi_pg_t *pg);
 void evmpi__pg_release(evmpi_pg_t *pg);
-/* The real teardown; the bridge calls it after a batch when a callback
- * asked for destroy. */
+/* The real teardown, once destroy has claimed it: engines stopped (within
+ * the group timeout when one is set), leftover callbacks delivered,
+ * communicators freed, the group unregistered and the user's reference
+ * dropped. The bridge calls it after a batch when a callback asked for
+ * destroy. */
 void evmpi__pg_teardown(evmpi_pg_t *pg);
+/* MPI is being finalised with pg alive (claimed by the caller): its
+ * engines stop without running any more callbacks (groups.c). */
+void evmpi__pg_stop_at_finalize(evmpi_pg_t *pg, int64_t deadline_ns);
 /* Common submission checks: pg and out not NULL, group not closing. */
 int evmpi__pg_check(const char *op, evmpi_pg_t *pg, evmpi_work_t **out);
 int evmpi__pg_check_rank(const char *op, const char *arg, const evmpi_pg_t *pg, int rank);
+/* A send or receive enters (false: the group is closing, the last error is
+ * set) and leaves the section in which it calls MPI on the group's
+ * communicator; destroy waits for those inside before it frees it. */
+bool evmpi__pg_enter_submit(const char *op, evmpi_pg_t *pg);
+void evmpi__pg_leave_submit(evmpi_pg_t *pg);
+
+/* ---- groups.c: every live group of the process ------------------------- */
+
+void evmpi__groups_add(evmpi_pg_t *pg);
+/* Its teardown has finished: waiters in evmpi_pg_wait_destroyed and
+ * finalize go on. */
+void evmpi__groups_remove(evmpi_pg_t *pg);
+/* True for the one caller that gets to tear pg down. */
+bool evmpi__groups_claim(evmpi_pg_t *pg);
+/* Before MPI_Finalize: stops every live group and waits for teardowns
+ * under way, for at most wait_ms in all. */
+void evmpi__groups_stop_all(int wait_ms);
 
 #endif /* EVMPI_INTERNAL_H */

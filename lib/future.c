@@ -89,11 +89,21 @@ void evmpi_future_release(evmpi_future_t *f) {
   }
 }
 
-/* Hands f's callbacks to its loop, or runs them here when it has none. */
+/* Hands f's callbacks to its loop. A join whose first group is gone goes
+ * to the loop of another group among its children's, so that its
+ * callbacks still run on a loop thread and not on the library thread that
+ * completed the last child. Only when every one of those groups is gone
+ * (their destroy completed f) do they run here, on the destroying thread. */
 static void schedule(evmpi_future_t *f) {
   evmpi_future_retain(f);
-  if (!f->pg || !evmpi__bridge_post(&f->pg->bridge, f))
-    evmpi__future_deliver(f);
+  if (f->pg && evmpi__bridge_post(&f->pg->bridge, f))
+    return;
+  for (size_t i = 0; i < f->nchildren; i++) {
+    evmpi_pg_t *pg = f->children[i]->pg;
+    if (pg && pg != f->pg && evmpi__bridge_post(&pg->bridge, f))
+      return;
+  }
+  evmpi__future_deliver(f);
 }
 
 static void join_child_done(evmpi_future_t *join);

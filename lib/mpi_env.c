@@ -1,5 +1,8 @@
 /* mpi_env.c: MPI is initialised once, at the threading level evmpi needs,
- * and finalised at exit only when evmpi initialised it. */
+ * and finalised at exit only when evmpi initialised it. Whoever finalises
+ * it, every live group is stopped first: evmpi hangs a callback on
+ * MPI_COMM_SELF, whose attributes MPI_Finalize deletes before anything
+ * else (MPI-2.2 and later), while MPI still works. */
 #include "evmpi-internal.h"
 
 #include <stdlib.h>
@@ -22,20 +25,61 @@ static const char *level_name(int level) {
   }
 }
 
-/* How long exit waits for a broken group's worker to come back out of
- * MPI (its peers arrived late) before it gives up on MPI_Finalize. */
-#define DETACHED_EXIT_WAIT_MS 5000
+/* How long finalize waits, in all, for live groups to stop, teardowns
+ * under way to end and broken groups' workers to come back out of MPI
+ * (their peers arrived late) before it gives up on them:
+ * EVMPI_EXIT_WAIT_MS, read when MPI is first used. */
+#define EXIT_WAIT_MS_DEFAULT 5000
+#define EXIT_WAIT_MS_MAX 3600000
+static int exit_wait_ms = EXIT_WAIT_MS_DEFAULT;
+static bool workers_stuck; /* a detached worker never came out: skip MPI_Finalize */
+
+static void stop_groups(void) {
+  int64_t start = evmpi__now_ns();
+  evmpi__groups_stop_all(exit_wait_ms);
+  int left = exit_wait_ms - (int)((evmpi__now_ns() - start) / 1000000);
+  /* Finalising under a thread that is still inside a collective would
+   * unload the code it runs (and hang or crash). */
+  if (!evmpi__worker_wait_detached(left > 0 ? left : 0))
+    workers_stuck = true;
+}
+
+static int on_finalize(MPI_Comm comm, int keyval, void *value, void *extra) {
+  (void)comm, (void)keyval, (void)value, (void)extra;
+  stop_groups();
+  return MPI_SUCCESS;
+}
 
 static void finalize_at_exit(void) {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized)
     return;
-  /* Finalising under a thread that is still inside a collective would
-   * unload the code it runs (and hang or crash): wait for it, and if it
-   * stays stuck, leave MPI to the process's end. */
-  if (evmpi__worker_wait_detached(DETACHED_EXIT_WAIT_MS))
+  stop_groups();
+  /* A worker still stuck in MPI: leave MPI to the process's end. */
+  if (!workers_stuck)
     MPI_Finalize();
+}
+
+static int read_exit_wait(void) {
+  const char *v = getenv("EVMPI_EXIT_WAIT_MS");
+  if (!v || !*v)
+    return EVMPI_OK;
+  uint64_t ms = 0;
+  if (!evmpi__env_uint(v, EXIT_WAIT_MS_MAX, &ms))
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: EVMPI_EXIT_WAIT_MS=%s is not a number of "
+                       "milliseconds in 0..%d", v, EXIT_WAIT_MS_MAX);
+  exit_wait_ms = (int)ms;
+  return EVMPI_OK;
+}
+
+/* Registers on_finalize, once MPI is initialised. */
+static int hook_finalize(void) {
+  int keyval = MPI_KEYVAL_INVALID;
+  if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, on_finalize, &keyval, NULL) != MPI_SUCCESS ||
+      MPI_Comm_set_attr(MPI_COMM_SELF, keyval, NULL) != MPI_SUCCESS)
+    return evmpi__fail(EVMPI_ERR_MPI, "cannot register evmpi's MPI_Finalize hook");
+  return EVMPI_OK;
 }
 
 static int init_locked(void) {
@@ -50,7 +94,7 @@ static int init_locked(void) {
       return evmpi__fail(EVMPI_ERR_MPI, "MPI was initialised by the application with %s; evmpi "
                          "needs %s (use MPI_Init_thread)", level_name(provided),
                          level_name(EVMPI_THREAD_LEVEL));
-    return EVMPI_OK;
+    return hook_finalize();
   }
   int rc = MPI_Init_thread(NULL, NULL, EVMPI_THREAD_LEVEL, &provided);
   if (rc != MPI_SUCCESS)
@@ -60,12 +104,18 @@ static int init_locked(void) {
   if (provided < EVMPI_THREAD_LEVEL)
     return evmpi__fail(EVMPI_ERR_MPI, "this MPI provides %s; evmpi needs %s",
                        level_name(provided), level_name(EVMPI_THREAD_LEVEL));
-  return EVMPI_OK;
+  return hook_finalize();
 }
 
 int evmpi__mpi_ensure_init(void) {
   pthread_mutex_lock(&env_lock);
-  int rc = env_ready ? EVMPI_OK : init_locked();
+  int finalized = 0;
+  MPI_Finalized(&finalized); /* callable at any time, even after MPI_Finalize */
+  int rc = finalized ? evmpi__fail(EVMPI_ERR_STATE, "MPI has already been finalized")
+           : env_ready ? EVMPI_OK
+                       : read_exit_wait();
+  if (rc == EVMPI_OK && !env_ready)
+    rc = init_locked();
   if (rc == EVMPI_OK)
     env_ready = true;
   pthread_mutex_unlock(&env_lock);

@@ -18,6 +18,8 @@ typedef struct {
   int tag;
 } p2p_args_t;
 
+static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64_t numel);
+
 static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   int64_t numel = 0;
   evmpi_work_t *w;
@@ -42,6 +44,23 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
     evmpi__work_discard(w);
     return rc;
   }
+  /* From here to the hand-over, destroy waits before it frees the
+   * communicator this request is issued on. */
+  if (!evmpi__pg_enter_submit(a->opname, pg)) {
+    evmpi__work_discard(w);
+    return EVMPI_ERR_ABORTED;
+  }
+  rc = issue_p2p(pg, a, w, numel);
+  evmpi__pg_leave_submit(pg);
+  if (rc != EVMPI_OK)
+    return rc;
+  *out = w;
+  return EVMPI_OK;
+}
+
+/* Issues w's request and hands it to the poller; on failure w is discarded. */
+static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64_t numel) {
+  int rc;
   /* A CUDA tensor goes to MPI as its device pointer (CUDA-aware MPI) or
    * through a pinned host buffer, with its device current meanwhile. */
   void *buf = w->tensors[0].data;
@@ -87,7 +106,6 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
     evmpi__work_discard(w);
     return rc;
   }
-  *out = w;
   return EVMPI_OK;
 }
 

@@ -2,6 +2,7 @@
  * communicator of the application's; rank, size; destroy and abort. */
 #include "evmpi-internal.h"
 
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,15 +11,9 @@ void evmpi__pg_retain(evmpi_pg_t *pg) { atomic_fetch_add_explicit(&pg->refs, 1, 
 void evmpi__pg_release(evmpi_pg_t *pg) {
   if (atomic_fetch_sub_explicit(&pg->refs, 1, memory_order_acq_rel) != 1)
     return;
-  pthread_mutex_destroy(&pg->bridge.mu);
-  pthread_mutex_destroy(&pg->worker.mu);
-  pthread_cond_destroy(&pg->worker.cv);
-  pthread_cond_destroy(&pg->worker.wd_cv);
-  free(pg->worker.broken);
-  pthread_mutex_destroy(&pg->poller.mu);
-  pthread_cond_destroy(&pg->poller.cv);
-  free(pg->poller.reqs);
-  free(pg->poller.works);
+  evmpi__bridge_fini(&pg->bridge);
+  evmpi__worker_fini(&pg->worker);
+  evmpi__poller_fini(&pg->poller);
 #ifdef EVMPI_HAVE_CUDA
   /* Last reference: a worker stuck in MPI (broken group) holds one, so its
    * staging buffers are never freed under it. */
@@ -70,7 +65,9 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
     rc = evmpi__worker_start(&pg->worker, pg);
   if (rc == EVMPI_OK)
     rc = evmpi__poller_start(&pg->poller, pg);
+  evmpi__groups_add(pg); /* a failed open is torn down as a group too */
   if (rc != EVMPI_OK) {
+    evmpi__groups_claim(pg);
     evmpi__pg_teardown(pg);
     return rc;
   }
@@ -150,21 +147,70 @@ const char *evmpi_pg_backend_name(const evmpi_pg_t *pg) {
   return "mpi";
 }
 
-void evmpi__pg_teardown(evmpi_pg_t *pg) {
+/* Refuses new sends and receives and waits for those already past their
+ * check to hand their request over (a few MPI calls that never block). */
+static void close_gate(evmpi_pg_t *pg) {
   atomic_store(&pg->closing, true);
+  while (atomic_load(&pg->submitting) != 0)
+    sched_yield();
+}
+
+bool evmpi__pg_enter_submit(const char *op, evmpi_pg_t *pg) {
+  atomic_fetch_add(&pg->submitting, 1);
+  if (!atomic_load(&pg->closing))
+    return true;
+  atomic_fetch_sub(&pg->submitting, 1);
+  evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", op);
+  return false;
+}
+
+void evmpi__pg_leave_submit(evmpi_pg_t *pg) { atomic_fetch_sub(&pg->submitting, 1); }
+
+static void free_comms(evmpi_pg_t *pg) {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized)
+    return;
+  if (pg->comm != MPI_COMM_NULL)
+    MPI_Comm_free(&pg->comm);
+  if (pg->internal != MPI_COMM_NULL)
+    MPI_Comm_free(&pg->internal);
+}
+
+void evmpi__pg_teardown(evmpi_pg_t *pg) {
+  close_gate(pg);
+  /* Bounded by the group's timeout, when it has one: what is still running
+   * or pending when it runs out is failed and left to MPI. */
+  int timeout_ms = evmpi__worker_timeout(&pg->worker);
+  int64_t deadline = timeout_ms > 0 ? evmpi__now_ns() + (int64_t)timeout_ms * 1000000 : 0;
   /* A broken group's worker is stuck in a collective that MPI cannot
    * cancel: it is left behind, and so are the communicators it uses. */
-  bool clean = evmpi__worker_drain_and_stop(&pg->worker);
-  evmpi__poller_drain_and_stop(&pg->poller, !clean);
-  if (pg->bridge.ev)
-    evmpi__bridge_close(&pg->bridge);
-  if (clean) {
-    MPI_Comm_free(&pg->comm);
-    if (pg->internal != MPI_COMM_NULL)
-      MPI_Comm_free(&pg->internal);
-  }
+  bool clean = evmpi__worker_stop(&pg->worker, deadline);
+  evmpi__poller_stop(&pg->poller, clean ? NULL : "abandoned: the group was destroyed while broken",
+                     deadline);
+  bool on_own_loop = evmpi__bridge_on_loop_thread(&pg->bridge);
+  evmpi__bridge_close(&pg->bridge);
+  if (clean)
+    free_comms(pg);
   evmpi__timeline_flush();
+  /* On its own loop thread, the group leaves the registry when that thread
+   * has finished with the loop (bridge.c); elsewhere, now. */
+  if (!on_own_loop)
+    evmpi__groups_remove(pg);
   evmpi__pg_release(pg); /* the user's reference */
+}
+
+void evmpi__pg_stop_at_finalize(evmpi_pg_t *pg, int64_t deadline_ns) {
+  close_gate(pg);
+  /* No callback runs from here: the application is on its way out (its
+   * main may have returned, and the callbacks' arguments with it). */
+  evmpi__bridge_halt(&pg->bridge, deadline_ns);
+  evmpi__worker_fail_queued(&pg->worker, "MPI is being finalized");
+  bool clean = evmpi__worker_stop(&pg->worker, deadline_ns);
+  evmpi__poller_stop(&pg->poller, "abandoned: MPI is being finalized", 0);
+  if (clean)
+    free_comms(pg);
+  evmpi__timeline_flush();
 }
 
 int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms) {
@@ -178,6 +224,11 @@ int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms) {
 
 void evmpi_pg_destroy(evmpi_pg_t *pg) {
   if (!pg)
+    return;
+  /* Once: a second call (a callback that destroy itself delivers, a
+   * thread racing it, a call after MPI_Finalize stopped the group) only
+   * finds the teardown taken. */
+  if (!evmpi__groups_claim(pg))
     return;
   evmpi_bridge_t *b = &pg->bridge;
   if (b->own_loop ? evmpi__bridge_on_loop_thread(b) : b->dispatching) {
@@ -194,7 +245,8 @@ void evmpi_pg_abort(evmpi_pg_t *pg) {
     return;
   atomic_store(&pg->closing, true);
   evmpi__worker_fail_queued(&pg->worker, "the group was aborted (evmpi_pg_abort)");
-  evmpi__poller_fail_pending(&pg->poller, "the group was aborted (evmpi_pg_abort)");
+  evmpi__poller_fail_pending(&pg->poller, EVMPI_ERR_ABORTED,
+                             "the group was aborted (evmpi_pg_abort)");
   MPI_Abort(pg->comm, EXIT_FAILURE);
 }
 

@@ -4,7 +4,13 @@
  * collective the worker may be running. It spins briefly after activity,
  * then sleeps in proportion to how long nothing has happened (4 ranks
  * share 2 cores in the tests), and sleeps on a condition variable when
- * nothing is pending. */
+ * nothing is pending.
+ *
+ * Works finish in the order MPI matched them: the pending arrays keep the
+ * order of issue, and a request that completes while an older one of the
+ * same kind, peer and tag is still pending is held until that one
+ * finishes (a small message can complete before a large one that matched
+ * first). */
 #include "evmpi-internal.h"
 
 #include <errno.h>
@@ -109,6 +115,8 @@ static void adopt_incoming(evmpi_poller_t *p) {
       return; /* out of memory: try again on the next round */
     evmpi_work_t *w = p->incoming;
     p->incoming = w->next;
+    if (!p->incoming)
+      p->incoming_tail = NULL;
     w->next = NULL;
     p->reqs[p->n] = w->request;
     p->works[p->n] = w;
@@ -171,48 +179,131 @@ static void sleep_backoff(evmpi_poller_t *p) {
   pthread_mutex_unlock(&p->mu);
 }
 
-/* One MPI_Testsome over the first n pending requests (under mu), with room
- * for n results in idx and st; the finished works are taken out of the
- * arrays, marked done and returned as a list for evmpi__work_finish, to be
- * called after mu is released. */
-static evmpi_work_t *test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st) {
-  int outcount = 0;
-  int rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
-  evmpi_work_t *done = NULL;
-  if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) {
-    /* The call itself failed: every request it tested fails with it. */
-    for (size_t i = 0; i < n; i++) {
-      evmpi_work_t *w = p->works[i];
-      w->state = EVMPI_WORK_DONE;
-      w->outcome = evmpi__work_mpi_error(w, "MPI_Testsome", rc);
-      p->works[i] = NULL;
-      w->next = done;
-      done = w;
-    }
-  } else if (outcount != MPI_UNDEFINED && outcount > 0) {
-    for (int k = 0; k < outcount; k++) {
-      evmpi_work_t *w = p->works[idx[k]];
-      int wrc = rc == MPI_ERR_IN_STATUS ? st[k].MPI_ERROR : MPI_SUCCESS;
-      w->state = EVMPI_WORK_DONE;
-      w->outcome = request_outcome(w, wrc, &st[k]);
-      p->works[idx[k]] = NULL;
-      w->next = done;
-      done = w;
-    }
-  }
-  if (done) { /* close the gaps, keeping the oldest requests first */
-    p->last_activity = evmpi__now_ns();
-    size_t j = 0;
-    for (size_t i = 0; i < p->n; i++) {
-      if (p->works[i]) {
-        p->works[j] = p->works[i];
-        p->reqs[j] = p->reqs[i];
-        j++;
+/* A list of finished works, oldest first, for finish_list. */
+typedef struct {
+  evmpi_work_t *head, *tail;
+} done_list_t;
+
+static void done_append(done_list_t *d, evmpi_work_t *w) {
+  w->state = EVMPI_WORK_DONE;
+  w->next = NULL;
+  if (d->tail)
+    d->tail->next = w;
+  else
+    d->head = w;
+  d->tail = w;
+}
+
+static bool same_channel(const evmpi_work_t *a, const evmpi_work_t *b) {
+  return a->kind == b->kind && a->peer == b->peer && a->tag == b->tag;
+}
+
+/* Moves held works whose older same-channel works have all finished to d,
+ * in issue order (under mu). held counts the held works; most passes have
+ * none. A channel is blocked from the first older work of it still
+ * pending (or held behind one) on. */
+static void release_held_locked(evmpi_poller_t *p, size_t held, done_list_t *d) {
+  enum { BLOCKED_STACK = 32 };
+  const evmpi_work_t *stack[BLOCKED_STACK];
+  const evmpi_work_t **blocked = stack; /* one work per blocked channel */
+  size_t nblocked = 0, cap = BLOCKED_STACK;
+  for (size_t i = 0; i < p->n && held > 0; i++) {
+    evmpi_work_t *w = p->works[i];
+    if (w->state == EVMPI_WORK_DONE)
+      continue;
+    bool is_blocked = false;
+    for (size_t k = 0; k < nblocked && !is_blocked; k++)
+      is_blocked = same_channel(blocked[k], w);
+    if (w->held) {
+      held--;
+      if (!is_blocked) {
+        w->held = false;
+        done_append(d, w);
+        continue;
       }
     }
-    p->n = j;
+    if (is_blocked)
+      continue;
+    if (nblocked == cap) {
+      const evmpi_work_t **more = malloc(2 * cap * sizeof *more);
+      if (!more)
+        break; /* out of memory: the rest stay held until a later pass */
+      memcpy(more, blocked, nblocked * sizeof *more);
+      if (blocked != stack)
+        free(blocked);
+      blocked = more;
+      cap *= 2;
+    }
+    blocked[nblocked++] = w;
   }
-  return done;
+  if (blocked != stack)
+    free(blocked);
+}
+
+/* Closes the gaps that finished works left (under mu), keeping the order. */
+static void compact_locked(evmpi_poller_t *p) {
+  size_t j = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    if (p->works[i]->state != EVMPI_WORK_DONE) {
+      p->works[j] = p->works[i];
+      p->reqs[j] = p->reqs[i];
+      j++;
+    }
+  }
+  p->n = j;
+}
+
+/* The MPI_Testsome call itself failed (rather than a request): each
+ * request is tested on its own, so that those still active stay pending
+ * (their buffers are in use) and only those that failed or finished leave. */
+static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st) {
+  int out = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (p->reqs[i] == MPI_REQUEST_NULL)
+      continue;
+    int flag = 0;
+    int rc = MPI_Test(&p->reqs[i], &flag, &st[out]);
+    if (rc != MPI_SUCCESS) {
+      st[out].MPI_ERROR = rc;
+      p->reqs[i] = MPI_REQUEST_NULL; /* a failed request is no longer active */
+      flag = 1;
+    } else if (flag) {
+      st[out].MPI_ERROR = MPI_SUCCESS;
+    }
+    if (flag)
+      idx[out++] = (int)i;
+  }
+  return out;
+}
+
+/* One MPI_Testsome over the first n pending requests (under mu), with room
+ * for n results in idx and st; the works that may finish now are taken
+ * out of the arrays, marked done and appended to d, in issue order, for
+ * finish_list to complete after mu is released. */
+static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, done_list_t *d) {
+  int outcount = 0;
+  int rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
+  bool per_status = rc == MPI_ERR_IN_STATUS;
+  if (rc != MPI_SUCCESS && !per_status) {
+    outcount = test_each_locked(p, n, idx, st);
+    per_status = true;
+  }
+  if (outcount == MPI_UNDEFINED || outcount <= 0)
+    return;
+  size_t held = 0;
+  for (int k = 0; k < outcount; k++) {
+    evmpi_work_t *w = p->works[idx[k]];
+    int wrc = per_status ? st[k].MPI_ERROR : MPI_SUCCESS;
+    w->outcome = request_outcome(w, wrc, &st[k]);
+    w->held = true; /* released below, in issue order */
+  }
+  for (size_t i = 0; i < p->n; i++)
+    held += p->works[i]->held;
+  release_held_locked(p, held, d);
+  if (d->head) {
+    p->last_activity = evmpi__now_ns();
+    compact_locked(p);
+  }
 }
 
 static void finish_list(evmpi_work_t *done) {
@@ -221,6 +312,45 @@ static void finish_list(evmpi_work_t *done) {
     evmpi__work_finish(done, done->outcome, NULL);
     done = next;
   }
+}
+
+/* Hands over from mu to finish_mu, finishes d's works, lets go: a test on
+ * another thread that took later completions finishes them after these. */
+static void finish_in_order_unlock(evmpi_poller_t *p, done_list_t *d) {
+  if (!d->head) {
+    pthread_mutex_unlock(&p->mu);
+    return;
+  }
+  pthread_mutex_lock(&p->finish_mu);
+  pthread_mutex_unlock(&p->mu);
+  finish_list(d->head);
+  pthread_mutex_unlock(&p->finish_mu);
+}
+
+/* Takes every pending work out of the arrays (under mu) into d: receives
+ * are cancelled and every active request freed, so nobody tests them
+ * again; MPI may still use their buffers. Held works completed already
+ * and keep their outcome. */
+static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, done_list_t *d) {
+  adopt_incoming(p);
+  for (size_t i = 0; i < p->n; i++) {
+    evmpi_work_t *w = p->works[i];
+    if (p->reqs[i] != MPI_REQUEST_NULL) {
+      if (w->kind == EVMPI_WORK_RECV)
+        MPI_Cancel(&p->reqs[i]);
+      MPI_Request_free(&p->reqs[i]);
+      w->abandoned = true;
+      free(w->error_text);
+      w->error_text = evmpi__asprintf(
+          "%s (#%llu) %s %d, tag %d: %s%s", w->opname, (unsigned long long)w->seq,
+          w->kind == EVMPI_WORK_SEND ? "to rank" : "from rank", w->peer, w->tag, why,
+          w->kind == EVMPI_WORK_SEND ? "; MPI may still deliver it" : "");
+      w->outcome = status;
+    }
+    w->held = false;
+    done_append(d, w);
+  }
+  p->n = 0;
 }
 
 static void *poller_main(void *arg) {
@@ -234,12 +364,17 @@ static void *poller_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     bool fresh = p->incoming != NULL;
     adopt_incoming(p);
-    if (p->stopping)
+    done_list_t d = {0};
+    if (p->stopping) {
       cancel_receives(p);
+      if (p->stop_deadline && p->n > 0 && evmpi__now_ns() >= p->stop_deadline)
+        abandon_all_locked(p, EVMPI_ERR_TIMEOUT,
+                           "still pending when destroy's time ran out, abandoned", &d);
+    }
     if (p->n == 0) {
       if (p->stopping) {
         p->exited = true;
-        pthread_mutex_unlock(&p->mu);
+        finish_in_order_unlock(p, &d);
         break;
       }
       if (wait_for_loop_locked(p)) {
@@ -257,10 +392,9 @@ static void *poller_main(void *arg) {
       sleep_backoff(p); /* out of memory: wait a little */
       continue;
     }
-    evmpi_work_t *done = test_locked(p, p->n, s.idx, s.st);
-    pthread_mutex_unlock(&p->mu);
-
-    finish_list(done);
+    test_locked(p, p->n, s.idx, s.st, &d);
+    bool done = d.head != NULL;
+    finish_in_order_unlock(p, &d);
     if (!done && !fresh)
       sleep_backoff(p);
   }
@@ -273,8 +407,8 @@ static void *poller_main(void *arg) {
  * bridge.c): a receive that matched is then finished on the loop thread
  * itself, with no handoff from the poller thread, which on a rank bound to
  * one core costs a sched_yield and a context switch or two each way.
- * trylock: never waits for the poller; at most LOOP_TEST_MAX requests, the
- * oldest, so the scratch lives on the stack. */
+ * trylock: never waits for the poller's MPI calls; at most LOOP_TEST_MAX
+ * requests, the oldest, so the scratch lives on the stack. */
 enum { LOOP_TEST_MAX = 32 };
 
 bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
@@ -282,27 +416,29 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
   if (pthread_mutex_trylock(&p->mu) != 0)
     return false;
   adopt_incoming(p);
-  evmpi_work_t *done = NULL;
+  done_list_t d = {0};
   if (p->n > 0 && !p->stopping) {
     int idx[LOOP_TEST_MAX];
     MPI_Status st[LOOP_TEST_MAX];
-    done = test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st);
+    test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st, &d);
   }
   *pending = p->n > 0;
-  pthread_mutex_unlock(&p->mu);
-  finish_list(done);
-  return done != NULL;
+  bool done = d.head != NULL;
+  finish_in_order_unlock(p, &d);
+  return done;
 }
 
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   memset(p, 0, sizeof *p);
   pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->finish_mu, NULL);
   atomic_init(&p->loop_until, 0);
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
   pthread_cond_init(&p->cv, &attr);
   pthread_condattr_destroy(&attr);
+  p->made = true;
   if (pthread_create(&p->thread, NULL, poller_main, pg) != 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot start the poller thread");
   p->started = true;
@@ -311,17 +447,22 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
 
 int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
   pthread_mutex_lock(&p->mu);
-  if (p->exited) {
+  if (p->exited || p->stopping) {
     /* Raced with destroy: nobody will test this request any more. */
     pthread_mutex_unlock(&p->mu);
-    MPI_Cancel(&w->request);
+    if (w->kind == EVMPI_WORK_RECV)
+      MPI_Cancel(&w->request);
     MPI_Request_free(&w->request);
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
   }
   w->state = EVMPI_WORK_RUNNING;
   atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
-  w->next = p->incoming;
-  p->incoming = w;
+  w->next = NULL;
+  if (p->incoming_tail)
+    p->incoming_tail->next = w;
+  else
+    p->incoming = w;
+  p->incoming_tail = w;
   if (p->sleeping)
     pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
@@ -330,20 +471,11 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
 
 int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   pthread_mutex_lock(&p->mu);
-  evmpi_work_t **link = &p->incoming;
-  while (*link && *link != w)
-    link = &(*link)->next;
-  MPI_Request *req = NULL;
+  adopt_incoming(p); /* every pending work in the arrays, in issue order */
   size_t at = 0;
-  if (*link) {
-    req = &w->request;
-  } else {
-    for (at = 0; at < p->n && p->works[at] != w; at++)
-      ;
-    if (at < p->n)
-      req = &p->reqs[at];
-  }
-  if (!req) {
+  while (at < p->n && p->works[at] != w)
+    at++;
+  if (at == p->n || w->held) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already completed",
                        w->name, (unsigned long long)w->seq);
@@ -352,65 +484,65 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
    * cannot be cancelled and completes normally, later, in the poller. */
   MPI_Status st;
   int flag = 0;
-  MPI_Cancel(req);
-  int rc = MPI_Test(req, &flag, &st);
+  MPI_Cancel(&p->reqs[at]);
+  int rc = MPI_Test(&p->reqs[at], &flag, &st);
   if (!flag && rc == MPI_SUCCESS) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",
                        w->name, (unsigned long long)w->seq);
   }
-  if (*link) {
-    *link = w->next;
-    w->next = NULL;
-  } else {
-    p->n--;
-    p->reqs[at] = p->reqs[p->n];
-    p->works[at] = p->works[p->n];
-  }
-  w->state = EVMPI_WORK_DONE;
+  if (rc != MPI_SUCCESS)
+    p->reqs[at] = MPI_REQUEST_NULL;
   int outcome = request_outcome(w, rc, &st);
-  pthread_mutex_unlock(&p->mu);
-  evmpi__work_finish(w, outcome, NULL);
+  w->outcome = outcome;
+  w->held = true; /* finished in order with the others, below */
+  size_t held = 0;
+  for (size_t i = 0; i < p->n; i++)
+    held += p->works[i]->held;
+  done_list_t d = {0};
+  if (outcome == EVMPI_ERR_ABORTED) {
+    /* A cancelled receive matched nothing: it holds nobody back. */
+    w->held = false;
+    done_append(&d, w);
+    held--;
+  }
+  release_held_locked(p, held, &d);
+  compact_locked(p);
+  finish_in_order_unlock(p, &d);
   if (outcome == EVMPI_ERR_ABORTED)
     return EVMPI_OK;
   return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) completed before it could be "
                      "cancelled", w->name, (unsigned long long)w->seq);
 }
 
-void evmpi__poller_drain_and_stop(evmpi_poller_t *p, bool force) {
-  if (!p->started)
+void evmpi__poller_stop(evmpi_poller_t *p, const char *abandon_why, int64_t deadline_ns) {
+  if (!p->started || p->stopped)
     return;
-  if (force)
-    evmpi__poller_fail_pending(p, "the group was destroyed while broken");
+  p->stopped = true;
+  if (abandon_why)
+    evmpi__poller_fail_pending(p, EVMPI_ERR_ABORTED, abandon_why);
   pthread_mutex_lock(&p->mu);
   p->stopping = true;
+  p->stop_deadline = deadline_ns;
   pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
   pthread_join(p->thread, NULL);
-  p->started = false;
 }
 
-void evmpi__poller_fail_pending(evmpi_poller_t *p, const char *why) {
+void evmpi__poller_fail_pending(evmpi_poller_t *p, int status, const char *why) {
   pthread_mutex_lock(&p->mu);
-  adopt_incoming(p);
-  evmpi_work_t *done = NULL;
-  for (size_t i = 0; i < p->n; i++) {
-    /* Nobody will test these requests again: receives are cancelled, and
-     * all are freed (MPI completes a freed send in the background). */
-    if (p->works[i]->kind == EVMPI_WORK_RECV)
-      MPI_Cancel(&p->reqs[i]);
-    MPI_Request_free(&p->reqs[i]);
-    p->works[i]->abandoned = true; /* MPI may still use its buffers */
-    p->works[i]->next = done;
-    done = p->works[i];
-  }
-  p->n = 0;
-  for (evmpi_work_t *w = done; w; w = w->next)
-    w->state = EVMPI_WORK_DONE;
-  pthread_mutex_unlock(&p->mu);
-  while (done) {
-    evmpi_work_t *next = done->next;
-    evmpi__work_finish(done, EVMPI_ERR_ABORTED, why);
-    done = next;
-  }
+  done_list_t d = {0};
+  abandon_all_locked(p, status, why, &d);
+  finish_in_order_unlock(p, &d);
+}
+
+void evmpi__poller_fini(evmpi_poller_t *p) {
+  if (!p->made)
+    return;
+  pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->finish_mu);
+  pthread_cond_destroy(&p->cv);
+  free(p->reqs);
+  free(p->works);
+  p->made = false;
 }

@@ -81,8 +81,10 @@ bool evmpi__worker_wait_detached(int timeout_ms) {
   return none;
 }
 
-/* Pops the next work to run (under mu) and makes it the running one. */
-static evmpi_work_t *start_next_locked(evmpi_worker_t *wk) {
+/* Pops the next work to run (under mu) and makes it the running one,
+ * started at t_started: its deadline is fixed now, from the timeout in
+ * force, so a later evmpi_pg_set_timeout leaves it alone. */
+static evmpi_work_t *start_next_locked(evmpi_worker_t *wk, int64_t t_started) {
   evmpi_work_t *w = wk->head;
   wk->head = w->next;
   if (!wk->head)
@@ -90,12 +92,42 @@ static evmpi_work_t *start_next_locked(evmpi_worker_t *wk) {
   atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
   w->next = NULL;
   w->state = EVMPI_WORK_RUNNING;
+  w->t_started = t_started;
   wk->running = w;
+  wk->running_seq = w->seq;
+  wk->running_timeout_ms = wk->timeout_ms;
+  wk->running_deadline =
+      wk->timeout_ms > 0 ? t_started + (int64_t)wk->timeout_ms * 1000000 : 0;
   atomic_store_explicit(&wk->in_mpi, true, memory_order_relaxed);
   evmpi__work_retain(w); /* ours while in MPI, whoever completes it */
   if (wk->watchdog_started)
     pthread_cond_signal(&wk->wd_cv);
   return w;
+}
+
+/* Breaks the group (under mu; mu is released and taken again): the
+ * running collective fails with EVMPI_ERR_TIMEOUT and message what, the
+ * queue with EVMPI_ERR_ABORTED, and new work is refused from now on. The
+ * worker stays in MPI until the call returns, then leaves. */
+static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *what) {
+  wk->broken = strdup(why);
+  if (!wk->broken)
+    wk->broken = strdup("out of memory");
+  evmpi_work_t *w = wk->running;
+  if (w)
+    evmpi__work_retain(w);
+  evmpi_work_t *queued = take_queue(wk);
+  pthread_cond_broadcast(&wk->cv);
+  pthread_cond_broadcast(&wk->exit_cv);
+  pthread_mutex_unlock(&wk->mu);
+  if (w) {
+    evmpi__work_finish(w, EVMPI_ERR_TIMEOUT, what);
+    evmpi_work_release(w);
+  }
+  char msg[320];
+  snprintf(msg, sizeof msg, "the group is broken: %s", why);
+  fail_list(queued, msg);
+  pthread_mutex_lock(&wk->mu);
 }
 
 /* Runs the group's collectives. After each, one pass under mu both retires
@@ -120,8 +152,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&wk->mu);
         break;
       }
-      w = start_next_locked(wk);
-      w->t_started = evmpi__now_ns();
+      w = start_next_locked(wk, evmpi__now_ns());
       pthread_mutex_unlock(&wk->mu);
     }
 
@@ -132,12 +163,13 @@ static void *worker_main(void *arg) {
 
     pthread_mutex_lock(&wk->mu);
     wk->running = NULL;
+    wk->running_seq = 0;
+    wk->running_deadline = 0;
     w->state = EVMPI_WORK_DONE;
     evmpi_work_t *next = NULL;
     if (wk->head && !wk->broken) {
-      next = start_next_locked(wk);
       /* queued after t_done (stamped before it was queued): starts now */
-      next->t_started = next->t_queued > t_done ? next->t_queued : t_done;
+      next = start_next_locked(wk, wk->head->t_queued > t_done ? wk->head->t_queued : t_done);
     } else {
       atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
       if (wk->watchdog_started)
@@ -153,6 +185,7 @@ static void *worker_main(void *arg) {
   pthread_mutex_lock(&wk->mu);
   bool detached = wk->detached;
   wk->exited = true;
+  pthread_cond_broadcast(&wk->exit_cv);
   pthread_mutex_unlock(&wk->mu);
   evmpi__pg_release(pg); /* the thread's own reference */
   if (detached) {
@@ -164,38 +197,31 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+/* Watches the running collective against the deadline it started with.
+ * It runs until the worker stops (not merely until destroy begins), so
+ * that the collectives destroy waits for are bounded too. */
 static void *watchdog_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
   pthread_mutex_lock(&wk->mu);
-  while (!wk->closing && !wk->broken) {
-    evmpi_work_t *w = wk->running;
-    if (!w || wk->timeout_ms <= 0) {
+  while (!wk->wd_stop && !wk->broken) {
+    uint64_t seq = wk->running_seq;
+    int64_t deadline = wk->running_deadline;
+    if (!seq || !deadline) {
       pthread_cond_wait(&wk->wd_cv, &wk->mu);
       continue;
     }
-    int64_t deadline = w->t_started + (int64_t)wk->timeout_ms * 1000000;
     struct timespec ts = {deadline / 1000000000, deadline % 1000000000};
     int rc = pthread_cond_timedwait(&wk->wd_cv, &wk->mu, &ts);
-    if (rc != ETIMEDOUT || wk->running != w || evmpi__now_ns() < deadline)
+    if (rc != ETIMEDOUT || wk->wd_stop || wk->broken || wk->running_seq != seq ||
+        evmpi__now_ns() < deadline)
       continue;
-    /* w overran: fail it, break the group, fail the queue. */
-    char why[256];
-    snprintf(why, sizeof why, "%s (#%llu) timed out after %d ms", w->opname,
-             (unsigned long long)w->seq, wk->timeout_ms);
-    wk->broken = strdup(why);
-    evmpi_work_t *queued = take_queue(wk);
-    evmpi__work_retain(w);
-    pthread_cond_broadcast(&wk->cv);
-    pthread_mutex_unlock(&wk->mu);
-
-    char msg[320];
-    snprintf(msg, sizeof msg, "%s; the group is broken", why);
-    evmpi__work_finish(w, EVMPI_ERR_TIMEOUT, msg);
-    evmpi_work_release(w);
-    snprintf(msg, sizeof msg, "the group is broken: %s", why);
-    fail_list(queued, msg);
-    pthread_mutex_lock(&wk->mu);
+    /* The collective numbered seq overran: fail it, break the group. */
+    char why[256], what[320];
+    snprintf(why, sizeof why, "%s (#%llu) timed out after %d ms", wk->running->opname,
+             (unsigned long long)seq, wk->running_timeout_ms);
+    snprintf(what, sizeof what, "%s; the group is broken", why);
+    break_group_locked(wk, why, what);
   }
   pthread_mutex_unlock(&wk->mu);
   return NULL;
@@ -211,7 +237,9 @@ int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
   pthread_cond_init(&wk->wd_cv, &attr);
+  pthread_cond_init(&wk->exit_cv, &attr);
   pthread_condattr_destroy(&attr);
+  wk->made = true;
   evmpi__pg_retain(pg);
   if (pthread_create(&wk->thread, NULL, worker_main, pg) != 0) {
     evmpi__pg_release(pg);
@@ -223,6 +251,11 @@ int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
 
 int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms) {
   pthread_mutex_lock(&wk->mu);
+  if (wk->closing) {
+    /* stop may have joined the watchdog already: none may start now. */
+    pthread_mutex_unlock(&wk->mu);
+    return evmpi__fail(EVMPI_ERR_ABORTED, "pg_set_timeout: the group is being destroyed");
+  }
   wk->timeout_ms = timeout_ms;
   int rc = EVMPI_OK;
   if (timeout_ms > 0 && !wk->watchdog_started) {
@@ -234,6 +267,13 @@ int evmpi__worker_set_timeout(evmpi_worker_t *wk, evmpi_pg_t *pg, int timeout_ms
   pthread_cond_signal(&wk->wd_cv);
   pthread_mutex_unlock(&wk->mu);
   return rc;
+}
+
+int evmpi__worker_timeout(evmpi_worker_t *wk) {
+  pthread_mutex_lock(&wk->mu);
+  int ms = wk->timeout_ms;
+  pthread_mutex_unlock(&wk->mu);
+  return ms;
 }
 
 bool evmpi__worker_active(evmpi_worker_t *wk) {
@@ -317,21 +357,40 @@ void evmpi__worker_fail_queued(evmpi_worker_t *wk, const char *why) {
   fail_list(w, why);
 }
 
-bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk) {
-  if (!wk->started)
-    return true;
+bool evmpi__worker_stop(evmpi_worker_t *wk, int64_t deadline_ns) {
+  if (!wk->started || wk->stopped)
+    return wk->started ? wk->clean : true;
   pthread_mutex_lock(&wk->mu);
   wk->closing = true;
-  bool broken = wk->broken != NULL;
-  bool watchdog = wk->watchdog_started;
-  if (broken && !wk->exited) {
+  pthread_cond_broadcast(&wk->cv);
+  while (!wk->exited && !wk->broken) {
+    if (!deadline_ns) {
+      pthread_cond_wait(&wk->exit_cv, &wk->mu);
+      continue;
+    }
+    struct timespec ts = {deadline_ns / 1000000000, deadline_ns % 1000000000};
+    if (pthread_cond_timedwait(&wk->exit_cv, &wk->mu, &ts) == ETIMEDOUT && !wk->exited &&
+        !wk->broken) {
+      char why[256], what[320];
+      if (wk->running)
+        snprintf(why, sizeof why, "%s (#%llu) was still running when destroy's time ran out",
+                 wk->running->opname, (unsigned long long)wk->running_seq);
+      else
+        snprintf(why, sizeof why, "destroy's time ran out");
+      snprintf(what, sizeof what, "%s; the group is broken", why);
+      break_group_locked(wk, why, what);
+    }
+  }
+  bool broken = !wk->exited;
+  if (broken) {
     /* Counted under mu, so the thread's exit sees it (and uncounts). */
     wk->detached = true;
     pthread_mutex_lock(&detached_mu);
     detached_in_mpi++;
     pthread_mutex_unlock(&detached_mu);
   }
-  pthread_cond_broadcast(&wk->cv);
+  bool watchdog = wk->watchdog_started;
+  wk->wd_stop = true;
   pthread_cond_broadcast(&wk->wd_cv);
   pthread_mutex_unlock(&wk->mu);
   if (watchdog)
@@ -340,6 +399,18 @@ bool evmpi__worker_drain_and_stop(evmpi_worker_t *wk) {
     pthread_detach(wk->thread); /* may be stuck in MPI: it leaves by itself */
   else
     pthread_join(wk->thread, NULL);
-  wk->started = false;
-  return !broken;
+  wk->stopped = true;
+  wk->clean = !broken;
+  return wk->clean;
+}
+
+void evmpi__worker_fini(evmpi_worker_t *wk) {
+  if (!wk->made)
+    return;
+  pthread_mutex_destroy(&wk->mu);
+  pthread_cond_destroy(&wk->cv);
+  pthread_cond_destroy(&wk->wd_cv);
+  pthread_cond_destroy(&wk->exit_cv);
+  free(wk->broken);
+  wk->made = false;
 }

@@ -1,0 +1,111 @@
+/* groups.c: the process's live groups. Every group is registered from its
+ * creation until its teardown has finished, so that MPI_Finalize (the
+ * application's, or evmpi's own at exit) first stops every group still
+ * alive and waits for the teardowns still running: no library thread calls
+ * MPI after MPI_Finalize, and no communicator is freed after it. */
+#include "evmpi-internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reg_cv; /* CLOCK_MONOTONIC, made once */
+static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
+static evmpi_pg_t *reg_head; /* under reg_mu, linked through reg_next */
+
+static void reg_init(void) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&reg_cv, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
+void evmpi__groups_add(evmpi_pg_t *pg) {
+  pthread_once(&reg_once, reg_init);
+  pthread_mutex_lock(&reg_mu);
+  pg->reg_prev = NULL;
+  pg->reg_next = reg_head;
+  if (reg_head)
+    reg_head->reg_prev = pg;
+  reg_head = pg;
+  pg->registered = true;
+  pthread_mutex_unlock(&reg_mu);
+}
+
+void evmpi__groups_remove(evmpi_pg_t *pg) {
+  pthread_once(&reg_once, reg_init);
+  pthread_mutex_lock(&reg_mu);
+  if (pg->registered) {
+    if (pg->reg_prev)
+      pg->reg_prev->reg_next = pg->reg_next;
+    else
+      reg_head = pg->reg_next;
+    if (pg->reg_next)
+      pg->reg_next->reg_prev = pg->reg_prev;
+    pg->reg_prev = pg->reg_next = NULL;
+    pg->registered = false;
+  }
+  pthread_cond_broadcast(&reg_cv);
+  pthread_mutex_unlock(&reg_mu);
+}
+
+bool evmpi__groups_claim(evmpi_pg_t *pg) { return !atomic_exchange(&pg->destroy_claimed, true); }
+
+/* Whether a registered group's teardown has begun and not yet ended
+ * (under reg_mu). Groups stopped at finalize stay registered, done. */
+static bool teardown_running_locked(void) {
+  for (evmpi_pg_t *pg = reg_head; pg; pg = pg->reg_next)
+    if (atomic_load(&pg->destroy_claimed) && !pg->stopped_at_finalize)
+      return true;
+  return false;
+}
+
+static bool wait_teardowns(int64_t deadline_ns) {
+  pthread_once(&reg_once, reg_init);
+  struct timespec ts = {deadline_ns / 1000000000, deadline_ns % 1000000000};
+  pthread_mutex_lock(&reg_mu);
+  bool busy;
+  while ((busy = teardown_running_locked()))
+    if (pthread_cond_timedwait(&reg_cv, &reg_mu, &ts) == ETIMEDOUT) {
+      busy = teardown_running_locked();
+      break;
+    }
+  pthread_mutex_unlock(&reg_mu);
+  return !busy;
+}
+
+void evmpi__groups_stop_all(int wait_ms) {
+  pthread_once(&reg_once, reg_init);
+  int64_t deadline = evmpi__now_ns() + (int64_t)wait_ms * 1000000;
+  for (;;) {
+    /* One unclaimed group at a time: stopping it takes time, and the
+     * teardowns of others take reg_mu to leave the registry meanwhile. */
+    evmpi_pg_t *victim = NULL;
+    pthread_mutex_lock(&reg_mu);
+    for (evmpi_pg_t *pg = reg_head; pg && !victim; pg = pg->reg_next)
+      if (!pg->stopped_at_finalize && evmpi__groups_claim(pg))
+        victim = pg;
+    pthread_mutex_unlock(&reg_mu);
+    if (!victim)
+      break;
+    evmpi__pg_stop_at_finalize(victim, deadline);
+    pthread_mutex_lock(&reg_mu);
+    victim->stopped_at_finalize = true;
+    pthread_cond_broadcast(&reg_cv);
+    pthread_mutex_unlock(&reg_mu);
+  }
+  /* Teardowns already under way (a destroy from a callback, running on a
+   * group's own loop thread) finish before MPI goes. */
+  wait_teardowns(deadline);
+}
+
+int evmpi_pg_wait_destroyed(int timeout_ms) {
+  if (timeout_ms < 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_wait_destroyed: timeout_ms %d is negative",
+                       timeout_ms);
+  if (!wait_teardowns(evmpi__now_ns() + (int64_t)timeout_ms * 1000000))
+    return evmpi__fail(EVMPI_ERR_TIMEOUT, "pg_wait_destroyed: a group's teardown was still "
+                       "running after %d ms", timeout_ms);
+  return EVMPI_OK;
+}
