@@ -231,8 +231,9 @@ TEST_F(Work, NullBaseCallbackDestroysTheGroup) {
   ASSERT_EQ(evmpi_work_on_complete(w, self_destroy_cb, &s), EVMPI_OK);
   ASSERT_TRUE(wait_for(s.done, 1));
   EXPECT_EQ(v, evmpi_test_world_size());
-  // Let the detached loop thread finish its teardown before the next test.
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The teardown goes on on the group's loop thread after the callback:
+  // it ends, and can be waited for.
+  EXPECT_EQ(evmpi_pg_wait_destroyed(EVMPI_TEST_TIMEOUT_MS), EVMPI_OK) << evmpi_last_error();
 }
 
 // ---- waits ----------------------------------------------------------------

@@ -1,0 +1,27 @@
+#!/bin/sh
+# exit_paths.sh: leaves a program in the ways services do (test/exit_paths.c
+# lists them) many times at 2 ranks; every run of every mode must exit 0.
+# 50 runs of the two commonest ways out (a live group and a posted receive;
+# a destroy from a NULL-base callback just before main returns), 10 of the
+# others; EVMPI_EXIT_RUNS sets the runs of every mode.
+set -u
+status=0
+for mode in live live-null deferred app-mpi; do
+  case $mode in
+    live|deferred) runs=${EVMPI_EXIT_RUNS:-50} ;;
+    *) runs=${EVMPI_EXIT_RUNS:-10} ;;
+  esac
+  bad=0
+  i=0
+  while [ "$i" -lt "$runs" ]; do
+    i=$((i + 1))
+    if ! out=$(EVMPI_TEST_NPROCS=2 EVMPI_TEST_TIMEOUT=60 test/mpi-run.sh test/exit_paths "$mode" 2>&1); then
+      bad=$((bad + 1))
+      echo "FAIL: exit_paths $mode, run $i of $runs:"
+      echo "$out" | tail -n 20
+    fi
+  done
+  echo "exit_paths $mode: $((runs - bad)) of $runs runs exited 0"
+  [ "$bad" = 0 ] || status=1
+done
+exit $status
