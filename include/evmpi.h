@@ -312,6 +312,14 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  *
  * Collectives run on the group's worker thread in submission order; every
  * rank of the group must submit the same collectives in the same order.
+ * Sends (and receives) of a group with the same peer and tag complete,
+ * and have their callbacks run, in the order they were issued: MPI's
+ * matching order. Receives from any source are ordered among themselves
+ * per tag. Other sends and receives complete as MPI completes them.
+ *
+ * Any thread may submit. A submission that races evmpi_pg_destroy (from a
+ * thread that holds a work of the group, which keeps its memory) returns
+ * EVMPI_OK or EVMPI_ERR_ABORTED, never touches a freed communicator.
  * Lists "per rank" hold evmpi_pg_size(pg) tensors (C cannot check an
  * array's length: a shorter array is read past its end). Element counts
  * beyond INT_MAX work for every operation. */
@@ -502,7 +510,10 @@ typedef void (*evmpi_future_cb)(evmpi_future_t *future, void *arg);
 
 /** Registers cb to run once on the loop thread when the future is done
  * (on the loop's next turn if it is done already). For a future from
- * evmpi_future_all, the loop is that of the first future joined.
+ * evmpi_future_all, the loop is that of the first future joined, or, if
+ * its group is gone, that of another joined future's group; only when all
+ * of them are gone does cb run on the thread whose destroy completed the
+ * join.
  * Errors: EVMPI_ERR_INVALID (NULL), EVMPI_ERR_NOMEM. */
 EVMPI_API int evmpi_future_then(evmpi_future_t *future, evmpi_future_cb cb, void *arg);
 /** As evmpi_work_wait, for a future. */

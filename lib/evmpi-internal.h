@@ -475,6 +475,10 @@ typedef struct evmpi_poller {
   bool loop_wait;            /* under mu: asleep until loop_until */
   int64_t last_activity;     /* under mu: when a request last finished (on
                                 either thread) or was submitted */
+  size_t staged;             /* under mu: pending works with a pinned CUDA staging
+                                buffer, whose finish copies to the device: while
+                                there are any, the loop thread leaves the tests to
+                                the poller, so no device copy runs on it */
 } evmpi_poller_t;
 
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);

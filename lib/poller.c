@@ -121,6 +121,7 @@ static void adopt_incoming(evmpi_poller_t *p) {
     p->reqs[p->n] = w->request;
     p->works[p->n] = w;
     p->n++;
+    p->staged += w->p2p_stage != NULL;
   }
 }
 
@@ -140,8 +141,8 @@ static void cancel_receives(evmpi_poller_t *p) {
  * mu; false when the loop is not polling. */
 static bool wait_for_loop_locked(evmpi_poller_t *p) {
   int64_t t = atomic_load_explicit(&p->loop_until, memory_order_relaxed);
-  if (p->stopping || t <= evmpi__now_ns())
-    return false;
+  if (p->stopping || p->staged || t <= evmpi__now_ns())
+    return false; /* staged works are the poller's own to test */
   struct timespec until = {t / 1000000000, t % 1000000000};
   p->loop_wait = true;
   pthread_cond_timedwait(&p->cv, &p->mu, &until);
@@ -184,7 +185,8 @@ typedef struct {
   evmpi_work_t *head, *tail;
 } done_list_t;
 
-static void done_append(done_list_t *d, evmpi_work_t *w) {
+static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
+  p->staged -= w->p2p_stage != NULL;
   w->state = EVMPI_WORK_DONE;
   w->next = NULL;
   if (d->tail)
@@ -218,7 +220,7 @@ static void release_held_locked(evmpi_poller_t *p, size_t held, done_list_t *d) 
       held--;
       if (!is_blocked) {
         w->held = false;
-        done_append(d, w);
+        done_append(p, d, w);
         continue;
       }
     }
@@ -348,7 +350,7 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
       w->outcome = status;
     }
     w->held = false;
-    done_append(d, w);
+    done_append(p, d, w);
   }
   p->n = 0;
 }
@@ -417,7 +419,7 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
     return false;
   adopt_incoming(p);
   done_list_t d = {0};
-  if (p->n > 0 && !p->stopping) {
+  if (p->n > 0 && !p->stopping && p->staged == 0) {
     int idx[LOOP_TEST_MAX];
     MPI_Status st[LOOP_TEST_MAX];
     test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st, &d);
@@ -503,7 +505,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (outcome == EVMPI_ERR_ABORTED) {
     /* A cancelled receive matched nothing: it holds nobody back. */
     w->held = false;
-    done_append(&d, w);
+    done_append(p, &d, w);
     held--;
   }
   release_held_locked(p, held, &d);
