@@ -14,7 +14,8 @@ typedef struct {
   const char *opname, *name;
   evmpi_work_kind_t kind;
   const evmpi_tensor_t *tensor;
-  int peer; /* MPI_ANY_SOURCE for any */
+  int peer;
+  bool any_source; /* evmpi_recv_anysource: peer is MPI_ANY_SOURCE */
   int tag;
 } p2p_args_t;
 
@@ -26,7 +27,9 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   int rc = evmpi__pg_check(a->opname, pg, out);
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(a->opname, "tensor", a->tensor, &numel);
-  if (rc == EVMPI_OK && a->peer != MPI_ANY_SOURCE)
+  /* A named peer is checked whatever its value: MPI_ANY_SOURCE's (-1 in
+   * Open MPI, -2 in MPICH) given to evmpi_recv is a bad rank, not a wildcard. */
+  if (rc == EVMPI_OK && !a->any_source)
     rc = evmpi__pg_check_rank(a->opname, a->kind == EVMPI_WORK_SEND ? "dst" : "src", pg, a->peer);
   if (rc == EVMPI_OK)
     rc = check_tag(a->opname, pg, a->tag);
@@ -110,17 +113,17 @@ static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64
 }
 
 int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, int tag, evmpi_work_t **work) {
-  p2p_args_t a = {"send", "mpi:send", EVMPI_WORK_SEND, tensor, dst, tag};
+  p2p_args_t a = {"send", "mpi:send", EVMPI_WORK_SEND, tensor, dst, false, tag};
   return submit_p2p(pg, &a, work);
 }
 
 int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag, evmpi_work_t **work) {
-  p2p_args_t a = {"recv", "mpi:recv", EVMPI_WORK_RECV, tensor, src, tag};
+  p2p_args_t a = {"recv", "mpi:recv", EVMPI_WORK_RECV, tensor, src, false, tag};
   return submit_p2p(pg, &a, work);
 }
 
 int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag, evmpi_work_t **work) {
   p2p_args_t a = {"recv_anysource", "mpi:recvAnySource", EVMPI_WORK_RECV, tensor, MPI_ANY_SOURCE,
-                  tag};
+                  true, tag};
   return submit_p2p(pg, &a, work);
 }
