@@ -164,8 +164,8 @@ static void on_release(evmpi_work_t *work, void *arg) {
   struct service *svc = arg;
   int rc = evmpi_work_status(work);
   evmpi_work_release(work);
-  if (rc == EVMPI_ERR_ABORTED && svc->quitting)
-    return; /* the group is being destroyed at /quit */
+  if (svc->quitting)
+    return; /* the group is being destroyed at /quit: no receive after it */
   if (rc != EVMPI_OK)
     fatal(svc, "release receive", evmpi_strerror(rc));
   if (svc->release_buf > svc->released_upto)
