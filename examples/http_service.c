@@ -3,7 +3,7 @@
  *
  *   mpirun -np 3 examples/http_service [PORT]      (or EVMPI_HTTP_PORT=PORT)
  *   curl 'http://127.0.0.1:PORT/sum?value=5'       {"value":5,"ranks":3,"sum":30}
- *   curl 'http://127.0.0.1:PORT/health'            {"status":"ok","ranks":3,"in_flight":0}
+ *   curl 'http://127.0.0.1:PORT/health'            {"status":"ok","ranks":3,"in_flight":0,"received":0,"answered":0}
  *   curl 'http://127.0.0.1:PORT/quit'              {"status":"bye"}
  *
  * Rank 0 serves HTTP with libevent's evhttp on 127.0.0.1 (port 0, the
@@ -18,10 +18,19 @@
  *   have completed (rank 0 joins their futures with evmpi_future_all).
  *   With delay_ms, rank 1 waits D ms on a libevent timer before joining
  *   the allreduce (a deterministic slow request, for testing; ignored with
- *   one rank). Several /sum requests may be in flight at once.
+ *   one rank), or until /release, whichever comes first. Several /sum
+ *   requests may be in flight at once.
+ * GET /release
+ *   Ends the delay of every /sum received so far at once: rank 0 sends
+ *   rank 1 the sequence number of the last command it broadcast, and rank
+ *   1 stops waiting for any command up to it, also one whose delay has not
+ *   started yet. A test holds a request with a long delay_ms and releases
+ *   it when it has seen what it wanted, so that nothing depends on timing.
  * GET /health
  *   Answered at once, also while /sum requests wait for their collectives:
  *   the loop never blocks, the collectives run on evmpi's worker thread.
+ *   in_flight: /sum requests waiting for their collectives; received and
+ *   answered: valid /sum requests taken in and answered since the start.
  * GET /quit
  *   Broadcasts a QUIT command; every rank leaves its loop, destroys its
  *   group and exits 0. Rank 0 answers once every rank has the command.
@@ -57,7 +66,7 @@
 #include <sys/socket.h>
 
 enum { CMD_SUM = 1, CMD_QUIT = 2 };
-enum { DELAYED_RANK = 1, MAX_DELAY_MS = 60000 };
+enum { DELAYED_RANK = 1, MAX_DELAY_MS = 60000, RELEASE_TAG = 17 };
 #define MAX_VALUE INT64_C(1000000000000) /* |N|: keeps the sum far from overflow */
 
 /* What rank 0 broadcasts: one int64 tensor of 4 elements. */
@@ -71,22 +80,27 @@ struct service {
   int rank, size;
   int sums;             /* /sum requests answered (rank 0) or taken part in */
   int failed;
+  bool quitting;        /* rank 0: after /quit; elsewhere: the QUIT command came */
   int64_t next_seq;     /* of the next command: sent by rank 0, expected elsewhere */
   /* rank 0 */
   struct evhttp *http;
   int in_flight;        /* /sum requests waiting for their collectives */
-  bool quitting;
+  int received;         /* valid /sum requests taken in */
   command_t quit_cmd;
   struct evhttp_request *quit_req;
   /* the other ranks */
   command_t cmd;        /* the buffer of the broadcast kept posted */
+  /* DELAYED_RANK: /release. A receive from rank 0 is kept posted into
+   * release_buf; released_upto is the highest sequence number released. */
+  int64_t release_buf, released_upto;
+  struct sum_job *held; /* the /sum whose delay is running, if any */
 };
 
 /* One /sum, on any rank. The buffers stay here until the collectives using
  * them have completed. */
 struct sum_job {
   struct service *svc;
-  command_t cmd;                 /* rank 0: the command it broadcasts */
+  command_t cmd;                 /* rank 0: the command it broadcasts; elsewhere, the one received */
   int64_t contribution;          /* N * (rank + 1), summed in place */
   struct evhttp_request *req;    /* rank 0: the request to answer */
   struct event *delay;           /* DELAYED_RANK: the timer before joining */
@@ -138,8 +152,37 @@ static void on_delay_over(evutil_socket_t fd, short what, void *arg) {
   struct service *svc = job->svc;
   event_free(job->delay);
   job->delay = NULL;
+  svc->held = NULL;
   contribute(job);              /* first the allreduce, */
   post_command_broadcast(svc);  /* then the next broadcast: the agreed order */
+}
+
+static void post_release_recv(struct service *svc);
+
+/* DELAYED_RANK: rank 0 released every command up to release_buf. */
+static void on_release(evmpi_work_t *work, void *arg) {
+  struct service *svc = arg;
+  int rc = evmpi_work_status(work);
+  evmpi_work_release(work);
+  if (svc->quitting)
+    return; /* the group is being destroyed at /quit: no receive after it */
+  if (rc != EVMPI_OK)
+    fatal(svc, "release receive", evmpi_strerror(rc));
+  if (svc->release_buf > svc->released_upto)
+    svc->released_upto = svc->release_buf;
+  post_release_recv(svc);
+  if (svc->held && svc->held->cmd.seq <= svc->released_upto) {
+    event_del(svc->held->delay);
+    on_delay_over(-1, 0, svc->held);
+  }
+}
+
+static void post_release_recv(struct service *svc) {
+  evmpi_tensor_t t = evmpi_tensor_flat(&svc->release_buf, EVMPI_INT64, 1);
+  evmpi_work_t *work = NULL;
+  if (evmpi_recv(svc->pg, &t, 0, RELEASE_TAG, &work) != EVMPI_OK)
+    fatal(svc, "evmpi_recv", evmpi_last_error());
+  evmpi_work_on_complete(work, on_release, svc);
 }
 
 static void on_command(evmpi_work_t *work, void *arg) {
@@ -152,6 +195,7 @@ static void on_command(evmpi_work_t *work, void *arg) {
     fatal(svc, "command broadcast", "unexpected sequence number");
 
   if (cmd.op == CMD_QUIT) {
+    svc->quitting = true; /* the pending release receive ends aborted */
     evmpi_pg_destroy(svc->pg); /* from a callback: done once this batch is over */
     svc->pg = NULL;
     event_base_loopbreak(svc->base);
@@ -163,15 +207,17 @@ static void on_command(evmpi_work_t *work, void *arg) {
   if (!job)
     fatal(svc, "command", "out of memory");
   job->svc = svc;
+  job->cmd = cmd;
   job->contribution = cmd.value * (svc->rank + 1);
   svc->sums++;
-  if (svc->rank == DELAYED_RANK && cmd.delay_ms > 0) {
+  if (svc->rank == DELAYED_RANK && cmd.delay_ms > 0 && cmd.seq > svc->released_upto) {
     /* Wait without blocking the loop; the other ranks' allreduce (and rank
      * 0's HTTP client) wait for us meanwhile. */
     struct timeval tv = {cmd.delay_ms / 1000, (cmd.delay_ms % 1000) * 1000};
     job->delay = evtimer_new(svc->base, on_delay_over, job);
     if (!job->delay || evtimer_add(job->delay, &tv) != 0)
       fatal(svc, "delay", "cannot start a timer");
+    svc->held = job;
     return;
   }
   contribute(job);
@@ -264,6 +310,42 @@ static void handle_sum(struct service *svc, struct evhttp_request *req, const ch
   evmpi_work_release(bcast);
   evmpi_work_release(reduce);
   svc->in_flight++;
+  svc->received++;
+}
+
+/* A release on its way to DELAYED_RANK: the buffer lives until sent. */
+struct release_send {
+  struct service *svc;
+  int64_t upto;
+};
+
+static void on_release_sent(evmpi_work_t *work, void *arg) {
+  struct release_send *rs = arg;
+  int rc = evmpi_work_status(work);
+  if (rc != EVMPI_OK && !(rc == EVMPI_ERR_ABORTED && rs->svc->quitting))
+    fatal(rs->svc, "release send", evmpi_work_error(work));
+  evmpi_work_release(work);
+  free(rs);
+}
+
+/* Rank 0: tells DELAYED_RANK that every command so far is released. */
+static void handle_release(struct service *svc, struct evhttp_request *req) {
+  int64_t upto = svc->next_seq - 1;
+  if (svc->size > DELAYED_RANK) {
+    struct release_send *rs = malloc(sizeof *rs);
+    if (!rs) {
+      reply(req, HTTP_SERVUNAVAIL, "Service Unavailable", "{\"error\":\"out of memory\"}\n");
+      return;
+    }
+    rs->svc = svc;
+    rs->upto = upto;
+    evmpi_tensor_t t = evmpi_tensor_flat(&rs->upto, EVMPI_INT64, 1);
+    evmpi_work_t *work = NULL;
+    if (evmpi_send(svc->pg, &t, DELAYED_RANK, RELEASE_TAG, &work) != EVMPI_OK)
+      fatal(svc, "evmpi_send", evmpi_last_error());
+    evmpi_work_on_complete(work, on_release_sent, rs);
+  }
+  reply(req, HTTP_OK, "OK", "{\"released_upto\":%" PRId64 "}\n", upto);
 }
 
 static void on_quit_reply_sent(struct evhttp_request *req, void *arg) {
@@ -308,17 +390,20 @@ static void on_request(struct evhttp_request *req, void *arg) {
   if (!path) {
     reply(req, HTTP_BADREQUEST, "Bad Request", "{\"error\":\"bad request\"}\n");
   } else if (strcmp(path, "/health") == 0) {
-    reply(req, HTTP_OK, "OK", "{\"status\":\"ok\",\"ranks\":%d,\"in_flight\":%d}\n", svc->size,
-          svc->in_flight);
+    reply(req, HTTP_OK, "OK",
+          "{\"status\":\"ok\",\"ranks\":%d,\"in_flight\":%d,\"received\":%d,\"answered\":%d}\n",
+          svc->size, svc->in_flight, svc->received, svc->sums);
   } else if (svc->quitting) {
     reply(req, HTTP_SERVUNAVAIL, "Service Unavailable", "{\"error\":\"shutting down\"}\n");
   } else if (strcmp(path, "/sum") == 0) {
     handle_sum(svc, req, evhttp_uri_get_query(uri));
+  } else if (strcmp(path, "/release") == 0) {
+    handle_release(svc, req);
   } else if (strcmp(path, "/quit") == 0) {
     start_quit(svc, req);
   } else {
     reply(req, HTTP_NOTFOUND, "Not Found", "{\"error\":\"no such path; try /sum?value=N, "
-          "/health or /quit\"}\n");
+          "/health, /release or /quit\"}\n");
   }
 }
 
@@ -360,6 +445,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "evmpi_pg_create: %s: %s\n", evmpi_strerror(rc), evmpi_last_error());
     return 1;
   }
+  svc.released_upto = -1; /* sequence numbers start at 0 */
   svc.rank = evmpi_pg_rank(svc.pg);
   svc.size = evmpi_pg_size(svc.pg);
 
@@ -378,6 +464,8 @@ int main(int argc, char **argv) {
       fflush(stdout);
     }
   } else {
+    if (svc.rank == DELAYED_RANK)
+      post_release_recv(&svc);
     post_command_broadcast(&svc);
   }
 

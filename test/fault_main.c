@@ -7,14 +7,17 @@
  * Either way the job must end by itself, with a failure status, and not
  * hang. Rank 0 prints what it saw before the end.
  *   fault_main exit   rank 0's allreduce times out (200 ms) because the
- *                     others arrive 1 s late; rank 0 destroys the broken
- *                     group and returns from main at once, while its worker
- *                     is still inside MPI_Allreduce. The job must end with
+ *                     others join only when rank 0, after the timeout,
+ *                     tells them to (over MPI_COMM_WORLD); rank 0 destroys
+ *                     the broken group, tells them, and returns from main
+ *                     at once, while its worker is still inside
+ *                     MPI_Allreduce. The job must end with
  *                     status 0: MPI is finalised only after the worker has
  *                     come back out (it used to be finalised under it and
  *                     crash in the unloaded component's code). */
 #include <event2/event.h>
 #include <evmpi.h>
+#include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,14 +75,15 @@ static int run_abort(evmpi_pg_t *pg) {
 }
 
 static int run_exit(evmpi_pg_t *pg, struct event_base *base) {
-  int rank = evmpi_pg_rank(pg);
+  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
   static double v = 1; /* MPI may write it after the timeout: never freed */
   evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_FLOAT64, 1);
   evmpi_work_t *w;
+  int go = 1;
   if (rank == 0)
     evmpi_pg_set_timeout(pg, 200);
-  else
-    usleep(1000 * 1000);
+  else /* MPI_THREAD_MULTIPLE (evmpi's level): this thread may call MPI */
+    MPI_Recv(&go, 1, MPI_INT, 0, 4711, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
   if (evmpi_allreduce(pg, &t, EVMPI_SUM, &w) != EVMPI_OK)
     return 1;
   int rc = evmpi_work_wait(w, -1);
@@ -88,6 +92,9 @@ static int run_exit(evmpi_pg_t *pg, struct event_base *base) {
            "MPI\n", rc == EVMPI_ERR_TIMEOUT ? "timed out" : "did not time out");
   evmpi_work_release(w);
   evmpi_pg_destroy(pg);
+  if (rank == 0)
+    for (int r = 1; r < size; r++)
+      MPI_Send(&go, 1, MPI_INT, r, 4711, MPI_COMM_WORLD);
   event_base_free(base);
   return (rank == 0) == (rc == EVMPI_ERR_TIMEOUT) ? 0 : 1;
 }

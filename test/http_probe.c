@@ -5,21 +5,27 @@
  *
  * Talks to 127.0.0.1:PORT, where http_service runs on RANKS ranks, and
  * checks, in order:
- *  1. /health answers 200 {"status":"ok","ranks":RANKS,"in_flight":0};
+ *  1. /health answers 200 {"status":"ok","ranks":RANKS,"in_flight":0,...};
  *  2. /sum?value=N answers 200 with sum N * RANKS * (RANKS + 1) / 2, for
  *     several N (negative, zero, large), one request at a time;
- *  3. with a slow /sum in flight (delay_ms=SLOW_MS: rank 1 waits that long
- *     before joining the allreduce), three /health requests each answer in
- *     under HEALTH_MAX_MS, report in_flight 1, and come back before the
- *     slow /sum, which then answers correctly after at least SLOW_MS (the
- *     timing checks need RANKS >= 2: with one rank there is no rank 1);
- *  4. four /sum requests sent at once, the first slowed by 600 ms: a
- *     /health 200 ms later sees all four in flight, and all four answer
- *     correctly;
- *  5. malformed requests get 400 and an unknown path 404;
- *  6. /quit answers 200 {"status":"bye"}.
- * /quit is sent at the end even after a failure, so that the service ends.
- * Every request has a deadline; exits 0 when every check passed. */
+ *  3. with a /sum held in flight (delay_ms=HOLD_MS: rank 1 waits before
+ *     joining the allreduce until /release), three /health requests each
+ *     answer, report in_flight 1, and come back while the held /sum is
+ *     still unanswered; after /release it answers correctly;
+ *  4. a /sum with delay_ms=TIMED_MS and no release answers correctly after
+ *     at least TIMED_MS;
+ *  5. four /sum requests, the first held: once /health has seen all four
+ *     arrive, it reports all four in flight and none answered; after
+ *     /release all four answer correctly;
+ *  6. malformed requests get 400 and an unknown path 404;
+ *  7. /quit answers 200 {"status":"bye"}.
+ * Nothing depends on how fast the machine is: the probe waits for what the
+ * service reports (requests received and answered) and holds requests until
+ * it has seen what it checks. The checks that need a rank 1 to hold a
+ * request are made with RANKS >= 2 only. Every wait has a generous
+ * deadline, there only to turn a hang into a failure. /release and /quit
+ * are sent at the end even after a failure, so that the service ends.
+ * Exits 0 when every check passed. */
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -32,10 +38,9 @@
 #include <time.h>
 
 enum {
-  SLOW_MS = 1500,       /* the slowed /sum's delay */
-  HEALTH_MAX_MS = 400,  /* "well under" SLOW_MS */
-  DEADLINE_MS = 15000,  /* any one request */
-  CONCURRENT_PEEK_MS = 200, /* when to look at 4 concurrent /sum (slowed by 600 ms) */
+  DEADLINE_MS = 15000, /* any one request, and any wait for the service's state */
+  HOLD_MS = 60000,     /* a held /sum's delay: longer than any deadline, so only /release ends it */
+  TIMED_MS = 300,      /* a /sum whose delay runs out by itself */
 };
 
 static struct event_base *base;
@@ -101,7 +106,8 @@ static void start(struct call *c, const char *fmt, ...) {
     c->done = true;
     return;
   }
-  evhttp_connection_set_timeout(c->conn, DEADLINE_MS / 1000);
+  /* Longer than a wait for the service's state while this one is held. */
+  evhttp_connection_set_timeout(c->conn, 2 * DEADLINE_MS / 1000);
   evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "127.0.0.1");
   c->t0 = now_ms();
   if (evhttp_make_request(c->conn, req, EVHTTP_REQ_GET, c->path) != 0)
@@ -141,15 +147,58 @@ static void check_sum(const struct call *c, int64_t value) {
         c->ms);
 }
 
-/* Checks a /health answer; returns its in_flight, or -1. */
-static int check_health(const struct call *c, int max_ms) {
-  int r = 0, in_flight = -1;
-  bool ok = c->code == 200 &&
-            sscanf(c->body, "{\"status\":\"ok\",\"ranks\":%d,\"in_flight\":%d}", &r, &in_flight) == 2 &&
-            r == ranks && (max_ms <= 0 || c->ms < max_ms);
-  check(ok, "GET %s -> %d %s in %.0f ms%s", c->path, c->code, c->body, c->ms,
-        max_ms > 0 ? " (must be quick)" : "");
-  return ok ? in_flight : -1;
+/* What /health reported. */
+struct health {
+  int ranks, in_flight, received, answered;
+};
+
+/* Parses a /health answer; false unless it is a well-formed 200. */
+static bool parse_health(const struct call *c, struct health *h) {
+  return c->code == 200 &&
+         sscanf(c->body, "{\"status\":\"ok\",\"ranks\":%d,\"in_flight\":%d,\"received\":%d,"
+                "\"answered\":%d}", &h->ranks, &h->in_flight, &h->received, &h->answered) == 4;
+}
+
+/* GET /health, checked; returns false (with *h zeroed) if it failed. */
+static bool check_health(struct health *h) {
+  struct call c;
+  memset(h, 0, sizeof *h);
+  get(&c, "/health");
+  bool ok = parse_health(&c, h) && h->ranks == ranks;
+  check(ok, "GET /health -> %d %s in %.0f ms (want ranks %d)", c.code, c.body, c.ms, ranks);
+  return ok;
+}
+
+/* Polls /health until the service has received `received` /sum requests;
+ * false, saying what it saw, if that has not happened in DEADLINE_MS. */
+static bool wait_received(int received, struct health *h) {
+  double t0 = now_ms(), deadline = t0 + DEADLINE_MS;
+  struct call c;
+  int polls = 0;
+  for (;;) {
+    get(&c, "/health");
+    polls++;
+    if (!parse_health(&c, h))
+      memset(h, 0, sizeof *h);
+    else if (h->received >= received)
+      return true;
+    if (now_ms() >= deadline)
+      break;
+    double until = now_ms() + 10; /* the other requests progress meanwhile */
+    while (now_ms() < until)
+      event_base_loop(base, EVLOOP_ONCE);
+  }
+  check(false, "the service received %d /sum request(s) within %d ms (%d polls, last /health "
+        "-> %d %s)", received, DEADLINE_MS, polls, c.code, c.body);
+  return false;
+}
+
+/* GET /release: ends every held /sum. */
+static void release(void) {
+  struct call c;
+  get(&c, "/release");
+  check(c.code == 200 && strncmp(c.body, "{\"released_upto\":", 17) == 0, "GET /release -> %d %s",
+        c.code, c.body);
 }
 
 int main(int argc, char **argv) {
@@ -161,11 +210,15 @@ int main(int argc, char **argv) {
   struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
   struct timeval fifty_ms = {0, 50000};
   event_add(tick, &fifty_ms);
-  struct call c, slow, h, many[4];
+  struct call c, held, many[4];
+  struct health h;
+  bool holds = ranks >= 2; /* a rank 1 that can hold a /sum */
 
   /* 1. health, idle */
-  get(&c, "/health");
-  check(check_health(&c, 0) == 0, "idle: in_flight is 0");
+  check_health(&h);
+  check(h.in_flight == 0 && h.received == 0 && h.answered == 0,
+        "idle: in_flight %d, received %d, answered %d (want 0, 0, 0)", h.in_flight, h.received,
+        h.answered);
 
   /* 2. sums, one at a time */
   const int64_t values[] = {1, 7, -3, 0, 123456789, -1000000000000};
@@ -175,44 +228,73 @@ int main(int argc, char **argv) {
     get(&c, path);
     check_sum(&c, values[i]);
   }
+  int received = (int)(sizeof values / sizeof values[0]);
 
-  /* 3. health while a slow sum waits for its allreduce */
-  start(&slow, "/sum?value=11&delay_ms=%d", SLOW_MS);
-  for (int i = 0; i < 3; i++) {
-    get(&h, "/health");
-    if (ranks >= 2) {
-      int in_flight = check_health(&h, HEALTH_MAX_MS);
-      check(in_flight == 1 && !slow.done, "/health %d answered while the slow /sum is in flight "
-            "(in_flight %d, slow /sum %s)", i + 1, in_flight, slow.done ? "already answered" : "waiting");
-    } else {
-      check_health(&h, 0);
+  /* 3. health while a held sum waits for its allreduce */
+  start(&held, "/sum?value=11&delay_ms=%d", HOLD_MS);
+  received++;
+  if (wait_received(received, &h)) {
+    for (int i = 0; i < 3; i++) {
+      if (!check_health(&h))
+        continue;
+      if (holds)
+        check(h.in_flight == 1 && h.answered == received - 1 && !held.done,
+              "/health %d answered while the held /sum is in flight (in_flight %d, answered %d of "
+              "%d, held /sum %s)", i + 1, h.in_flight, h.answered, received,
+              held.done ? "already answered" : "waiting");
     }
   }
-  finish(&slow);
-  check_sum(&slow, 11);
-  if (ranks >= 2)
-    check(slow.ms >= SLOW_MS, "the slow /sum took %.0f ms, at least its delay_ms=%d", slow.ms,
-          SLOW_MS);
+  bool answered_early = held.done;
+  release();
+  finish(&held);
+  check_sum(&held, 11);
+  if (holds)
+    check(!answered_early, "the held /sum was answered only after /release (after %.0f ms)",
+          held.ms);
 
-  /* 4. several sums in flight at once, the first one slowed, so that all
-   * of them are still waiting CONCURRENT_PEEK_MS later */
+  /* 4. a delay that runs out by itself */
+  char path[64];
+  snprintf(path, sizeof path, "/sum?value=13&delay_ms=%d", TIMED_MS);
+  get(&c, path);
+  received++;
+  check_sum(&c, 13);
+  if (holds)
+    check(c.ms >= TIMED_MS, "the /sum with delay_ms=%d took %.0f ms, at least its delay", TIMED_MS,
+          c.ms);
+
+  /* 5. several sums in flight at once. The first is held, and in the
+   * service before the others are sent: they queue behind it, so all four
+   * stay in flight until /release, however long they take to arrive. */
   const int64_t concurrent[] = {2, 3, 5, 8};
-  for (int i = 0; i < 4; i++)
-    start(&many[i], "/sum?value=%" PRId64 "%s", concurrent[i], i == 0 ? "&delay_ms=600" : "");
-  if (ranks >= 2) {
-    double until = now_ms() + CONCURRENT_PEEK_MS;
-    while (now_ms() < until)
-      event_base_loop(base, EVLOOP_ONCE);
-    get(&h, "/health");
-    int in_flight = check_health(&h, HEALTH_MAX_MS);
-    check(in_flight == 4, "4 /sum requests in flight at once (in_flight %d)", in_flight);
+  int before = received;
+  start(&many[0], "/sum?value=%" PRId64 "&delay_ms=%d", concurrent[0], HOLD_MS);
+  received++;
+  if (wait_received(received, &h)) {
+    for (int i = 1; i < 4; i++)
+      start(&many[i], "/sum?value=%" PRId64, concurrent[i]);
+    received += 3;
+    if (wait_received(received, &h) && holds) {
+      int done = 0;
+      for (int i = 0; i < 4; i++)
+        done += many[i].done;
+      check(h.in_flight == 4 && h.answered == before && done == 0,
+            "4 /sum requests in flight at once (in_flight %d, received %d, answered %d of %d "
+            "before them, %d answer(s) at the client)", h.in_flight, h.received, h.answered,
+            before, done);
+    }
+  } else {
+    for (int i = 1; i < 4; i++) {
+      many[i] = (struct call){.done = true};
+      snprintf(many[i].path, sizeof many[i].path, "(not sent) /sum?value=%" PRId64, concurrent[i]);
+    }
   }
+  release();
   for (int i = 0; i < 4; i++)
     finish(&many[i]);
   for (int i = 0; i < 4; i++)
     check_sum(&many[i], concurrent[i]);
 
-  /* 5. malformed requests */
+  /* 6. malformed requests */
   const char *bad[] = {"/sum", "/sum?value=abc", "/sum?value=5&delay_ms=-1", "/sum?value=99999999999999999999"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     get(&c, bad[i]);
@@ -220,10 +302,15 @@ int main(int argc, char **argv) {
   }
   get(&c, "/nope");
   check(c.code == 404, "GET /nope -> %d (want 404)", c.code);
-  get(&c, "/health");
-  check(check_health(&c, 0) == 0, "in_flight is back to 0");
+  check_health(&h);
+  check(h.in_flight == 0 && h.received == received && h.answered == received,
+        "all done: in_flight %d (want 0), received %d and answered %d (want %d)", h.in_flight,
+        h.received, h.answered, received);
 
-  /* 6. quit, whatever happened before */
+  /* 7. quit, whatever happened before; a /sum still held would keep rank 1
+   * from taking the quit command */
+  if (failures)
+    release();
   get(&c, "/quit");
   check(c.code == 200 && strcmp(c.body, "{\"status\":\"bye\"}") == 0, "GET /quit -> %d %s", c.code,
         c.body);
