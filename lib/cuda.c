@@ -15,8 +15,13 @@
 #endif
 
 /* 4 MiB chunks: big enough that a chunk's MPI call runs at full bandwidth,
- * small enough that its copies overlap most of the transfer. */
+ * small enough that its copies overlap most of the transfer. A chunk is a
+ * power of two from 16 bytes (the largest element) to 1 GiB, as a piece
+ * is (pieces.c): so every element size divides it, and rounded up to a
+ * multiple of the largest whole message it stays a multiple of every
+ * piece, which a 96-byte chunk with 56-byte pieces was not. */
 #define DEFAULT_CHUNK ((size_t)4 << 20)
+#define MIN_CHUNK ((size_t)16)
 #define MAX_CHUNK ((size_t)1 << 30)
 
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
@@ -36,14 +41,15 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
                        staging_env);
   if (chunk_env && *chunk_env) {
     size_t chunk = evmpi__env_bytes(chunk_env);
-    if (chunk == 0 || chunk > MAX_CHUNK)
-      return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a size in 1..%zu "
-                         "bytes (K and M suffixes allowed)", op, chunk_env, MAX_CHUNK);
+    if (!evmpi__pow2_in(chunk, MIN_CHUNK, MAX_CHUNK))
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a power of two "
+                         "from %zu to %zu bytes (K, M and G suffixes allowed)", op, chunk_env,
+                         MIN_CHUNK, MAX_CHUNK);
     pg->cuda_chunk = chunk;
   }
   /* A chunk is a multiple of the largest whole message (and so of every
    * piece), so that a staged tensor is cut where a host tensor on another
-   * rank is (pieces.c). */
+   * rank is (pieces.c). Both are powers of two: this is the larger. */
   size_t unit = evmpi__whole_max_bytes(pg);
   pg->cuda_chunk = (pg->cuda_chunk + unit - 1) / unit * unit;
   if (aware == 2)

@@ -290,9 +290,11 @@ int evmpi__work_place(evmpi_work_t *w);
 
 /* ---- pieces.c: large element-wise collectives in pieces -------------------- */
 
-/* Reads EVMPI_PIECE (default 2 MiB) into pg->piece_bytes; EVMPI_ERR_INVALID
- * naming the variable when malformed. */
+/* Reads EVMPI_PIECE (default 1 MiB; a power of two in 16 B..1 GiB) into
+ * pg->piece_bytes; EVMPI_ERR_INVALID naming the variable otherwise. */
 int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg);
+/* Whether v is a power of two in lo..hi (EVMPI_PIECE, EVMPI_CUDA_CHUNK). */
+bool evmpi__pow2_in(size_t v, size_t lo, size_t hi);
 /* The largest message that goes to MPI whole (4 pieces), and a
  * broadcast's piece: a multiple of every cut, so that a staged chunk can
  * be rounded to it. */
