@@ -64,6 +64,13 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
   return EVMPI_OK;
 }
 
+bool evmpi__cuda_p2p_copies_on_finish(const evmpi_work_t *w) {
+  /* A staged receive copies what arrived to the device when it finishes
+   * (evmpi__cuda_p2p_finish), a synchronous cudaMemcpy; a staged send only
+   * frees its buffer, and the direct path copies nothing. */
+  return w && w->kind == EVMPI_WORK_RECV && w->p2p_stage && !w->abandoned;
+}
+
 #ifdef EVMPI_HAVE_CUDA
 
 /* The runtime's device count, asked once: it cannot change while the
@@ -129,10 +136,7 @@ int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device) {
   /* As the seed's DeviceGuard: the tensor's device is current on this
    * (the caller's) thread while MPI sees the buffer, and the caller's own
    * current device is given back afterwards. */
-  if (cudaGetDevice(saved_device) != cudaSuccess) {
-    cudaGetLastError();
-    *saved_device = -1;
-  }
+  *saved_device = evmpi__cuda_current_device();
   cudaError_t e = cudaSetDevice(w->device.index);
   if (e != cudaSuccess) {
     int rc = p2p_cuda_fail(w, "cudaSetDevice", e);
@@ -169,18 +173,38 @@ void evmpi__cuda_p2p_leave(int saved_device) {
     cudaSetDevice(saved_device);
 }
 
+int evmpi__cuda_current_device(void) {
+  int d = -1;
+  if (cudaGetDevice(&d) != cudaSuccess) {
+    cudaGetLastError(); /* not sticky: clear it */
+    return -1;
+  }
+  return d;
+}
+
+void evmpi__cuda_restore_device(int saved, int set) {
+  /* Nothing to give back when the device did not change; -1: the
+   * runtime could not say what was current, so nothing is imposed. */
+  if (saved >= 0 && saved != set)
+    cudaSetDevice(saved);
+}
+
 int evmpi__cuda_p2p_finish(evmpi_work_t *w, int status) {
   void *host = w->p2p_stage;
   w->p2p_stage = NULL;
   if (w->abandoned)
     return status; /* MPI may still read or write it: left to the process */
-  if (status == EVMPI_OK && w->kind == EVMPI_WORK_RECV) {
+  if (status == EVMPI_OK && w->kind == EVMPI_WORK_RECV && host) {
     size_t bytes = tensor_bytes(w);
     if (w->recv_bytes >= 0 && (uint64_t)w->recv_bytes < bytes)
       bytes = (size_t)w->recv_bytes; /* the rest of the tensor is left as it was */
+    /* The finishing thread (the poller, the loop thread, a waiter) keeps
+     * its own current device: the copy needs the tensor's for a moment. */
+    int saved = evmpi__cuda_current_device();
     cudaError_t e = cudaSetDevice(w->device.index);
     if (e == cudaSuccess)
       e = cudaMemcpy(w->tensors[0].data, host, bytes, cudaMemcpyHostToDevice);
+    evmpi__cuda_restore_device(saved, w->device.index);
     if (e != cudaSuccess) {
       cudaGetLastError();
       status = evmpi__work_fail(w, EVMPI_ERR_CUDA, "cudaMemcpy (host to device) of the %zu "

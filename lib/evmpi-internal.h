@@ -315,6 +315,10 @@ int evmpi__run_pieces(evmpi_work_t *w, evmpi_chunk_fn fn, void *data, int64_t of
  * variables; EVMPI_ERR_INVALID names a variable with a bad value. Runs
  * after evmpi__pieces_configure: a chunk is a whole number of pieces. */
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg);
+/* Whether finishing w runs a device copy (a staged CUDA receive copies
+ * what arrived to the device, synchronously, on the finishing thread);
+ * false for every other work, and always without CUDA. */
+bool evmpi__cuda_p2p_copies_on_finish(const evmpi_work_t *w);
 #ifdef EVMPI_HAVE_CUDA
 typedef struct evmpi_stager evmpi_stager_t;
 /* Checks a CUDA tensor's device index and that its data is on it. */
@@ -328,6 +332,14 @@ int evmpi__cuda_run(evmpi_work_t *w);
  * until evmpi__cuda_p2p_leave. */
 int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device);
 void evmpi__cuda_p2p_leave(int saved_device);
+/* The calling thread's current device, or -1 when the runtime cannot say.
+ * Every function of cuda.c and cuda_stage.c that sets a device gives the
+ * caller's back (evmpi__cuda_restore_device): the worker, the poller, the
+ * loop thread and the application's threads all keep their own. */
+int evmpi__cuda_current_device(void);
+/* Makes saved current again after set was made current (nothing when they
+ * are the same or saved is -1). */
+void evmpi__cuda_restore_device(int saved, int set);
 /* At completion: copies an arrived message to the device, frees the pinned
  * buffer (unless MPI may still use it); may turn status into
  * EVMPI_ERR_CUDA. */

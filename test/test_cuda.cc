@@ -715,6 +715,47 @@ TEST_F(CudaRefusals, FailingCopiesFailTheWorkAndNotTheGroup) {
   StillUsable();
 }
 
+// Every thread keeps its own current device: the worker after a staged
+// collective on cuda:1, the thread that finishes a staged receive (the
+// poller, or this one, which runs the loop and may test requests itself)
+// after its copy to the device, and the thread that destroys the group
+// after the stager's streams are freed device by device. Before, each was
+// left on cuda:1.
+TEST_F(CudaRefusals, EveryThreadKeepsItsCurrentDevice) {
+  if (ndev < 2)
+    GTEST_SKIP() << "needs two CUDA devices, this process sees " << ndev;
+  int me = evmpi_pg_rank(pg);
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  DevBuf d(400, 1), dr(400, 1);
+  d.Up(std::vector<int32_t>(100, 3));
+  evmpi_tensor_t t = OnDevice(d.p, EVMPI_INT32, 100, 1), tr = OnDevice(dr.p, EVMPI_INT32, 100, 1);
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+  evmpi_work_release(w);
+  EXPECT_EQ(fake_cuda_threads_on_device(1), 0) << "after a staged allreduce on cuda:1";
+  for (int round = 0; round < 20; round++) { // receives finished on either thread
+    evmpi_work_t *ws[2] = {nullptr, nullptr};
+    ASSERT_EQ(evmpi_recv(pg, &tr, me, 5, &ws[0]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_send(pg, &t, me, 5, &ws[1]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_TRUE(evmpi_test_run_until_done(base, ws, 2, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(ws[0]), EVMPI_OK) << evmpi_work_error(ws[0]);
+    EXPECT_EQ(evmpi_work_status(ws[1]), EVMPI_OK) << evmpi_work_error(ws[1]);
+    evmpi_work_release(ws[0]);
+    evmpi_work_release(ws[1]);
+    ASSERT_EQ(fake_cuda_threads_on_device(1), 0) << "after staged receive " << round;
+  }
+  EXPECT_EQ(dr.Down<int32_t>(100), std::vector<int32_t>(100, 3 * evmpi_pg_size(pg)));
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  evmpi_pg_destroy(pg);
+  pg = nullptr;
+  int cur = -1;
+  EXPECT_EQ(cudaGetDevice(&cur), cudaSuccess);
+  EXPECT_EQ(cur, 0) << "after the group (with streams on cuda:1) was destroyed";
+  EXPECT_EQ(fake_cuda_threads_on_device(1), 0) << "after the group was destroyed";
+}
+
 // The chunked path really goes in chunks: one copy each way per chunk.
 TEST_F(CudaRefusals, ChunkedAllreduceCopiesChunkByChunk) {
   evmpi_pg_destroy(pg);
