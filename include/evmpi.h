@@ -258,7 +258,11 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  *
  * Common errors: EVMPI_ERR_INVALID for a NULL pg, tensor or work pointer, a
  * malformed tensor (dtype outside the enum, ndim outside 0..8, a negative
- * dimension, NULL data with elements, strides that are not contiguous), a
+ * dimension, NULL data with elements, strides that are not contiguous,
+ * non-zero extents that multiply past INT64_MAX bytes even when another
+ * is 0, more than 2^61 - 1 elements), sizes that only overflow in the
+ * operation (a gather's, scatter's or allgather's tensor times the group
+ * size, or a coalesced list's total, past INT64_MAX bytes), a
  * root or peer outside 0..size-1, a negative tag, tensors on different
  * devices, a CUDA device index this process does not see, or CUDA data
  * that is not memory of the named device; EVMPI_ERR_UNSUPPORTED for a

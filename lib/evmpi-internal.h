@@ -38,6 +38,12 @@ int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *lis
  * operation's tensors are all on one device. */
 int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor_t *t,
                              const char *refname, const evmpi_tensor_t *ref);
+/* Checks that numel elements of dtype for each of size ranks (what a
+ * gather, scatter or allgather moves and packs in all) fit INT64_MAX
+ * bytes; EVMPI_ERR_INVALID naming arg otherwise. Every rank checks it
+ * alike, so none enters a collective that another refused. */
+int evmpi__check_group_bytes(const char *op, const char *arg, int64_t numel,
+                             evmpi_dtype_t dtype, int size);
 /* "cpu" or "cuda:1", into buf. */
 const char *evmpi__device_name(evmpi_device_t dev, char *buf, size_t len);
 
