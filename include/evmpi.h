@@ -136,10 +136,11 @@ EVMPI_API int64_t evmpi_tensor_numel(const evmpi_tensor_t *tensor);
  *  - EVMPI_CUDA_STAGING: "0" refuses device tensors where the MPI is not
  *    CUDA-aware, as PyTorch's MPI backend does; unset or "1" stages.
  *  - EVMPI_CUDA_CHUNK: bytes per pipeline chunk of a staged allreduce,
- *    reduce or broadcast (default 4 MiB; K, M and G suffixes), rounded up
- *    to a multiple of 4 x EVMPI_PIECE (the largest message sent whole,
- *    and a broadcast's piece; see evmpi_pg_create), so that a device
- *    tensor is cut where a host tensor on another rank is.
+ *    reduce or broadcast: a power of two from 16 to 1G (default 4M; K, M
+ *    and G suffixes), raised to 4 x EVMPI_PIECE (the largest message sent
+ *    whole, and a broadcast's piece; see evmpi_pg_create) when smaller,
+ *    so that a device tensor is cut where a host tensor on another rank
+ *    is. Any other value makes evmpi_pg_create fail.
  */
 typedef enum {
   EVMPI_CUDA_NONE,    /**< built without CUDA: device tensors fail with EVMPI_ERR_UNSUPPORTED */
@@ -173,12 +174,14 @@ typedef struct evmpi_future evmpi_future_t;
  * caller that is not among them gets EVMPI_OK with *pg == NULL.
  *
  * Allreduces and reduces larger than 4 x EVMPI_PIECE go to MPI in pieces
- * of EVMPI_PIECE bytes (read here; default 1M, a multiple of 8 from 8 to
- * 1G, K/M/G suffixes), broadcasts in pieces of 4 x EVMPI_PIECE, with the
- * worker yielding its core to the loop thread between pieces: Open MPI
- * reduces a few MiB at a time much faster than tens of MiB at once, and
- * the loop is not shut out for a whole message. EVMPI_PIECE must be the
- * same on every rank of the group; 256M sends tensors up to 1 GiB whole.
+ * of EVMPI_PIECE bytes (read here; default 1M, a power of two from 16 to
+ * 1G, K/M/G suffixes), broadcasts in pieces of 4 x EVMPI_PIECE (at most
+ * 1 GiB), with the worker yielding its core to the loop thread between
+ * pieces: Open MPI reduces a few MiB at a time much faster than tens of
+ * MiB at once, and the loop is not shut out for a whole message. A power
+ * of two holds whole elements of every dtype and is cut alike by host
+ * ranks and by ranks staging a CUDA tensor. EVMPI_PIECE must be the same
+ * on every rank of the group; 256M sends tensors up to 1 GiB whole.
  *
  * After delivering completions the loop thread polls for the next ones
  * for a while, so that a stream of replies needs no wake-up each:
@@ -192,7 +195,7 @@ typedef struct evmpi_future evmpi_future_t;
  *
  * Errors: EVMPI_ERR_INVALID (pg NULL, nranks < 1, a rank out of range or
  * repeated, EVMPI_PIECE, an EVMPI_LOOP_* or an EVMPI_CUDA_* variable
- * malformed),
+ * malformed or out of range, naming the variable and its value),
  * EVMPI_ERR_MPI (MPI initialisation or communicator creation failed, or
  * MPI's threading level is below MPI_THREAD_MULTIPLE), EVMPI_ERR_NOMEM. */
 EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks,
@@ -297,7 +300,11 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  *
  * Common errors: EVMPI_ERR_INVALID for a NULL pg, tensor or work pointer, a
  * malformed tensor (dtype outside the enum, ndim outside 0..8, a negative
- * dimension, NULL data with elements, strides that are not contiguous), a
+ * dimension, NULL data with elements, strides that are not contiguous,
+ * non-zero extents that multiply past INT64_MAX bytes even when another
+ * is 0, more than 2^61 - 1 elements), sizes that only overflow in the
+ * operation (a gather's, scatter's or allgather's tensor times the group
+ * size, or a coalesced list's total, past INT64_MAX bytes), a
  * root or peer outside 0..size-1, a negative tag, tensors on different
  * devices, a CUDA device index this process does not see, or CUDA data
  * that is not memory of the named device; EVMPI_ERR_UNSUPPORTED for a

@@ -9,6 +9,8 @@
 int evmpi__block_make(int64_t numel, evmpi_dtype_t dtype, evmpi_block_t *b) {
   MPI_Datatype base = evmpi__mpi_datatype(dtype);
   b->owned = false;
+  if (numel < 0)
+    return MPI_ERR_COUNT;
   if (numel <= INT_MAX) {
     b->count = (int)numel;
     b->type = base;
@@ -16,6 +18,12 @@ int evmpi__block_make(int64_t numel, evmpi_dtype_t dtype, evmpi_block_t *b) {
   }
   size_t esz = evmpi_dtype_size(dtype);
   int64_t chunks = numel / EVMPI_CHUNK_ELEMS, rest = numel % EVMPI_CHUNK_ELEMS;
+  /* The chunk count is an int, and the extent a byte count: beyond those
+   * (2^61 elements) no datatype of this shape describes the buffer, and
+   * a truncated count would move part of it and say nothing. */
+  int64_t extent;
+  if (chunks > INT_MAX || __builtin_mul_overflow(numel, (int64_t)esz, &extent))
+    return MPI_ERR_COUNT;
   MPI_Datatype chunk = MPI_DATATYPE_NULL, whole = MPI_DATATYPE_NULL;
   MPI_Datatype joined = MPI_DATATYPE_NULL, sized = MPI_DATATYPE_NULL;
   int rc = MPI_Type_contiguous((int)EVMPI_CHUNK_ELEMS, base, &chunk);
@@ -28,7 +36,7 @@ int evmpi__block_make(int64_t numel, evmpi_dtype_t dtype, evmpi_block_t *b) {
     rc = MPI_Type_create_struct(rest ? 2 : 1, lens, displs, types, &joined);
   }
   if (rc == MPI_SUCCESS)
-    rc = MPI_Type_create_resized(joined, 0, (MPI_Aint)(numel * (int64_t)esz), &sized);
+    rc = MPI_Type_create_resized(joined, 0, (MPI_Aint)extent, &sized);
   if (rc == MPI_SUCCESS)
     rc = MPI_Type_commit(&sized);
   if (chunk != MPI_DATATYPE_NULL)

@@ -15,8 +15,13 @@
 #endif
 
 /* 4 MiB chunks: big enough that a chunk's MPI call runs at full bandwidth,
- * small enough that its copies overlap most of the transfer. */
+ * small enough that its copies overlap most of the transfer. A chunk is a
+ * power of two from 16 bytes (the largest element) to 1 GiB, as a piece
+ * is (pieces.c): so every element size divides it, and rounded up to a
+ * multiple of the largest whole message it stays a multiple of every
+ * piece, which a 96-byte chunk with 56-byte pieces was not. */
 #define DEFAULT_CHUNK ((size_t)4 << 20)
+#define MIN_CHUNK ((size_t)16)
 #define MAX_CHUNK ((size_t)1 << 30)
 
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
@@ -36,14 +41,15 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
                        staging_env);
   if (chunk_env && *chunk_env) {
     size_t chunk = evmpi__env_bytes(chunk_env);
-    if (chunk == 0 || chunk > MAX_CHUNK)
-      return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a size in 1..%zu "
-                         "bytes (K and M suffixes allowed)", op, chunk_env, MAX_CHUNK);
+    if (!evmpi__pow2_in(chunk, MIN_CHUNK, MAX_CHUNK))
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a power of two "
+                         "from %zu to %zu bytes (K, M and G suffixes allowed)", op, chunk_env,
+                         MIN_CHUNK, MAX_CHUNK);
     pg->cuda_chunk = chunk;
   }
   /* A chunk is a multiple of the largest whole message (and so of every
    * piece), so that a staged tensor is cut where a host tensor on another
-   * rank is (pieces.c). */
+   * rank is (pieces.c). Both are powers of two: this is the larger. */
   size_t unit = evmpi__whole_max_bytes(pg);
   pg->cuda_chunk = (pg->cuda_chunk + unit - 1) / unit * unit;
   if (aware == 2)
@@ -56,6 +62,13 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
   (void)op;
 #endif
   return EVMPI_OK;
+}
+
+bool evmpi__cuda_p2p_copies_on_finish(const evmpi_work_t *w) {
+  /* A staged receive copies what arrived to the device when it finishes
+   * (evmpi__cuda_p2p_finish), a synchronous cudaMemcpy; a staged send only
+   * frees its buffer, and the direct path copies nothing. */
+  return w && w->kind == EVMPI_WORK_RECV && w->p2p_stage && !w->abandoned;
 }
 
 #ifdef EVMPI_HAVE_CUDA
@@ -123,10 +136,7 @@ int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device) {
   /* As the seed's DeviceGuard: the tensor's device is current on this
    * (the caller's) thread while MPI sees the buffer, and the caller's own
    * current device is given back afterwards. */
-  if (cudaGetDevice(saved_device) != cudaSuccess) {
-    cudaGetLastError();
-    *saved_device = -1;
-  }
+  *saved_device = evmpi__cuda_current_device();
   cudaError_t e = cudaSetDevice(w->device.index);
   if (e != cudaSuccess) {
     int rc = p2p_cuda_fail(w, "cudaSetDevice", e);
@@ -163,18 +173,38 @@ void evmpi__cuda_p2p_leave(int saved_device) {
     cudaSetDevice(saved_device);
 }
 
+int evmpi__cuda_current_device(void) {
+  int d = -1;
+  if (cudaGetDevice(&d) != cudaSuccess) {
+    cudaGetLastError(); /* not sticky: clear it */
+    return -1;
+  }
+  return d;
+}
+
+void evmpi__cuda_restore_device(int saved, int set) {
+  /* Nothing to give back when the device did not change; -1: the
+   * runtime could not say what was current, so nothing is imposed. */
+  if (saved >= 0 && saved != set)
+    cudaSetDevice(saved);
+}
+
 int evmpi__cuda_p2p_finish(evmpi_work_t *w, int status) {
   void *host = w->p2p_stage;
   w->p2p_stage = NULL;
   if (w->abandoned)
     return status; /* MPI may still read or write it: left to the process */
-  if (status == EVMPI_OK && w->kind == EVMPI_WORK_RECV) {
+  if (status == EVMPI_OK && w->kind == EVMPI_WORK_RECV && host) {
     size_t bytes = tensor_bytes(w);
     if (w->recv_bytes >= 0 && (uint64_t)w->recv_bytes < bytes)
       bytes = (size_t)w->recv_bytes; /* the rest of the tensor is left as it was */
+    /* The finishing thread (the poller, the loop thread, a waiter) keeps
+     * its own current device: the copy needs the tensor's for a moment. */
+    int saved = evmpi__cuda_current_device();
     cudaError_t e = cudaSetDevice(w->device.index);
     if (e == cudaSuccess)
       e = cudaMemcpy(w->tensors[0].data, host, bytes, cudaMemcpyHostToDevice);
+    evmpi__cuda_restore_device(saved, w->device.index);
     if (e != cudaSuccess) {
       cudaGetLastError();
       status = evmpi__work_fail(w, EVMPI_ERR_CUDA, "cudaMemcpy (host to device) of the %zu "

@@ -61,11 +61,15 @@ static int cuda_fail(evmpi_work_t *w, const char *call, cudaError_t e) {
 void evmpi__stager_free(evmpi_stager_t *s) {
   if (!s)
     return;
+  /* Whoever drops the group's last reference (any thread) keeps its
+   * current device. */
+  int saved = evmpi__cuda_current_device(), set = saved;
   for (int d = 0; d < s->ndev; d++) {
     dev_streams_t *ds = &s->dev[d];
     if (!ds->ready)
       continue;
     cudaSetDevice(d);
+    set = d;
     for (int i = 0; i < SLOTS; i++) {
       cudaEventDestroy(ds->ev_in[i]);
       cudaEventDestroy(ds->ev_out[i]);
@@ -73,6 +77,7 @@ void evmpi__stager_free(evmpi_stager_t *s) {
     cudaStreamDestroy(ds->in);
     cudaStreamDestroy(ds->out);
   }
+  evmpi__cuda_restore_device(saved, set);
   if (s->host)
     cudaFreeHost(s->host);
   free(s->dev);
@@ -368,11 +373,8 @@ static int run_staged(evmpi_work_t *w, evmpi_stager_t *s, dev_streams_t *ds) {
   return EVMPI_OK;
 }
 
-int evmpi__cuda_run(evmpi_work_t *w) {
-  /* The worker is ours: the tensor's device simply becomes current. */
-  cudaError_t e = cudaSetDevice(w->device.index);
-  if (e != cudaSuccess)
-    return cuda_fail(w, "cudaSetDevice", e);
+/* Runs w with its device current. */
+static int run_on_device(evmpi_work_t *w) {
   /* Device pointers go to a CUDA-aware MPI unless run itself touches the
    * data on the host (packing, an average's division, float16 kernels). */
   if (w->pg->cuda_path == EVMPI_CUDA_DIRECT && !w->host_access)
@@ -387,4 +389,17 @@ int evmpi__cuda_run(evmpi_work_t *w) {
   if (w->run_chunk && w->ntensors == 1)
     return run_pipelined(w, s, ds);
   return run_staged(w, s, ds);
+}
+
+int evmpi__cuda_run(evmpi_work_t *w) {
+  /* The tensor's device is current while the work runs, and the thread's
+   * own is given back after, as everywhere in cuda.c and cuda_stage.c:
+   * the thread may be shared with code that relies on its device. */
+  int saved = evmpi__cuda_current_device();
+  cudaError_t e = cudaSetDevice(w->device.index);
+  if (e != cudaSuccess)
+    return cuda_fail(w, "cudaSetDevice", e);
+  int rc = run_on_device(w);
+  evmpi__cuda_restore_device(saved, w->device.index);
+  return rc;
 }

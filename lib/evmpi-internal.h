@@ -38,6 +38,12 @@ int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *lis
  * operation's tensors are all on one device. */
 int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor_t *t,
                              const char *refname, const evmpi_tensor_t *ref);
+/* Checks that numel elements of dtype for each of size ranks (what a
+ * gather, scatter or allgather moves and packs in all) fit INT64_MAX
+ * bytes; EVMPI_ERR_INVALID naming arg otherwise. Every rank checks it
+ * alike, so none enters a collective that another refused. */
+int evmpi__check_group_bytes(const char *op, const char *arg, int64_t numel,
+                             evmpi_dtype_t dtype, int size);
 /* "cpu" or "cuda:1", into buf. */
 const char *evmpi__device_name(evmpi_device_t dev, char *buf, size_t len);
 
@@ -297,9 +303,11 @@ int evmpi__work_place(evmpi_work_t *w);
 
 /* ---- pieces.c: large element-wise collectives in pieces -------------------- */
 
-/* Reads EVMPI_PIECE (default 2 MiB) into pg->piece_bytes; EVMPI_ERR_INVALID
- * naming the variable when malformed. */
+/* Reads EVMPI_PIECE (default 1 MiB; a power of two in 16 B..1 GiB) into
+ * pg->piece_bytes; EVMPI_ERR_INVALID naming the variable otherwise. */
 int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg);
+/* Whether v is a power of two in lo..hi (EVMPI_PIECE, EVMPI_CUDA_CHUNK). */
+bool evmpi__pow2_in(size_t v, size_t lo, size_t hi);
 /* The largest message that goes to MPI whole (4 pieces), and a
  * broadcast's piece: a multiple of every cut, so that a staged chunk can
  * be rounded to it. */
@@ -320,6 +328,12 @@ int evmpi__run_pieces(evmpi_work_t *w, evmpi_chunk_fn fn, void *data, int64_t of
  * variables; EVMPI_ERR_INVALID names a variable with a bad value. Runs
  * after evmpi__pieces_configure: a chunk is a whole number of pieces. */
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg);
+/* Whether finishing w may run a device copy: a staged CUDA receive copies
+ * what arrived to the device, synchronously, on the finishing thread, when
+ * it succeeded (decided before the outcome is known, so true for every
+ * staged receive not abandoned); false for every other work, and always
+ * without CUDA. */
+bool evmpi__cuda_p2p_copies_on_finish(const evmpi_work_t *w);
 #ifdef EVMPI_HAVE_CUDA
 typedef struct evmpi_stager evmpi_stager_t;
 /* Checks a CUDA tensor's device index and that its data is on it. */
@@ -333,6 +347,14 @@ int evmpi__cuda_run(evmpi_work_t *w);
  * until evmpi__cuda_p2p_leave. */
 int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device);
 void evmpi__cuda_p2p_leave(int saved_device);
+/* The calling thread's current device, or -1 when the runtime cannot say.
+ * Every function of cuda.c and cuda_stage.c that sets a device gives the
+ * caller's back (evmpi__cuda_restore_device): the worker, the poller, the
+ * loop thread and the application's threads all keep their own. */
+int evmpi__cuda_current_device(void);
+/* Makes saved current again after set was made current (nothing when they
+ * are the same or saved is -1). */
+void evmpi__cuda_restore_device(int saved, int set);
 /* At completion: copies an arrived message to the device, frees the pinned
  * buffer (unless MPI may still use it); may turn status into
  * EVMPI_ERR_CUDA. */

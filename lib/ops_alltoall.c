@@ -16,6 +16,8 @@
 
 static int64_t rows_of(const evmpi_tensor_t *t) { return t->shape[0]; }
 
+/* Bounded: evmpi__check_tensor checks that the non-zero extents multiply
+ * to a byte count, also when dim 0 is 0. */
 static int64_t row_elems(const evmpi_tensor_t *t) {
   int64_t n = 1;
   for (int i = 1; i < t->ndim; i++)
@@ -91,7 +93,10 @@ static int take_splits(const char *op, const char *arg, const evmpi_tensor_t *t,
     if (given[r] < 0)
       return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s[%d] is %" PRId64 ", must be >= 0", op, arg, r,
                          given[r]);
-    sum += given[r];
+    if (__builtin_add_overflow(sum, given[r], &sum)) {
+      sum = INT64_MAX; /* more than any dim 0: "at least" that */
+      break;
+    }
     if (sum > rows)
       break;
     splits[r] = given[r];

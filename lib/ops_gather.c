@@ -73,6 +73,8 @@ int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "input", input, &numel);
   if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "input", numel, input->dtype, pg->size);
+  if (rc == EVMPI_OK)
     rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input, numel);
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:all_gather", opname, EVMPI_WORK_COLLECTIVE,
@@ -122,6 +124,10 @@ int evmpi_allgather_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
                      evmpi__dtype_name(output->dtype), evmpi__dtype_name(input->dtype));
   if (rc == EVMPI_OK)
     rc = evmpi__check_same_device(opname, "output", output, "input", input);
+  /* numel * size cannot overflow past this: it would have wrapped to a
+   * small count that a small output matched. */
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "input", numel, input->dtype, pg->size);
   if (rc == EVMPI_OK && onumel != numel * pg->size)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output has %lld elements, must be the group size "
                      "(%d) times the input's %lld", opname, (long long)onumel, pg->size,
@@ -204,6 +210,19 @@ int evmpi_allgather_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *outputs,
       rc = evmpi__check_list(opname, group, &outputs[i * (size_t)pg->size], pg->size, name,
                              &inputs[i], numel);
   }
+  /* The inputs are packed into one block per rank, gathered from every
+   * rank: their bytes, and those times the group size, must fit. */
+  int64_t block = 0;
+  for (size_t i = 0; rc == EVMPI_OK && i < count; i++) {
+    int64_t bytes;
+    if (__builtin_mul_overflow(evmpi_tensor_numel(&inputs[i]),
+                               (int64_t)evmpi_dtype_size(inputs[i].dtype), &bytes) ||
+        __builtin_add_overflow(block, bytes, &block))
+      rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: inputs: the inputs' sizes add up to more than "
+                       "INT64_MAX bytes (at inputs[%zu])", opname, i);
+  }
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "inputs (packed)", block, EVMPI_UINT8, pg->size);
   size_t nout = count * (size_t)pg->size;
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:allgather_coalesced", opname, EVMPI_WORK_COLLECTIVE,
@@ -279,6 +298,8 @@ int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "input", input, &numel);
   if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "input", numel, input->dtype, pg->size);
+  if (rc == EVMPI_OK)
     rc = evmpi__pg_check_rank(opname, "root", pg, root);
   if (rc == EVMPI_OK)
     rc = check_root_list(opname, "outputs", pg, root, outputs);
@@ -349,6 +370,8 @@ int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *
   int rc = evmpi__pg_check(opname, pg, out);
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "output", output, &numel);
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "output", numel, output->dtype, pg->size);
   if (rc == EVMPI_OK)
     rc = evmpi__pg_check_rank(opname, "root", pg, root);
   if (rc == EVMPI_OK)

@@ -198,6 +198,8 @@ int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "output", output, &numel);
   if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "output", numel, output->dtype, pg->size);
+  if (rc == EVMPI_OK)
     rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output, numel);
   if (rc == EVMPI_OK)
     rc = evmpi__mpi_reduce_op(opname, op, output->dtype, &r.mpi_op, &r.post_divide);
@@ -309,6 +311,17 @@ int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t co
       rc = evmpi__check_same_device(opname, name, &tensors[i], "tensors[0]", &tensors[0]);
     if (rc == EVMPI_OK)
       rc = evmpi__mpi_reduce_op(where, op, tensors[i].dtype, &mop, &divide);
+  }
+  /* Tensors of one dtype are packed into one buffer (and counted
+   * together): all of them together must fit INT64_MAX bytes. */
+  int64_t all_bytes = 0;
+  for (size_t i = 0; rc == EVMPI_OK && i < count; i++) {
+    int64_t bytes;
+    if (__builtin_mul_overflow(evmpi_tensor_numel(&tensors[i]),
+                               (int64_t)evmpi_dtype_size(tensors[i].dtype), &bytes) ||
+        __builtin_add_overflow(all_bytes, bytes, &all_bytes))
+      rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: tensors: their sizes add up to more than "
+                       "INT64_MAX bytes (at tensors[%zu])", opname, i);
   }
   if (rc == EVMPI_OK)
     rc = evmpi__work_new(pg, "mpi:allreduce_coalesced", opname, EVMPI_WORK_COLLECTIVE, count, &w);

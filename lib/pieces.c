@@ -28,13 +28,26 @@
 
 /* 1 MiB: 1 and 2 MiB pieces are the fastest at 2 and 4 ranks here (within
  * 3% of each other; 512 KiB 15-20% slower at 64 MiB, 8 MiB 10-35%), and
- * the smaller gives the loop thread twice the chances. A piece is a
- * multiple of 8 bytes (of every element size) and at most 1 GiB (counts
- * fit an int); 8 bytes is allowed so that tests can cut small tensors. */
+ * the smaller gives the loop thread twice the chances.
+ *
+ * A piece is a power of two from 16 bytes to 1 GiB. 16 is the largest
+ * element (complex128), so every element size divides every piece and no
+ * piece holds a fraction of an element (8 gave complex128 0 elements a
+ * piece). Powers of two also nest: a piece divides the largest whole
+ * message (4 pieces, at most 1 GiB) and every staged CUDA chunk (a power
+ * of two rounded up to a multiple of that, cuda.c), so a device tensor is
+ * cut where a host tensor is on another rank, which a 56-byte piece (224
+ * whole, 3 complex128 elements a piece) or a 384 MiB one (whole messages
+ * capped at 1 GiB) did not do. 1 GiB keeps the count of one MPI call
+ * within an int for every element size. */
 #define DEFAULT_PIECE ((size_t)1 << 20)
-#define MIN_PIECE ((size_t)8)
+#define MIN_PIECE ((size_t)16)
 #define MAX_PIECE ((size_t)1 << 30)
 #define WHOLE_PIECES 4
+
+bool evmpi__pow2_in(size_t v, size_t lo, size_t hi) {
+  return v >= lo && v <= hi && (v & (v - 1)) == 0;
+}
 
 int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg) {
   pg->piece_bytes = DEFAULT_PIECE;
@@ -42,9 +55,9 @@ int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg) {
   if (!env || !*env)
     return EVMPI_OK;
   size_t piece = evmpi__env_bytes(env);
-  if (piece < MIN_PIECE || piece > MAX_PIECE || piece % 8 != 0)
+  if (!evmpi__pow2_in(piece, MIN_PIECE, MAX_PIECE))
     return evmpi__fail(EVMPI_ERR_INVALID,
-                       "%s: EVMPI_PIECE=%s is not a multiple of 8 bytes in %zu..%zu "
+                       "%s: EVMPI_PIECE=%s is not a power of two from %zu to %zu bytes "
                        "(K, M and G suffixes allowed)", op, env, MIN_PIECE, MAX_PIECE);
   pg->piece_bytes = piece;
   return EVMPI_OK;
@@ -58,9 +71,12 @@ size_t evmpi__whole_max_bytes(const evmpi_pg_t *pg) {
 
 int64_t evmpi__cut_elems(const evmpi_pg_t *pg, size_t piece_bytes, size_t esz,
                          int64_t total) {
-  if ((uint64_t)total * esz <= evmpi__whole_max_bytes(pg))
+  if (total <= 0 || (uint64_t)total <= evmpi__whole_max_bytes(pg) / esz)
     return total > 0 ? total : 1;
-  return (int64_t)(piece_bytes / esz);
+  /* Never 0: a piece smaller than an element would loop for ever. The
+   * configured pieces are whole multiples of every element size. */
+  int64_t per = (int64_t)(piece_bytes / esz);
+  return per > 0 ? per : 1;
 }
 
 int evmpi__run_pieces(evmpi_work_t *w, evmpi_chunk_fn fn, void *data, int64_t off,

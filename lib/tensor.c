@@ -3,6 +3,7 @@
 #include "evmpi-internal.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,20 @@ int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t
   int64_t n = evmpi_tensor_numel(t);
   if (n < 0 || (uint64_t)n > (uint64_t)INT64_MAX / evmpi_dtype_size(t->dtype))
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: the shape's size overflows", op, arg);
+  /* Beyond 2^61 - 1 elements a buffer is no derived datatype of int
+   * counts (bigcount.c): refused here, naming the argument, rather than
+   * by MPI on the worker. No memory holds such a tensor anyway. */
+  if (n / EVMPI_CHUNK_ELEMS > INT_MAX)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: %" PRId64 " elements are more than one MPI "
+                       "datatype describes (2^61 - 1 at most)", op, arg, n);
+  /* An empty tensor's other extents still size its rows (alltoall_base
+   * splits dim 0 into rows of shape[1..]) and its strides: they must
+   * multiply to a byte count too, or {0, 2^32, 2^32} overflows there. */
+  int64_t extents = (int64_t)evmpi_dtype_size(t->dtype);
+  for (int i = 0; i < t->ndim; i++)
+    if (t->shape[i] != 0 && __builtin_mul_overflow(extents, t->shape[i], &extents))
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: the shape's size overflows (its non-zero "
+                         "extents multiply to more than INT64_MAX bytes)", op, arg);
   if (!is_contiguous(t))
     return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s has to be contiguous (its strides are not "
                        "row-major for its shape)", op, arg);
@@ -104,6 +119,17 @@ int evmpi__check_tensor(const char *op, const char *arg, const evmpi_tensor_t *t
   if (numel)
     *numel = n;
   return EVMPI_OK;
+}
+
+int evmpi__check_group_bytes(const char *op, const char *arg, int64_t numel,
+                             evmpi_dtype_t dtype, int size) {
+  int64_t bytes;
+  if (!__builtin_mul_overflow(numel, (int64_t)evmpi_dtype_size(dtype), &bytes) &&
+      !__builtin_mul_overflow(bytes, (int64_t)size, &bytes))
+    return EVMPI_OK;
+  return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: %" PRId64 " elements of %zu bytes for each of "
+                     "the group's %d ranks overflow (more than INT64_MAX bytes in all)", op, arg,
+                     numel, evmpi_dtype_size(dtype), size);
 }
 
 const char *evmpi__device_name(evmpi_device_t dev, char *buf, size_t len) {

@@ -41,6 +41,20 @@ static int nallocs;                 /* under mu */
 static size_t bump;                 /* under mu: next free offset in the arena */
 
 static _Thread_local int current_device;
+
+/* Every live thread that has set a device, and its current one, so that a
+ * test can see what the library's threads were left on. An entry leaves
+ * with its thread (the key's destructor). */
+#define MAX_THREADS 256
+typedef struct {
+  pthread_t tid;
+  int device;
+  bool used;
+} thread_dev_t;
+static thread_dev_t thread_devs[MAX_THREADS]; /* under mu */
+static pthread_key_t thread_key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static _Thread_local thread_dev_t *my_entry;
 static _Thread_local cudaError_t last_error;
 static atomic_int fail_copies;
 static atomic_long n_d2h, n_h2d;
@@ -108,6 +122,43 @@ int fake_cuda_live_allocations(int *pinned) {
 
 /* ---- devices and errors ------------------------------------------------- */
 
+static void thread_gone(void *entry) {
+  pthread_mutex_lock(&mu);
+  ((thread_dev_t *)entry)->used = false;
+  pthread_mutex_unlock(&mu);
+}
+
+static void make_key(void) { pthread_key_create(&thread_key, thread_gone); }
+
+/* Records the calling thread's current device. */
+static void note_device(int device) {
+  pthread_once(&key_once, make_key);
+  pthread_mutex_lock(&mu);
+  if (!my_entry) {
+    for (int i = 0; i < MAX_THREADS; i++)
+      if (!thread_devs[i].used) {
+        my_entry = &thread_devs[i];
+        my_entry->used = true;
+        my_entry->tid = pthread_self();
+        break;
+      }
+    if (my_entry)
+      pthread_setspecific(thread_key, my_entry);
+  }
+  if (my_entry)
+    my_entry->device = device;
+  pthread_mutex_unlock(&mu);
+}
+
+int fake_cuda_threads_on_device(int device) {
+  int n = 0;
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < MAX_THREADS; i++)
+    n += thread_devs[i].used && thread_devs[i].device == device;
+  pthread_mutex_unlock(&mu);
+  return n;
+}
+
 cudaError_t cudaGetDeviceCount(int *count) {
   pthread_once(&once, init);
   if (ndevices <= 0 || init_failed) {
@@ -123,6 +174,7 @@ cudaError_t cudaSetDevice(int device) {
   if (device < 0 || device >= ndevices)
     return ret(cudaErrorInvalidDevice);
   current_device = device;
+  note_device(device);
   return cudaSuccess;
 }
 

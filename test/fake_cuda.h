@@ -15,7 +15,8 @@
  *    100 us), so a missing cudaStreamSynchronize or event wait shows up as
  *    wrong data. Events and cudaStreamWaitEvent order them as CUDA does.
  *  - FAKE_CUDA_DEVICES devices (default 2; 0 = no device, as without a
- *    driver), a current device per thread, and pointer attributes.
+ *    driver), a current device per thread (which the tests can count
+ *    across threads), and pointer attributes.
  * It is not CUDA: no kernels, no contexts, no peer access. */
 #ifndef EVMPI_FAKE_CUDA_H
 #define EVMPI_FAKE_CUDA_H
@@ -37,6 +38,10 @@ void fake_cuda_fail_copies(int n);
 void fake_cuda_copy_counts(long *d2h, long *h2d);
 /* Live device allocations and pinned host allocations. */
 int fake_cuda_live_allocations(int *pinned);
+/* How many live threads have device as their current device, among those
+ * that ever called cudaSetDevice (any other thread is on device 0): a
+ * library thread left on a device it switched to shows up here. */
+int fake_cuda_threads_on_device(int device);
 
 #ifdef __cplusplus
 }

@@ -582,13 +582,23 @@ TEST_F(CudaRefusals, BadSettings) {
   pg = nullptr;
   const char *cases[][3] = {{"EVMPI_CUDA_AWARE", "yes", "EVMPI_CUDA_AWARE=yes is not auto, 0 or 1"},
                             {"EVMPI_CUDA_STAGING", "2", "EVMPI_CUDA_STAGING=2 is not 0 or 1"},
-                            {"EVMPI_CUDA_CHUNK", "0", "EVMPI_CUDA_CHUNK=0 is not a size"},
-                            {"EVMPI_CUDA_CHUNK", "4Q", "EVMPI_CUDA_CHUNK=4Q is not a size"}};
+                            {"EVMPI_CUDA_CHUNK", "0", "EVMPI_CUDA_CHUNK=0 is not a power of two"},
+                            {"EVMPI_CUDA_CHUNK", "4Q", "EVMPI_CUDA_CHUNK=4Q is not a power of two"},
+                            // Not a multiple of every element size, or of
+                            // every piece: cut unlike a host rank's tensor.
+                            {"EVMPI_CUDA_CHUNK", "8", "EVMPI_CUDA_CHUNK=8 is not a power of two "
+                             "from 16 to 1073741824 bytes"},
+                            {"EVMPI_CUDA_CHUNK", "96", "EVMPI_CUDA_CHUNK=96 is not a power of two"},
+                            {"EVMPI_CUDA_CHUNK", "3M", "EVMPI_CUDA_CHUNK=3M is not a power of two"},
+                            {"EVMPI_CUDA_CHUNK", "2G", "EVMPI_CUDA_CHUNK=2G is not a power of two"},
+                            {"EVMPI_PIECE", "56", "EVMPI_PIECE=56 is not a power of two"}};
   for (auto &c : cases) {
     setenv(c[0], c[1], 1);
     evmpi_pg_t *bad = nullptr;
     EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &bad), EVMPI_ERR_INVALID) << c[1];
     EXPECT_EQ(bad, nullptr);
+    if (bad)
+      evmpi_pg_destroy(bad);
     EXPECT_NE(strstr(evmpi_last_error(), c[2]), nullptr) << evmpi_last_error();
     unsetenv(c[0]);
   }
@@ -600,21 +610,26 @@ TEST_F(CudaRefusals, BadSettings) {
 
 // Rank 0's tensor is on the device, the others' on the host: the staged
 // pipeline's MPI calls must cut the tensor where the host ranks' pieces do.
-// The 96-byte chunk (24 int32) becomes 256 bytes, one broadcast piece and
-// four 64-byte reduction pieces: a chunk of 24 would be cut 16 + 8 against
-// the host ranks' 16 + 16.
+// The 32-byte chunk (8 int32) becomes 256 bytes, one broadcast piece and
+// four 64-byte reduction pieces: a chunk of 8 would be cut 8 against the
+// host ranks' 16. With 16-byte pieces and chunks the device rank's chunk
+// is the whole message of 64 bytes.
 TEST_F(CudaRefusals, DeviceAndHostRanksCutTheTensorAlike) {
-  evmpi_pg_destroy(pg);
-  pg = nullptr;
-  setenv("EVMPI_CUDA_AWARE", "0", 1);
-  setenv("EVMPI_CUDA_CHUNK", "96", 1);
-  setenv("EVMPI_PIECE", "64", 1);
-  ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
-  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
-  // 1000 int32 go in pieces; 50 (200 bytes, at most 4 pieces) whole.
-  for (size_t n : {(size_t)1000, (size_t)50}) {
-    SCOPED_TRACE(n);
-    CutAlike(rank, size, n);
+  const char *settings[][2] = {{"32", "64"}, {"16", "16"}};
+  for (auto &c : settings) {
+    SCOPED_TRACE(std::string("EVMPI_CUDA_CHUNK=") + c[0] + " EVMPI_PIECE=" + c[1]);
+    evmpi_pg_destroy(pg);
+    pg = nullptr;
+    setenv("EVMPI_CUDA_AWARE", "0", 1);
+    setenv("EVMPI_CUDA_CHUNK", c[0], 1);
+    setenv("EVMPI_PIECE", c[1], 1);
+    ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+    int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
+    // 1000 int32 go in pieces; 50 (200 bytes) whole with 64-byte pieces.
+    for (size_t n : {(size_t)1000, (size_t)50}) {
+      SCOPED_TRACE(n);
+      CutAlike(rank, size, n);
+    }
   }
 }
 
@@ -698,6 +713,47 @@ TEST_F(CudaRefusals, FailingCopiesFailTheWorkAndNotTheGroup) {
   evmpi_work_release(ws[1]);
   fake_cuda_fail_copies(0);
   StillUsable();
+}
+
+// Every thread keeps its own current device: the worker after a staged
+// collective on cuda:1, the thread that finishes a staged receive (the
+// poller, or this one, which runs the loop and may test requests itself)
+// after its copy to the device, and the thread that destroys the group
+// after the stager's streams are freed device by device. Before, each was
+// left on cuda:1.
+TEST_F(CudaRefusals, EveryThreadKeepsItsCurrentDevice) {
+  if (ndev < 2)
+    GTEST_SKIP() << "needs two CUDA devices, this process sees " << ndev;
+  int me = evmpi_pg_rank(pg);
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  DevBuf d(400, 1), dr(400, 1);
+  d.Up(std::vector<int32_t>(100, 3));
+  evmpi_tensor_t t = OnDevice(d.p, EVMPI_INT32, 100, 1), tr = OnDevice(dr.p, EVMPI_INT32, 100, 1);
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+  evmpi_work_release(w);
+  EXPECT_EQ(fake_cuda_threads_on_device(1), 0) << "after a staged allreduce on cuda:1";
+  for (int round = 0; round < 20; round++) { // receives finished on either thread
+    evmpi_work_t *ws[2] = {nullptr, nullptr};
+    ASSERT_EQ(evmpi_recv(pg, &tr, me, 5, &ws[0]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_send(pg, &t, me, 5, &ws[1]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_TRUE(evmpi_test_run_until_done(base, ws, 2, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(ws[0]), EVMPI_OK) << evmpi_work_error(ws[0]);
+    EXPECT_EQ(evmpi_work_status(ws[1]), EVMPI_OK) << evmpi_work_error(ws[1]);
+    evmpi_work_release(ws[0]);
+    evmpi_work_release(ws[1]);
+    ASSERT_EQ(fake_cuda_threads_on_device(1), 0) << "after staged receive " << round;
+  }
+  EXPECT_EQ(dr.Down<int32_t>(100), std::vector<int32_t>(100, 3 * evmpi_pg_size(pg)));
+  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
+  evmpi_pg_destroy(pg);
+  pg = nullptr;
+  int cur = -1;
+  EXPECT_EQ(cudaGetDevice(&cur), cudaSuccess);
+  EXPECT_EQ(cur, 0) << "after the group (with streams on cuda:1) was destroyed";
+  EXPECT_EQ(fake_cuda_threads_on_device(1), 0) << "after the group was destroyed";
 }
 
 // The chunked path really goes in chunks: one copy each way per chunk.

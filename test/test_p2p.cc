@@ -338,9 +338,66 @@ TEST_F(P2P, ReceiveNotHeldBackByCollective) {
   }
 }
 
+struct HoldProbe {
+  struct event *timer = nullptr;
+  double t_cb = 0, t_fire = 0;
+  int fired = 0;
+};
+
+// How long the loop thread holds the loop after delivering a receive's
+// callback while another receive is still pending: a 1 ms timer added by
+// that callback fires only once the loop thread stops polling, after
+// min(EVMPI_LOOP_P2P_POLL_US, EVMPI_LOOP_HOLD_US). Each rank talks to
+// itself. Returns the timer's delay in ms, or a negative value on failure.
+double MeasureHoldMs(struct event_base *base) {
+  evmpi_pg_t *pg = nullptr;
+  EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+  if (!pg)
+    return -1;
+  int me = evmpi_pg_rank(pg);
+  int32_t idle = 0, one = 1, got = 0;
+  evmpi_tensor_t tidle = evmpi_tensor_flat(&idle, EVMPI_INT32, 1);
+  evmpi_tensor_t tone = evmpi_tensor_flat(&one, EVMPI_INT32, 1);
+  evmpi_tensor_t tgot = evmpi_tensor_flat(&got, EVMPI_INT32, 1);
+  HoldProbe probe;
+  probe.timer = evtimer_new(base, [](evutil_socket_t, short, void *arg) {
+    auto *p = static_cast<HoldProbe *>(arg);
+    p->t_fire = evmpi_test_now_ms();
+    p->fired = 1;
+  }, &probe);
+  evmpi_work_t *pending = nullptr, *w[2] = {nullptr, nullptr};
+  EXPECT_EQ(evmpi_recv(pg, &tidle, me, 11, &pending), EVMPI_OK) << evmpi_last_error();
+  EXPECT_EQ(evmpi_recv(pg, &tgot, me, 12, &w[0]), EVMPI_OK) << evmpi_last_error();
+  EXPECT_EQ(evmpi_send(pg, &tone, me, 12, &w[1]), EVMPI_OK) << evmpi_last_error();
+  double delay = -1;
+  if (pending && w[0] && w[1]) {
+    EXPECT_EQ(evmpi_work_on_complete(w[0], [](evmpi_work_t *, void *arg) {
+      auto *p = static_cast<HoldProbe *>(arg);
+      p->t_cb = evmpi_test_now_ms();
+      struct timeval ms = {0, 1000};
+      evtimer_add(p->timer, &ms);
+    }, &probe), EVMPI_OK);
+    EXPECT_TRUE(evmpi_test_run_until_flag(base, &probe.fired, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(got, 1);
+    if (probe.fired)
+      delay = probe.t_fire - probe.t_cb;
+    // The pending receive gets its message; then everything is done.
+    EXPECT_EQ(evmpi_send(pg, &tone, me, 11, &w[1]), EVMPI_OK) << evmpi_last_error();
+    evmpi_work_t *rest[2] = {pending, w[1]};
+    EXPECT_TRUE(evmpi_test_run_until_done(base, rest, 2, EVMPI_TEST_TIMEOUT_MS));
+  }
+  for (evmpi_work_t *x : {pending, w[0], w[1]})
+    evmpi_work_release(x);
+  evmpi_pg_destroy(pg);
+  event_free(probe.timer);
+  return delay;
+}
+
 // EVMPI_LOOP_P2P_POLL_US and EVMPI_LOOP_HOLD_US set how long the loop
 // thread polls for sends and receives; bad values fail group creation,
-// and the extremes still deliver every message intact.
+// the extremes still deliver every message intact, and the values are
+// applied, not only parsed: the hold they give shows in the loop's own
+// timers (MeasureHoldMs), and each of the two limits the other.
 TEST_F(P2P, LoopSettings) {
   struct event_base *base = event_base_new();
   const char *bad[][3] = {
@@ -388,6 +445,23 @@ TEST_F(P2P, LoopSettings) {
     }
     evmpi_pg_destroy(pg);
   }
+  unsetenv("EVMPI_LOOP_P2P_POLL_US");
+  unsetenv("EVMPI_LOOP_HOLD_US");
+  double dflt = MeasureHoldMs(base); // 200 us and 500 us: the timer is on time
+  EXPECT_GE(dflt, 0.0);
+  EXPECT_LT(dflt, 150.0) << "with the defaults";
+  // A 1 s polling window, cut to 300 ms by the hold.
+  setenv("EVMPI_LOOP_P2P_POLL_US", "1000000", 1);
+  setenv("EVMPI_LOOP_HOLD_US", "300000", 1);
+  double held = MeasureHoldMs(base);
+  EXPECT_GE(held, 250.0) << "EVMPI_LOOP_P2P_POLL_US=1000000 EVMPI_LOOP_HOLD_US=300000";
+  EXPECT_LT(held, 800.0) << "EVMPI_LOOP_P2P_POLL_US=1000000 EVMPI_LOOP_HOLD_US=300000";
+  // A 300 ms polling window within a 1 s hold.
+  setenv("EVMPI_LOOP_P2P_POLL_US", "300000", 1);
+  setenv("EVMPI_LOOP_HOLD_US", "1000000", 1);
+  double polled = MeasureHoldMs(base);
+  EXPECT_GE(polled, 250.0) << "EVMPI_LOOP_P2P_POLL_US=300000 EVMPI_LOOP_HOLD_US=1000000";
+  EXPECT_LT(polled, 800.0) << "EVMPI_LOOP_P2P_POLL_US=300000 EVMPI_LOOP_HOLD_US=1000000";
   unsetenv("EVMPI_LOOP_P2P_POLL_US");
   unsetenv("EVMPI_LOOP_HOLD_US");
   event_base_free(base);

@@ -396,6 +396,64 @@ TEST_F(Validation, AlltoallSplits) {
           {"alltoall_base", "output is float32 but input is int32"});
 }
 
+// Shapes whose sizes only overflow in the arithmetic an operation does
+// with them: times the group size, added up over a list, the rows of an
+// empty tensor. None may be queued (the overflowed size would have been
+// used to allocate and to point MPI at), each names its argument. The
+// descriptors point at a few real bytes: nothing may read past them.
+TEST_F(Validation, SizesThatOverflowInTheOperation) {
+  alignas(16) static char bytes[64];
+  int rank = evmpi_pg_rank(pg);
+  // 2^58 + 1 complex128: 2^62 + 16 bytes, a valid tensor; twice that is not.
+  const int64_t huge = ((int64_t)1 << 58) + 1;
+  evmpi_tensor_t big = evmpi_tensor_flat(bytes, EVMPI_COMPLEX128, huge);
+  std::vector<evmpi_tensor_t> bigs(size, big);
+  std::string ranks = "each of the group's " + std::to_string(size) + " ranks overflow";
+  if (size > 1) {
+    Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather(pg, bigs.data(), &big, w); },
+            {"allgather: input: 288230376151711745 elements of 16 bytes", ranks.c_str()});
+    evmpi_tensor_t small = evmpi_tensor_flat(bytes, EVMPI_COMPLEX128, 4);
+    Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather_base(pg, &small, &big, w); },
+            {"allgather_base: input:", ranks.c_str()});
+    Rejects(EVMPI_ERR_INVALID,
+            [&](evmpi_work_t **w) { return evmpi_gather(pg, rank == 0 ? bigs.data() : nullptr, &big, 0, w); },
+            {"gather: input:", ranks.c_str()});
+    Rejects(EVMPI_ERR_INVALID,
+            [&](evmpi_work_t **w) { return evmpi_scatter(pg, &big, rank == 0 ? bigs.data() : nullptr, 0, w); },
+            {"scatter: output:", ranks.c_str()});
+    Rejects(EVMPI_ERR_INVALID,
+            [&](evmpi_work_t **w) { return evmpi_reduce_scatter(pg, &big, bigs.data(), EVMPI_SUM, w); },
+            {"reduce_scatter: output:", ranks.c_str()});
+  }
+  // At any size: two such tensors add up past INT64_MAX bytes.
+  evmpi_tensor_t two[2] = {big, big};
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allreduce_coalesced(pg, two, 2, EVMPI_SUM, w); },
+          {"allreduce_coalesced: tensors:", "more than INT64_MAX bytes (at tensors[1])"});
+  std::vector<evmpi_tensor_t> outs(2 * size, big);
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_allgather_coalesced(pg, outs.data(), two, 2, w); },
+          {"allgather_coalesced: inputs:", "more than INT64_MAX bytes (at inputs[1])"});
+  // More elements than a derived datatype of int counts describes.
+  evmpi_tensor_t vast = evmpi_tensor_flat(bytes, EVMPI_UINT8, (int64_t)1 << 61);
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv(pg, &vast, rank, 0, w); },
+          {"recv: tensor: 2305843009213693952 elements are more than one MPI datatype describes"});
+  // An empty tensor whose rows (shape[1..]) overflow.
+  evmpi_tensor_t empty = evmpi_tensor_flat(bytes, EVMPI_INT32, 0);
+  empty.ndim = 3;
+  empty.shape[1] = empty.shape[2] = (int64_t)1 << 32;
+  Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &empty, &empty, nullptr, nullptr, w); },
+          {"alltoall_base: input: the shape's size overflows"});
+  // Splits whose sum overflows.
+  if (size > 1) {
+    std::vector<int32_t> a(2 * size);
+    evmpi_tensor_t in = evmpi_tensor_flat(a.data(), EVMPI_INT32, 2 * size);
+    std::vector<int64_t> splits(size, 0);
+    splits[0] = 2 * size;
+    splits[1] = INT64_MAX;
+    Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_alltoall_base(pg, &in, &in, nullptr, splits.data(), w); },
+            {"alltoall_base: input_splits sum to at least 9223372036854775807 rows"});
+  }
+}
+
 } // namespace
 
 int main(int argc, char **argv) { return evmpi_test_main(argc, argv, EVMPI_TEST_MPI_INIT_MULTIPLE); }
