@@ -64,13 +64,6 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
   return EVMPI_OK;
 }
 
-bool evmpi__cuda_p2p_copies_on_finish(const evmpi_work_t *w) {
-  /* A staged receive copies what arrived to the device when it finishes
-   * (evmpi__cuda_p2p_finish), a synchronous cudaMemcpy; a staged send only
-   * frees its buffer, and the direct path copies nothing. */
-  return w && w->kind == EVMPI_WORK_RECV && w->p2p_stage && !w->abandoned;
-}
-
 #ifdef EVMPI_HAVE_CUDA
 
 /* The runtime's device count, asked once: it cannot change while the

@@ -328,12 +328,6 @@ int evmpi__run_pieces(evmpi_work_t *w, evmpi_chunk_fn fn, void *data, int64_t of
  * variables; EVMPI_ERR_INVALID names a variable with a bad value. Runs
  * after evmpi__pieces_configure: a chunk is a whole number of pieces. */
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg);
-/* Whether finishing w may run a device copy: a staged CUDA receive copies
- * what arrived to the device, synchronously, on the finishing thread, when
- * it succeeded (decided before the outcome is known, so true for every
- * staged receive not abandoned); false for every other work, and always
- * without CUDA. */
-bool evmpi__cuda_p2p_copies_on_finish(const evmpi_work_t *w);
 #ifdef EVMPI_HAVE_CUDA
 typedef struct evmpi_stager evmpi_stager_t;
 /* Checks a CUDA tensor's device index and that its data is on it. */
