@@ -231,6 +231,11 @@ TEST_F(Validation, RanksAndTags) {
           {"send", ("dst " + std::to_string(size)).c_str()});
   Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_recv(pg, &t, -2, 0, w); },
           {"recv", "src -2"});
+  // MPI's wildcard is not a rank: evmpi_recv_anysource is the way to it
+  // (its value is -1 in Open MPI, -2 in MPICH).
+  Rejects(EVMPI_ERR_INVALID,
+          [&](evmpi_work_t **w) { return evmpi_recv(pg, &t, MPI_ANY_SOURCE, 0, w); },
+          {"recv", ("src " + std::to_string(MPI_ANY_SOURCE)).c_str()});
   Rejects(EVMPI_ERR_INVALID, [&](evmpi_work_t **w) { return evmpi_send(pg, &t, 0, -1, w); },
           {"send", "tag -1"});
   int *ub = nullptr, flag = 0;
