@@ -137,10 +137,13 @@ int evmpi__mpi_ensure_init(void);
 /* 1 when the MPI says it takes CUDA device pointers; 0 when it says it does
  * not or has no way to say. Call after MPI is initialised. */
 int evmpi__mpi_query_cuda_support(void);
-/* Whether an error of one request in MPI_Testsome is returned to the
- * caller (the requests' communicator's handler) rather than raised on
- * MPI_COMM_WORLD's; when not, the poller tests requests one at a time. */
-bool evmpi__mpi_testsome_errors_return(void);
+/* Around every MPI test call of evmpi's (Testsome, Test): an error of a
+ * completed request is returned there, never raised as fatal, also on an
+ * MPI that raises it on MPI_COMM_WORLD's handler (MPICH), once
+ * evmpi__mpi_hook_request_errors has run (when MPI is first used). */
+void evmpi__mpi_test_begin(void);
+void evmpi__mpi_test_end(void);
+int evmpi__mpi_hook_request_errors(void);
 
 /* ---- future.c ---------------------------------------------------------- */
 
@@ -487,7 +490,6 @@ typedef struct evmpi_poller {
   evmpi_work_t **works;
   size_t n, cap;
   bool made;                 /* mu, finish_mu and cv are made */
-  bool testsome_ok;          /* MPI_Testsome returns request errors (mpi_ext.c) */
   bool started;
   bool stopped;              /* evmpi__poller_stop has run */
   /* Until when (evmpi__now_ns) the loop thread polls and tests the

@@ -73,8 +73,12 @@ static int read_exit_wait(void) {
   return EVMPI_OK;
 }
 
-/* Registers on_finalize, once MPI is initialised. */
+/* Registers on_finalize, once MPI is initialised, and what one MPI needs
+ * for its request errors to be values (mpi_ext.c). */
 static int hook_finalize(void) {
+  int rc = evmpi__mpi_hook_request_errors();
+  if (rc != EVMPI_OK)
+    return rc;
   int keyval = MPI_KEYVAL_INVALID;
   if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, on_finalize, &keyval, NULL) != MPI_SUCCESS ||
       MPI_Comm_set_attr(MPI_COMM_SELF, keyval, NULL) != MPI_SUCCESS)

@@ -3,6 +3,8 @@
  * else. */
 #include "evmpi-internal.h"
 
+#include <stdio.h>
+
 #if defined(OPEN_MPI) && OPEN_MPI
 #include <mpi-ext.h> /* MPIX_CUDA_AWARE_SUPPORT, MPIX_Query_cuda_support */
 #endif
@@ -24,17 +26,47 @@ int evmpi__mpi_query_cuda_support(void) {
 #endif
 }
 
-bool evmpi__mpi_testsome_errors_return(void) {
+/* MPICH raises the error of a completed request (a truncated receive) on
+ * MPI_COMM_WORLD's handler, not on the request's communicator, in every
+ * test call (MPI_Test, MPI_Testsome, MPI_Request_get_status): with the
+ * default MPI_ERRORS_ARE_FATAL that ends the job, and an MPI error would
+ * no longer be a value. So where MPI_COMM_WORLD has the default handler,
+ * evmpi replaces it with one that returns while one of evmpi's tests runs
+ * on the calling thread, and otherwise does what the default does. An
+ * application that set a handler of its own keeps it (and gets those
+ * errors). */
+static _Thread_local int in_test;
+
+void evmpi__mpi_test_begin(void) { in_test++; }
+void evmpi__mpi_test_end(void) { in_test--; }
+
 #if defined(MPICH)
-  /* MPICH raises an error of a multiple-completion call (a truncated
-   * receive among the requests) on MPI_COMM_WORLD's handler, fatal by
-   * default, not on the requests' communicator: the application's world
-   * handler is not evmpi's to change, so each request is tested alone
-   * there, with MPI_Test, whose errors go to its communicator's handler
-   * (MPI_ERRORS_RETURN). */
-  return false;
-#else
-  /* Open MPI raises it on the requests' communicator. */
-  return true;
+static void on_world_error(MPI_Comm *comm, int *code, ...) {
+  if (in_test)
+    return; /* the test call returns the code; the work gets the message */
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(*code, text, &len) != MPI_SUCCESS)
+    snprintf(text, sizeof text, "MPI error %d", *code);
+  fprintf(stderr, "Fatal MPI error on MPI_COMM_WORLD: %s\n", text);
+  MPI_Abort(*comm, *code);
+}
 #endif
+
+int evmpi__mpi_hook_request_errors(void) {
+#if defined(MPICH)
+  MPI_Errhandler current = MPI_ERRHANDLER_NULL;
+  if (MPI_Comm_get_errhandler(MPI_COMM_WORLD, &current) != MPI_SUCCESS)
+    return EVMPI_OK;
+  bool fatal = current == MPI_ERRORS_ARE_FATAL;
+  MPI_Errhandler_free(&current);
+  if (!fatal)
+    return EVMPI_OK;
+  MPI_Errhandler eh;
+  if (MPI_Comm_create_errhandler(on_world_error, &eh) != MPI_SUCCESS ||
+      MPI_Comm_set_errhandler(MPI_COMM_WORLD, eh) != MPI_SUCCESS)
+    return evmpi__fail(EVMPI_ERR_MPI, "cannot set evmpi's error handler on MPI_COMM_WORLD");
+  MPI_Errhandler_free(&eh);
+#endif
+  return EVMPI_OK;
 }

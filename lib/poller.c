@@ -255,9 +255,8 @@ static void compact_locked(evmpi_poller_t *p) {
   p->n = j;
 }
 
-/* Each request tested on its own: where MPI_Testsome cannot return a
- * request's error (mpi_ext.c), and when the MPI_Testsome call itself
- * failed (rather than a request), so that those still active stay pending
+/* The MPI_Testsome call itself failed (rather than a request): each
+ * request is tested on its own, so that those still active stay pending
  * (their buffers are in use) and only those that failed or finished leave. */
 static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st) {
   int out = 0;
@@ -285,14 +284,14 @@ static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *s
  * finish_list to complete after mu is released. */
 static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, done_list_t *d) {
   int outcount = 0;
-  int rc = MPI_ERR_OTHER;
-  if (p->testsome_ok)
-    rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
+  evmpi__mpi_test_begin();
+  int rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
   bool per_status = rc == MPI_ERR_IN_STATUS;
   if (rc != MPI_SUCCESS && !per_status) {
     outcount = test_each_locked(p, n, idx, st);
     per_status = true;
   }
+  evmpi__mpi_test_end();
   if (outcount == MPI_UNDEFINED || outcount <= 0)
     return;
   size_t held = 0;
@@ -444,7 +443,6 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   pthread_cond_init(&p->cv, &attr);
   pthread_condattr_destroy(&attr);
   p->made = true;
-  p->testsome_ok = evmpi__mpi_testsome_errors_return();
   if (pthread_create(&p->thread, NULL, poller_main, pg) != 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot start the poller thread");
   p->started = true;
@@ -491,7 +489,9 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   MPI_Status st;
   int flag = 0;
   MPI_Cancel(&p->reqs[at]);
+  evmpi__mpi_test_begin();
   int rc = MPI_Test(&p->reqs[at], &flag, &st);
+  evmpi__mpi_test_end();
   if (!flag && rc == MPI_SUCCESS) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",
