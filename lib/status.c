@@ -48,6 +48,21 @@ char *evmpi__asprintf(const char *fmt, ...) {
   return s;
 }
 
+/* The standard's name of an error class, so that a message reads alike on
+ * every MPI (Open MPI's strings start with it, MPICH's do not). */
+static const char *error_class_name(int cls) {
+  switch (cls) {
+#define C(x) case x: return #x
+  C(MPI_ERR_BUFFER); C(MPI_ERR_COUNT); C(MPI_ERR_TYPE); C(MPI_ERR_TAG); C(MPI_ERR_COMM);
+  C(MPI_ERR_RANK); C(MPI_ERR_REQUEST); C(MPI_ERR_ROOT); C(MPI_ERR_GROUP); C(MPI_ERR_OP);
+  C(MPI_ERR_TOPOLOGY); C(MPI_ERR_DIMS); C(MPI_ERR_ARG); C(MPI_ERR_UNKNOWN);
+  C(MPI_ERR_TRUNCATE); C(MPI_ERR_OTHER); C(MPI_ERR_INTERN); C(MPI_ERR_IN_STATUS);
+  C(MPI_ERR_PENDING); C(MPI_ERR_NO_MEM); C(MPI_ERR_SPAWN);
+#undef C
+  default: return NULL;
+  }
+}
+
 void evmpi__mpi_error_text(int code, char *buf, size_t len) {
   char text[MPI_MAX_ERROR_STRING];
   int tlen = 0, cls = 0;
@@ -55,5 +70,9 @@ void evmpi__mpi_error_text(int code, char *buf, size_t len) {
     snprintf(text, sizeof text, "unknown MPI error");
   if (MPI_Error_class(code, &cls) != MPI_SUCCESS)
     cls = code;
-  snprintf(buf, len, "%s (error class %d)", text, cls);
+  const char *name = error_class_name(cls);
+  if (name && strncmp(text, name, strlen(name)) != 0)
+    snprintf(buf, len, "%s: %s (error class %d)", name, text, cls);
+  else
+    snprintf(buf, len, "%s (error class %d)", text, cls);
 }
