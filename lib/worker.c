@@ -66,12 +66,22 @@ static int run_work(evmpi_work_t *w) {
  * MPI. The process must not finalise MPI (which unloads Open MPI's
  * components) while one of them is still returning through MPI's code. */
 static pthread_mutex_t detached_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t detached_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t detached_cv; /* CLOCK_MONOTONIC: a clock step must not
+                                      lengthen or cut the exit's wait */
+static pthread_once_t detached_once = PTHREAD_ONCE_INIT;
 static int detached_in_mpi; /* under detached_mu */
 
+static void detached_init(void) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&detached_cv, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
 bool evmpi__worker_wait_detached(int timeout_ms) {
-  /* detached_cv is statically initialised: it waits on CLOCK_REALTIME. */
-  struct timespec ts = evmpi__timespec_after(CLOCK_REALTIME, (int64_t)timeout_ms * 1000000);
+  pthread_once(&detached_once, detached_init);
+  struct timespec ts = evmpi__timespec_after(CLOCK_MONOTONIC, (int64_t)timeout_ms * 1000000);
   pthread_mutex_lock(&detached_mu);
   while (detached_in_mpi > 0)
     if (pthread_cond_timedwait(&detached_cv, &detached_mu, &ts) == ETIMEDOUT)
@@ -189,6 +199,7 @@ static void *worker_main(void *arg) {
   pthread_mutex_unlock(&wk->mu);
   evmpi__pg_release(pg); /* the thread's own reference */
   if (detached) {
+    pthread_once(&detached_once, detached_init);
     pthread_mutex_lock(&detached_mu);
     detached_in_mpi--;
     pthread_cond_broadcast(&detached_cv);
