@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -509,16 +510,25 @@ void stress_cb(evmpi_work_t *w, void *arg) {
   }
 }
 
+int32_t *stress_buffers(size_t n) {
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<int32_t[]>> kept; // for the program's life
+  std::lock_guard<std::mutex> g(mu);
+  kept.emplace_back(new int32_t[n]());
+  return kept.back().get();
+}
+
 void stress_thread(Stress *s, unsigned seed, evmpi_work_t *anchor) {
   (void)anchor; // held by the caller: it keeps the group's memory alive
   std::mt19937 rng(seed);
   std::vector<evmpi_work_t *> held;
-  // A buffer of its own per operation, alive to the end: a receive may stay
-  // pending until destroy, and two operations must not share memory.
-  std::vector<int32_t> bufs(400, 1);
+  // A buffer of its own per operation, never freed: a released work goes on
+  // (a receive until destroy cancels it, a send to this rank that destroy
+  // gave up on may stay with MPI), and two operations must not share memory.
+  int32_t *bufs = stress_buffers(400);
   int i = 0;
   while (!s->stop && i < 400) {
-    int32_t *b = &bufs[(size_t)(i++)];
+    int32_t *b = &bufs[i++];
     evmpi_tensor_t t = evmpi_tensor_flat(b, EVMPI_INT32, 1);
     evmpi_work_t *w = nullptr;
     int rc = EVMPI_OK;
