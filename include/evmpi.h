@@ -225,10 +225,12 @@ EVMPI_API evmpi_cuda_path_t evmpi_pg_cuda_path(const evmpi_pg_t *pg);
  * group's threads and frees the group. Call it on the loop thread (or
  * while the loop does not run).
  *
- * Once: the first call takes the teardown; any later call on the same
- * group (from a callback that this destroy delivers, from another thread
- * racing it, after MPI_Finalize stopped the group) returns at once. The
- * handle must not be used for anything else after the first call.
+ * Once: the first call takes the teardown; a later call on the same group
+ * returns at once: from a callback that this destroy delivers, from
+ * another thread while the teardown still runs or while that thread holds
+ * a work of the group (which keeps the group's memory), or after
+ * MPI_Finalize stopped the group. Once destroy has returned and no work
+ * of the group is held, the handle is gone: it must not be used at all.
  *
  * From inside one of the group's completion callbacks, destroy is
  * deferred: the group is torn down as soon as the callbacks of the current

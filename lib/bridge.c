@@ -28,13 +28,16 @@ static void signal_eventfd(int fd) {
 
 /* Runs the callbacks of f and the futures after it; true when one of them
  * was a send's or a receive's. */
-static bool deliver_list(evmpi_future_t *f) {
+static bool deliver_list(evmpi_bridge_t *b, evmpi_future_t *f) {
   bool p2p = false;
   while (f) {
     evmpi_future_t *next = f->next_delivery;
     f->next_delivery = NULL;
     p2p |= f->owner && f->owner->kind != EVMPI_WORK_COLLECTIVE;
-    evmpi__future_deliver(f);
+    if (atomic_load_explicit(&b->halted, memory_order_acquire))
+      evmpi_future_release(f); /* MPI is being finalized: no callback runs */
+    else
+      evmpi__future_deliver(f);
     f = next;
   }
   return p2p;
@@ -110,11 +113,13 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
   bool p2p_active = false;
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
+    if (atomic_load(&b->halted))
+      break;
     evmpi_future_t *batch = take_posted(b);
     if (!batch)
       break;
     b->dispatching = true;
-    p2p_active |= deliver_list(batch);
+    p2p_active |= deliver_list(b, batch);
     b->dispatching = false;
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
@@ -298,7 +303,7 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
   atomic_store(&b->closed, true);
   while (atomic_load(&b->posting) != 0)
     sched_yield();
-  deliver_list(take_posted(b));
+  deliver_list(b, take_posted(b));
   event_free(b->ev);
   b->ev = NULL;
   close(b->efd);

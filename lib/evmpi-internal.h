@@ -264,6 +264,7 @@ struct evmpi_work {
   void *p2p_stage;            /* staged CUDA send or receive: its pinned buffer */
   int64_t recv_bytes;         /* a receive's arrived bytes (poller), -1 = unknown */
   bool abandoned;             /* request freed while pending: MPI may still use p2p_stage */
+  bool cancel_sent;           /* poller: MPI_Cancel was called on its receive */
   bool held;                  /* poller: its request completed, but an older send or
                                  receive of the same peer and tag has not: it is
                                  finished after that one (MPI's matching order) */
@@ -540,7 +541,8 @@ struct evmpi_pg {
   atomic_bool closing;       /* destroy started: submissions refused */
   atomic_int submitting;     /* sends and receives between their closing check and
                                 their hand-over to the poller (see pg_close_gate) */
-  atomic_bool destroy_claimed; /* destroy (or finalize) has taken the teardown */
+  atomic_int phase;          /* EVMPI_PG_LIVE .. EVMPI_PG_STOPPED (groups.c) */
+  pthread_t teardown_thread; /* who runs the teardown, once phase is RUNNING */
   atomic_uint_fast64_t next_seq;
   atomic_int inflight;       /* submitted works not yet completed */
   evmpi_cuda_path_t cuda_path; /* how device tensors move, fixed at creation */
@@ -552,7 +554,6 @@ struct evmpi_pg {
   /* groups.c's registry, under its lock */
   evmpi_pg_t *reg_prev, *reg_next;
   bool registered;
-  bool stopped_at_finalize;
   evmpi_bridge_t bridge;
   evmpi_worker_t worker;
   evmpi_poller_t poller;
@@ -584,10 +585,20 @@ void evmpi__groups_add(evmpi_pg_t *pg);
 /* Its teardown has finished: waiters in evmpi_pg_wait_destroyed and
  * finalize go on. */
 void evmpi__groups_remove(evmpi_pg_t *pg);
-/* True for the one caller that gets to tear pg down. */
+/* A group's way to its end, one way only, each step taken by one caller
+ * with a compare-and-swap: destroy claims it (DEFERRED while a callback's
+ * batch finishes), the teardown runs it (RUNNING), or MPI_Finalize stops a
+ * group that is LIVE or DEFERRED (STOPPED: its later teardown does
+ * nothing, its threads and MPI are gone). */
+enum { EVMPI_PG_LIVE, EVMPI_PG_DEFERRED, EVMPI_PG_RUNNING, EVMPI_PG_STOPPED };
+/* destroy: LIVE -> DEFERRED; true for the one caller that gets it. */
 bool evmpi__groups_claim(evmpi_pg_t *pg);
+/* The teardown starts: DEFERRED -> RUNNING; false when finalize stopped
+ * the group first. */
+bool evmpi__groups_begin_teardown(evmpi_pg_t *pg);
 /* Before MPI_Finalize: stops every live group and waits for teardowns
- * under way, for at most wait_ms in all. */
-void evmpi__groups_stop_all(int wait_ms);
+ * under way, for at most wait_ms in all; false when one was still running
+ * (a thread of it may still be in MPI). */
+bool evmpi__groups_stop_all(int wait_ms);
 
 #endif /* EVMPI_INTERNAL_H */

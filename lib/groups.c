@@ -50,14 +50,28 @@ void evmpi__groups_remove(evmpi_pg_t *pg) {
   pthread_mutex_unlock(&reg_mu);
 }
 
-bool evmpi__groups_claim(evmpi_pg_t *pg) { return !atomic_exchange(&pg->destroy_claimed, true); }
+static bool step(evmpi_pg_t *pg, int from, int to) {
+  return atomic_compare_exchange_strong(&pg->phase, &from, to);
+}
 
-/* Whether a registered group's teardown has begun and not yet ended
- * (under reg_mu). Groups stopped at finalize stay registered, done. */
+bool evmpi__groups_claim(evmpi_pg_t *pg) { return step(pg, EVMPI_PG_LIVE, EVMPI_PG_DEFERRED); }
+
+bool evmpi__groups_begin_teardown(evmpi_pg_t *pg) {
+  pg->teardown_thread = pthread_self();
+  return step(pg, EVMPI_PG_DEFERRED, EVMPI_PG_RUNNING);
+}
+
+/* Whether a registered group's destroy has begun and its teardown not yet
+ * ended (under reg_mu), not counting one that runs on the calling thread
+ * (a callback that its teardown delivers and that finalises MPI). Groups
+ * stopped at finalize stay registered, done. */
 static bool teardown_running_locked(void) {
-  for (evmpi_pg_t *pg = reg_head; pg; pg = pg->reg_next)
-    if (atomic_load(&pg->destroy_claimed) && !pg->stopped_at_finalize)
+  for (evmpi_pg_t *pg = reg_head; pg; pg = pg->reg_next) {
+    int phase = atomic_load(&pg->phase);
+    if (phase == EVMPI_PG_DEFERRED ||
+        (phase == EVMPI_PG_RUNNING && !pthread_equal(pg->teardown_thread, pthread_self())))
       return true;
+  }
   return false;
 }
 
@@ -75,29 +89,33 @@ static bool wait_teardowns(int64_t deadline_ns) {
   return !busy;
 }
 
-void evmpi__groups_stop_all(int wait_ms) {
+bool evmpi__groups_stop_all(int wait_ms) {
   pthread_once(&reg_once, reg_init);
   int64_t deadline = evmpi__now_ns() + (int64_t)wait_ms * 1000000;
   for (;;) {
-    /* One unclaimed group at a time: stopping it takes time, and the
-     * teardowns of others take reg_mu to leave the registry meanwhile. */
+    /* One group at a time: stopping it takes time, and the teardowns of
+     * others take reg_mu to leave the registry meanwhile. A group whose
+     * destroy is deferred to a batch that may never end (the callback is
+     * the one finalising MPI) is stopped like a live one. */
     evmpi_pg_t *victim = NULL;
     pthread_mutex_lock(&reg_mu);
     for (evmpi_pg_t *pg = reg_head; pg && !victim; pg = pg->reg_next)
-      if (!pg->stopped_at_finalize && evmpi__groups_claim(pg))
+      if (step(pg, EVMPI_PG_LIVE, EVMPI_PG_STOPPED) ||
+          step(pg, EVMPI_PG_DEFERRED, EVMPI_PG_STOPPED))
         victim = pg;
+    if (victim)
+      evmpi__pg_retain(victim);
     pthread_mutex_unlock(&reg_mu);
     if (!victim)
       break;
     evmpi__pg_stop_at_finalize(victim, deadline);
     pthread_mutex_lock(&reg_mu);
-    victim->stopped_at_finalize = true;
     pthread_cond_broadcast(&reg_cv);
     pthread_mutex_unlock(&reg_mu);
+    evmpi__pg_release(victim);
   }
-  /* Teardowns already under way (a destroy from a callback, running on a
-   * group's own loop thread) finish before MPI goes. */
-  wait_teardowns(deadline);
+  /* Teardowns already under way finish before MPI goes. */
+  return wait_teardowns(deadline);
 }
 
 int evmpi_pg_wait_destroyed(int timeout_ms) {

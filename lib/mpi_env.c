@@ -34,9 +34,15 @@ static const char *level_name(int level) {
 static int exit_wait_ms = EXIT_WAIT_MS_DEFAULT;
 static bool workers_stuck; /* a detached worker never came out: skip MPI_Finalize */
 
+/* Once, whether from evmpi's exit handler or from the MPI_Finalize it (or
+ * the application) calls: the wait is not spent twice. */
 static void stop_groups(void) {
+  static atomic_bool done;
+  if (atomic_exchange(&done, true))
+    return;
   int64_t start = evmpi__now_ns();
-  evmpi__groups_stop_all(exit_wait_ms);
+  if (!evmpi__groups_stop_all(exit_wait_ms))
+    workers_stuck = true; /* a teardown still running may be inside MPI */
   int left = exit_wait_ms - (int)((evmpi__now_ns() - start) / 1000000);
   /* Finalising under a thread that is still inside a collective would
    * unload the code it runs (and hang or crash). */

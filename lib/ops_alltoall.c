@@ -199,7 +199,9 @@ static int run_alltoall(evmpi_work_t *w) {
     for (int i = 0; i < posted; i++)
       MPI_Cancel(&reqs[i]);
   }
+  evmpi__mpi_test_begin(); /* a request's error is a value on every MPI */
   int wrc = MPI_Waitall(posted, reqs, MPI_STATUSES_IGNORE);
+  evmpi__mpi_test_end();
   if (rc == MPI_SUCCESS && wrc != MPI_SUCCESS) {
     rc = wrc;
     call = "MPI_Waitall";

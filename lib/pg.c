@@ -44,6 +44,7 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
   atomic_init(&pg->closing, false);
   atomic_init(&pg->next_seq, 0);
   atomic_init(&pg->inflight, 0);
+  atomic_init(&pg->phase, EVMPI_PG_LIVE);
   pg->comm = comm;
   pg->internal = MPI_COMM_NULL;
   int dup_rc = MPI_Comm_dup(comm, &pg->internal);
@@ -67,8 +68,8 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
     rc = evmpi__poller_start(&pg->poller, pg);
   evmpi__groups_add(pg); /* a failed open is torn down as a group too */
   if (rc != EVMPI_OK) {
-    evmpi__groups_claim(pg);
-    evmpi__pg_teardown(pg);
+    if (evmpi__groups_claim(pg)) /* else MPI_Finalize stopped it meanwhile */
+      evmpi__pg_teardown(pg);
     return rc;
   }
   *out = pg;
@@ -178,6 +179,8 @@ static void free_comms(evmpi_pg_t *pg) {
 }
 
 void evmpi__pg_teardown(evmpi_pg_t *pg) {
+  if (!evmpi__groups_begin_teardown(pg))
+    return; /* MPI_Finalize stopped it first: nothing of it is left to run */
   close_gate(pg);
   /* Bounded by the group's timeout, when it has one: what is still running
    * or pending when it runs out is failed and left to MPI. */
@@ -225,8 +228,8 @@ int evmpi_pg_set_timeout(evmpi_pg_t *pg, int timeout_ms) {
 void evmpi_pg_destroy(evmpi_pg_t *pg) {
   if (!pg)
     return;
-  /* Once: a second call (a callback that destroy itself delivers, a
-   * thread racing it, a call after MPI_Finalize stopped the group) only
+  /* Once: a second call while the first runs (a callback that destroy
+   * itself delivers), or one after MPI_Finalize stopped the group, only
    * finds the teardown taken. */
   if (!evmpi__groups_claim(pg))
     return;

@@ -127,8 +127,11 @@ static void adopt_incoming(evmpi_poller_t *p) {
 
 static void cancel_receives(evmpi_poller_t *p) {
   for (size_t i = 0; i < p->n; i++)
-    if (p->works[i]->kind == EVMPI_WORK_RECV && p->reqs[i] != MPI_REQUEST_NULL)
+    if (p->works[i]->kind == EVMPI_WORK_RECV && p->reqs[i] != MPI_REQUEST_NULL &&
+        !p->works[i]->cancel_sent) {
       MPI_Cancel(&p->reqs[i]);
+      p->works[i]->cancel_sent = true;
+    }
 }
 
 /* While the loop thread polls (bridge.c) it tests the requests itself: a
@@ -172,7 +175,7 @@ static void sleep_backoff(evmpi_poller_t *p) {
   ns = ns < MIN_SLEEP_NS ? MIN_SLEEP_NS : ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns;
   struct timespec until = evmpi__timespec_after(CLOCK_MONOTONIC, ns);
   pthread_mutex_lock(&p->mu);
-  if (!p->incoming && !p->stopping) {
+  if (!p->incoming) { /* stopping too: destroy may wait long for sends */
     p->sleeping = true;
     pthread_cond_timedwait(&p->cv, &p->mu, &until);
     p->sleeping = false;

@@ -381,7 +381,17 @@ bool evmpi__worker_stop(evmpi_worker_t *wk, int64_t deadline_ns) {
     }
     struct timespec ts = {deadline_ns / 1000000000, deadline_ns % 1000000000};
     if (pthread_cond_timedwait(&wk->exit_cv, &wk->mu, &ts) == ETIMEDOUT && !wk->exited &&
-        !wk->broken) {
+        !wk->broken && !wk->running) {
+      /* Out of time between two collectives: nothing is inside MPI, so the
+       * queue fails and the thread, which leaves at once, is joined. */
+      evmpi_work_t *queued = take_queue(wk);
+      pthread_cond_broadcast(&wk->cv);
+      pthread_mutex_unlock(&wk->mu);
+      fail_list(queued, "destroy's time ran out before it started");
+      pthread_mutex_lock(&wk->mu);
+      deadline_ns = 0;
+    } else if (!wk->exited && !wk->broken && wk->running &&
+               evmpi__now_ns() >= deadline_ns) {
       char why[256], what[320];
       if (wk->running)
         snprintf(why, sizeof why, "%s (#%llu) was still running when destroy's time ran out",

@@ -7,6 +7,9 @@
  *               callbacks (which must not run), after an allreduce each
  *   deferred    a NULL-base group destroyed from its own callback, then
  *               main returns at once (the teardown is still running)
+ *   exit-in-cb  a callback destroys its NULL-base group (deferred to the
+ *               end of its batch, which never comes) and calls exit(0),
+ *               with a receive still posted
  *   app-mpi     the application initialises MPI and calls MPI_Finalize
  *               with a live group and a posted receive; evmpi_pg_create
  *               after that returns EVMPI_ERR_STATE
@@ -122,6 +125,31 @@ static int mode_deferred(void) {
   return 0;
 }
 
+static void destroy_and_exit_cb(evmpi_work_t *w, void *arg) {
+  evmpi_work_release(w);
+  evmpi_pg_destroy(arg);
+  exit(0);
+}
+
+static int mode_exit_in_cb(void) {
+  evmpi_pg_t *pg;
+  if (evmpi_pg_create(NULL, NULL, 0, &pg) != EVMPI_OK)
+    return fail("pg_create");
+  evmpi_work_t *r;
+  if (post_recv(pg, &r) != EVMPI_OK)
+    return fail("recv");
+  evmpi_tensor_t t = evmpi_tensor_flat(&vbuf, EVMPI_INT32, 1);
+  evmpi_work_t *w;
+  if (evmpi_allreduce(pg, &t, EVMPI_SUM, &w) != EVMPI_OK ||
+      evmpi_work_on_complete(w, destroy_and_exit_cb, pg) != EVMPI_OK)
+    return fail("allreduce");
+  struct timespec s = {0, 10000000};
+  for (int i = 0; i < 3000; i++)
+    nanosleep(&s, NULL);
+  fprintf(stderr, "FAIL: the callback never ended the process\n");
+  return 1;
+}
+
 static int mode_app_mpi(void) {
   int provided = 0;
   MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
@@ -161,8 +189,10 @@ int main(int argc, char **argv) {
     return mode_live_null();
   if (strcmp(mode, "deferred") == 0)
     return mode_deferred();
+  if (strcmp(mode, "exit-in-cb") == 0)
+    return mode_exit_in_cb();
   if (strcmp(mode, "app-mpi") == 0)
     return mode_app_mpi();
-  fprintf(stderr, "usage: exit_paths live|live-null|deferred|app-mpi\n");
+  fprintf(stderr, "usage: exit_paths live|live-null|deferred|exit-in-cb|app-mpi\n");
   return 2;
 }
