@@ -42,6 +42,9 @@ int fake_cuda_live_allocations(int *pinned);
  * that ever called cudaSetDevice (any other thread is on device 0): a
  * library thread left on a device it switched to shows up here. */
 int fake_cuda_threads_on_device(int device);
+/* Synchronous host-to-device copies (cudaMemcpy) the calling thread has
+ * made: a staged receive's copy must not run on the loop thread. */
+long fake_cuda_sync_h2d_here(void);
 
 #ifdef __cplusplus
 }

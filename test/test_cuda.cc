@@ -735,7 +735,10 @@ TEST_F(CudaRefusals, EveryThreadKeepsItsCurrentDevice) {
   EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
   evmpi_work_release(w);
   EXPECT_EQ(fake_cuda_threads_on_device(1), 0) << "after a staged allreduce on cuda:1";
-  for (int round = 0; round < 20; round++) { // receives finished on either thread
+#ifdef EVMPI_TEST_FAKE_CUDA
+  long h2d_before = fake_cuda_sync_h2d_here();
+#endif
+  for (int round = 0; round < 20; round++) { // receives finished off this loop thread
     evmpi_work_t *ws[2] = {nullptr, nullptr};
     ASSERT_EQ(evmpi_recv(pg, &tr, me, 5, &ws[0]), EVMPI_OK) << evmpi_last_error();
     ASSERT_EQ(evmpi_send(pg, &t, me, 5, &ws[1]), EVMPI_OK) << evmpi_last_error();
@@ -746,6 +749,45 @@ TEST_F(CudaRefusals, EveryThreadKeepsItsCurrentDevice) {
     evmpi_work_release(ws[1]);
     ASSERT_EQ(fake_cuda_threads_on_device(1), 0) << "after staged receive " << round;
   }
+#ifdef EVMPI_TEST_FAKE_CUDA
+  // The loop thread polls and finishes receives itself after it delivered
+  // one (the host receive below), but not staged ones: their copy to the
+  // device runs on the poller. The staged send goes out from the host
+  // receive's callback, so the staged receive completes while this loop
+  // thread polls.
+  for (int round = 0; round < 20; round++) {
+    struct Chain {
+      evmpi_pg_t *pg;
+      const evmpi_tensor_t *t;
+      int me;
+      evmpi_work_t *send = nullptr;
+    } c{pg, &t, me};
+    int32_t hin = 0, hout = 1;
+    evmpi_tensor_t thi = evmpi_tensor_flat(&hin, EVMPI_INT32, 1);
+    evmpi_tensor_t tho = evmpi_tensor_flat(&hout, EVMPI_INT32, 1);
+    evmpi_work_t *ws[4] = {nullptr, nullptr, nullptr, nullptr};
+    ASSERT_EQ(evmpi_recv(pg, &tr, me, 8, &ws[0]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_recv(pg, &thi, me, 9, &ws[1]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_on_complete(
+                  ws[1],
+                  [](evmpi_work_t *, void *arg) {
+                    auto *ch = static_cast<Chain *>(arg);
+                    evmpi_send(ch->pg, ch->t, ch->me, 8, &ch->send);
+                  },
+                  &c),
+              EVMPI_OK);
+    ASSERT_EQ(evmpi_send(pg, &tho, me, 9, &ws[2]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_TRUE(evmpi_test_run_until_done(base, ws, 3, EVMPI_TEST_TIMEOUT_MS));
+    ASSERT_NE(c.send, nullptr);
+    ws[3] = c.send;
+    ASSERT_TRUE(evmpi_test_run_until_done(base, &ws[3], 1, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(evmpi_work_status(ws[0]), EVMPI_OK) << evmpi_work_error(ws[0]);
+    for (evmpi_work_t *x : ws)
+      evmpi_work_release(x);
+  }
+  EXPECT_EQ(fake_cuda_sync_h2d_here() - h2d_before, 0)
+      << "staged receives copied to the device on the loop thread";
+#endif
   EXPECT_EQ(dr.Down<int32_t>(100), std::vector<int32_t>(100, 3 * evmpi_pg_size(pg)));
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   evmpi_pg_destroy(pg);
