@@ -100,6 +100,15 @@ static inline int64_t evmpi__now_ns(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+/* Makes cv wait on CLOCK_MONOTONIC, whose deadlines (evmpi__now_ns and
+ * evmpi__timespec_after) a step of the wall clock cannot move. */
+static inline void evmpi__cond_init_monotonic(pthread_cond_t *cv) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &attr);
+  pthread_condattr_destroy(&attr);
+}
 /* The time ns nanoseconds from now on clock, as pthread_cond_timedwait
  * takes it (the clock its condition variable was made with). */
 static inline struct timespec evmpi__timespec_after(clockid_t clock, int64_t ns) {

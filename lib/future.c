@@ -22,11 +22,7 @@ static void cont_free(evmpi_future_t *f, evmpi_cont_t *c) {
 
 void evmpi__future_sync_init(evmpi_future_t *f) {
   pthread_mutex_init(&f->mu, NULL);
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&f->cv, &attr);
-  pthread_condattr_destroy(&attr);
+  evmpi__cond_init_monotonic(&f->cv);
 }
 
 void evmpi__future_sync_destroy(evmpi_future_t *f) {

@@ -14,11 +14,7 @@ static pthread_once_t reg_once = PTHREAD_ONCE_INIT;
 static evmpi_pg_t *reg_head; /* under reg_mu, linked through reg_next */
 
 static void reg_init(void) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&reg_cv, &attr);
-  pthread_condattr_destroy(&attr);
+  evmpi__cond_init_monotonic(&reg_cv);
 }
 
 void evmpi__groups_add(evmpi_pg_t *pg) {

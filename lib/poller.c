@@ -440,11 +440,7 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->finish_mu, NULL);
   atomic_init(&p->loop_until, 0);
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->cv, &attr);
-  pthread_condattr_destroy(&attr);
+  evmpi__cond_init_monotonic(&p->cv);
   p->made = true;
   if (pthread_create(&p->thread, NULL, poller_main, pg) != 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot start the poller thread");

@@ -72,11 +72,7 @@ static pthread_once_t detached_once = PTHREAD_ONCE_INIT;
 static int detached_in_mpi; /* under detached_mu */
 
 static void detached_init(void) {
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&detached_cv, &attr);
-  pthread_condattr_destroy(&attr);
+  evmpi__cond_init_monotonic(&detached_cv);
 }
 
 bool evmpi__worker_wait_detached(int timeout_ms) {
@@ -244,12 +240,8 @@ int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
   atomic_init(&wk->in_mpi, false);
   pthread_mutex_init(&wk->mu, NULL);
   pthread_cond_init(&wk->cv, NULL);
-  pthread_condattr_t attr;
-  pthread_condattr_init(&attr);
-  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&wk->wd_cv, &attr);
-  pthread_cond_init(&wk->exit_cv, &attr);
-  pthread_condattr_destroy(&attr);
+  evmpi__cond_init_monotonic(&wk->wd_cv);
+  evmpi__cond_init_monotonic(&wk->exit_cv);
   wk->made = true;
   evmpi__pg_retain(pg);
   if (pthread_create(&wk->thread, NULL, worker_main, pg) != 0) {
