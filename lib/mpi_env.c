@@ -89,6 +89,9 @@ static int hook_finalize(void) {
   if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, on_finalize, &keyval, NULL) != MPI_SUCCESS ||
       MPI_Comm_set_attr(MPI_COMM_SELF, keyval, NULL) != MPI_SUCCESS)
     return evmpi__fail(EVMPI_ERR_MPI, "cannot register evmpi's MPI_Finalize hook");
+  /* Freed now: MPI keeps it until the attribute goes (at MPI_Finalize,
+   * which then still calls on_finalize), and nothing of it leaks. */
+  MPI_Comm_free_keyval(&keyval);
   return EVMPI_OK;
 }
 
