@@ -499,6 +499,7 @@ typedef struct evmpi_poller {
   MPI_Request *reqs;
   evmpi_work_t **works;
   size_t n, cap;
+  size_t nheld;              /* how many of them are held (work.held) */
   bool made;                 /* mu, finish_mu and cv are made */
   bool started;
   bool stopped;              /* evmpi__poller_stop has run */

@@ -204,10 +204,11 @@ static bool same_channel(const evmpi_work_t *a, const evmpi_work_t *b) {
 }
 
 /* Moves held works whose older same-channel works have all finished to d,
- * in issue order (under mu). held counts the held works; most passes have
- * none. A channel is blocked from the first older work of it still
- * pending (or held behind one) on. */
-static void release_held_locked(evmpi_poller_t *p, size_t held, done_list_t *d) {
+ * in issue order (under mu); the scan ends at the last held one. A channel
+ * is blocked from the first older work of it still pending (or held
+ * behind one) on. */
+static void release_held_locked(evmpi_poller_t *p, done_list_t *d) {
+  size_t held = p->nheld;
   enum { BLOCKED_STACK = 32 };
   const evmpi_work_t *stack[BLOCKED_STACK];
   const evmpi_work_t **blocked = stack; /* one work per blocked channel */
@@ -223,6 +224,7 @@ static void release_held_locked(evmpi_poller_t *p, size_t held, done_list_t *d) 
       held--;
       if (!is_blocked) {
         w->held = false;
+        p->nheld--;
         done_append(p, d, w);
         continue;
       }
@@ -297,16 +299,14 @@ static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, d
   evmpi__mpi_test_end();
   if (outcount == MPI_UNDEFINED || outcount <= 0)
     return;
-  size_t held = 0;
   for (int k = 0; k < outcount; k++) {
     evmpi_work_t *w = p->works[idx[k]];
     int wrc = per_status ? st[k].MPI_ERROR : MPI_SUCCESS;
     w->outcome = request_outcome(w, wrc, &st[k]);
     w->held = true; /* released below, in issue order */
   }
-  for (size_t i = 0; i < p->n; i++)
-    held += p->works[i]->held;
-  release_held_locked(p, held, d);
+  p->nheld += (size_t)outcount;
+  release_held_locked(p, d);
   if (d->head) {
     p->last_activity = evmpi__now_ns();
     compact_locked(p);
@@ -358,6 +358,7 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
     done_append(p, d, w);
   }
   p->n = 0;
+  p->nheld = 0;
 }
 
 static void *poller_main(void *arg) {
@@ -500,18 +501,15 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
     p->reqs[at] = MPI_REQUEST_NULL;
   int outcome = request_outcome(w, rc, &st);
   w->outcome = outcome;
-  w->held = true; /* finished in order with the others, below */
-  size_t held = 0;
-  for (size_t i = 0; i < p->n; i++)
-    held += p->works[i]->held;
   done_list_t d = {0};
   if (outcome == EVMPI_ERR_ABORTED) {
     /* A cancelled receive matched nothing: it holds nobody back. */
-    w->held = false;
     done_append(p, &d, w);
-    held--;
+  } else {
+    w->held = true; /* finished in order with the others, below */
+    p->nheld++;
   }
-  release_held_locked(p, held, &d);
+  release_held_locked(p, &d);
   compact_locked(p);
   finish_in_order_unlock(p, &d);
   if (outcome == EVMPI_ERR_ABORTED)
