@@ -150,12 +150,17 @@ TEST_F(Lifecycle, DeferredDestroyEndsAndCanBeWaitedFor) {
   Deferred d;
   ASSERT_EQ(evmpi_pg_create(nullptr, nullptr, 0, &d.pg), EVMPI_OK);
   std::vector<int32_t> v(8, 1);
+  std::vector<evmpi_work_t *> works;
+  // All eight are submitted before any callback can destroy the group, so
+  // that every rank runs the same collectives.
   for (int i = 0; i < 8; i++) {
     evmpi_tensor_t t = evmpi_tensor_flat(&v[i], EVMPI_INT32, 1);
     evmpi_work_t *w = nullptr;
     ASSERT_EQ(evmpi_allreduce(d.pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
-    ASSERT_EQ(evmpi_work_on_complete(w, deferred_destroy_cb, &d), EVMPI_OK);
+    works.push_back(w);
   }
+  for (evmpi_work_t *w : works)
+    ASSERT_EQ(evmpi_work_on_complete(w, deferred_destroy_cb, &d), EVMPI_OK);
   // The first callback defers the destroy; then the teardown can be waited for.
   for (int i = 0; i < EVMPI_TEST_TIMEOUT_MS && d.calls.load() == 0; i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
