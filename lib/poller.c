@@ -87,15 +87,20 @@ static int grow_scratch(scratch_t *s, size_t need) {
 static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, w->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv", rc);
-  if (w->kind == EVMPI_WORK_RECV) {
-    int cancelled = 0;
-    MPI_Test_cancelled(st, &cancelled);
-    if (cancelled) {
-      free(w->error_text);
+  int cancelled = 0;
+  MPI_Test_cancelled(st, &cancelled);
+  if (cancelled) {
+    free(w->error_text);
+    if (w->kind == EVMPI_WORK_RECV)
       w->error_text = evmpi__asprintf("%s: cancelled before a message matched (#%llu)",
                                       w->opname, (unsigned long long)w->seq);
-      return EVMPI_ERR_ABORTED;
-    }
+    else
+      w->error_text = evmpi__asprintf("%s (#%llu) to rank %d, tag %d: cancelled by destroy: "
+                                      "no receive of this group can match it any more",
+                                      w->opname, (unsigned long long)w->seq, w->peer, w->tag);
+    return EVMPI_ERR_ABORTED;
+  }
+  if (w->kind == EVMPI_WORK_RECV) {
     atomic_store(&w->source_rank, st->MPI_SOURCE);
     /* How much arrived: a staged CUDA receive copies only that back. */
     MPI_Count bytes = 0;
@@ -125,9 +130,18 @@ static void adopt_incoming(evmpi_poller_t *p) {
   }
 }
 
+/* A send to the group's own rank can only be matched by a receive of this
+ * group: once destroy has closed the gate and cancelled the receives,
+ * nothing will ever match it, so it is cancelled too. Left to MPI instead,
+ * it would outlive its communicator: MPICH then waits for it forever, and
+ * crashes in a later MPI_Isend on a communicator that reuses its context. */
+static bool unmatchable_at_stop(const evmpi_work_t *w) {
+  return w->kind == EVMPI_WORK_RECV || w->peer == w->pg->rank;
+}
+
 static void cancel_receives(evmpi_poller_t *p) {
   for (size_t i = 0; i < p->n; i++)
-    if (p->works[i]->kind == EVMPI_WORK_RECV && p->reqs[i] != MPI_REQUEST_NULL &&
+    if (unmatchable_at_stop(p->works[i]) && p->reqs[i] != MPI_REQUEST_NULL &&
         !p->works[i]->cancel_sent) {
       MPI_Cancel(&p->reqs[i]);
       p->works[i]->cancel_sent = true;
@@ -343,7 +357,7 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
   for (size_t i = 0; i < p->n; i++) {
     evmpi_work_t *w = p->works[i];
     if (p->reqs[i] != MPI_REQUEST_NULL) {
-      if (w->kind == EVMPI_WORK_RECV)
+      if (unmatchable_at_stop(w))
         MPI_Cancel(&p->reqs[i]);
       MPI_Request_free(&p->reqs[i]);
       w->abandoned = true;
@@ -454,7 +468,7 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
   if (p->exited || p->stopping) {
     /* Raced with destroy: nobody will test this request any more. */
     pthread_mutex_unlock(&p->mu);
-    if (w->kind == EVMPI_WORK_RECV)
+    if (unmatchable_at_stop(w))
       MPI_Cancel(&w->request);
     MPI_Request_free(&w->request);
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);

@@ -577,6 +577,56 @@ void stress_thread(Stress *s, unsigned seed, evmpi_work_t *anchor) {
   }
 }
 
+// A send to the group's own rank that no receive of the group matched can
+// never complete once destroy has begun: destroy, with no timeout, cancels
+// it instead of waiting for it (MPICH does not buffer such a send and
+// waited forever; left pending past its communicator it crashed a later
+// MPI_Isend). Open MPI buffers the small one, which then simply succeeds.
+TEST_F(Lifecycle, DestroyCancelsAnUnmatchedSendToItsOwnRank) {
+  static int32_t small = 7;
+  run_bounded("destroy with an unmatched 4 B send to itself", 20000, [&] {
+    evmpi_pg_t *pg = nullptr;
+    ASSERT_EQ(evmpi_pg_create_from_comm(nullptr, MPI_COMM_SELF, &pg), EVMPI_OK) << evmpi_last_error();
+    evmpi_tensor_t t = evmpi_tensor_flat(&small, EVMPI_INT32, 1);
+    evmpi_work_t *w = nullptr;
+    ASSERT_EQ(evmpi_send(pg, &t, 0, 998, &w), EVMPI_OK) << evmpi_last_error();
+    evmpi_pg_destroy(pg);
+    ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), evmpi_work_status(w));
+    int st = evmpi_work_status(w);
+    EXPECT_TRUE(st == EVMPI_OK || st == EVMPI_ERR_ABORTED) << evmpi_strerror(st);
+    if (st == EVMPI_ERR_ABORTED) {
+      ASSERT_NE(evmpi_work_error(w), nullptr);
+      EXPECT_NE(std::strstr(evmpi_work_error(w), "send (#"), nullptr) << evmpi_work_error(w);
+      EXPECT_NE(std::strstr(evmpi_work_error(w), "to rank 0, tag 998: cancelled by destroy"),
+                nullptr) << evmpi_work_error(w);
+    }
+    evmpi_work_release(w);
+  });
+  // Many groups in a row, each destroyed with such a send left: the
+  // communicators MPI reuses must not meet the old sends.
+  run_bounded("40 groups destroyed with unmatched sends to themselves", 60000, [&] {
+    for (int g = 0; g < 40; g++) {
+      evmpi_pg_t *pg = nullptr;
+      ASSERT_EQ(evmpi_pg_create_from_comm(nullptr, MPI_COMM_SELF, &pg), EVMPI_OK);
+      ASSERT_EQ(evmpi_pg_set_timeout(pg, 2000), EVMPI_OK);
+      evmpi_tensor_t t = evmpi_tensor_flat(&small, EVMPI_INT32, 1);
+      evmpi_work_t *w[3] = {};
+      int32_t in = 0;
+      evmpi_tensor_t ti = evmpi_tensor_flat(&in, EVMPI_INT32, 1);
+      ASSERT_EQ(evmpi_send(pg, &t, 0, 1, &w[0]), EVMPI_OK);
+      ASSERT_EQ(evmpi_send(pg, &t, 0, 2, &w[1]), EVMPI_OK);
+      ASSERT_EQ(evmpi_recv(pg, &ti, 0, 1, &w[2]), EVMPI_OK);
+      ASSERT_EQ(evmpi_work_wait(w[2], EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+      EXPECT_EQ(in, 7);
+      evmpi_pg_destroy(pg);
+      for (evmpi_work_t *x : w) {
+        EXPECT_NE(evmpi_work_wait(x, EVMPI_TEST_TIMEOUT_MS), EVMPI_ERR_TIMEOUT);
+        evmpi_work_release(x);
+      }
+    }
+  });
+}
+
 void stress_seed(unsigned seed, bool user_base) {
   Stress s;
   std::mt19937 rng(seed);
