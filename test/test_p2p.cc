@@ -190,6 +190,54 @@ TEST_F(P2P, TruncationIsAWorkError) {
   evmpi_work_release(ar);
 }
 
+// A peer that sends more than the receiver posted: MPI raises
+// MPI_ERR_TRUNCATE for a message from another rank, through the test call
+// of a named and of an any-source receive alike. On either MPI it reaches
+// the work as a message, the job goes on, and so does the group.
+TEST_F(P2P, TruncationByAnotherRankIsAWorkError) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  if (size < 2)
+    GTEST_SKIP() << "a peer needs two ranks";
+  int32_t out[8] = {1, 2, 3, 4, 5, 6, 7, 8}, in[2][2] = {};
+  if (rank == 1) {
+    evmpi_tensor_t to = evmpi_tensor_flat(out, EVMPI_INT32, 8);
+    evmpi_work_t *s[2];
+    ASSERT_EQ(evmpi_send(l.pg, &to, 0, 21, &s[0]), EVMPI_OK);
+    ASSERT_EQ(evmpi_send(l.pg, &to, 0, 22, &s[1]), EVMPI_OK);
+    for (evmpi_work_t *w : s) {
+      // The sender's side is MPI's to report: success, or an error as a value.
+      int st = evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS);
+      EXPECT_NE(st, EVMPI_ERR_TIMEOUT);
+      evmpi_work_release(w);
+    }
+  } else if (rank == 0) {
+    evmpi_tensor_t t0 = evmpi_tensor_flat(in[0], EVMPI_INT32, 2);
+    evmpi_tensor_t t1 = evmpi_tensor_flat(in[1], EVMPI_INT32, 2);
+    evmpi_work_t *r[2];
+    ASSERT_EQ(evmpi_recv(l.pg, &t0, 1, 21, &r[0]), EVMPI_OK);
+    ASSERT_EQ(evmpi_recv_anysource(l.pg, &t1, 22, &r[1]), EVMPI_OK);
+    ASSERT_TRUE(evmpi_test_run_until_done(l.base, r, 2, EVMPI_TEST_TIMEOUT_MS));
+    const char *what[2] = {"recv", "recv_anysource"};
+    for (int i = 0; i < 2; i++) {
+      EXPECT_EQ(evmpi_work_status(r[i]), EVMPI_ERR_MPI) << what[i];
+      const char *e = evmpi_work_error(r[i]);
+      ASSERT_NE(e, nullptr) << what[i];
+      EXPECT_NE(std::strstr(e, "MPI_ERR_TRUNCATE"), nullptr) << e;
+      EXPECT_NE(std::strstr(e, what[i]), nullptr) << e;
+      evmpi_work_release(r[i]);
+    }
+  }
+  int32_t x = 1;
+  evmpi_tensor_t tx = evmpi_tensor_flat(&x, EVMPI_INT32, 1);
+  evmpi_work_t *ar;
+  ASSERT_EQ(evmpi_allreduce(l.pg, &tx, EVMPI_SUM, &ar), EVMPI_OK);
+  ASSERT_EQ(evmpi_work_wait(ar, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+  EXPECT_EQ(x, size);
+  evmpi_work_release(ar);
+}
+
 // A ping-pong driven from callbacks, where rank 1 holds every fourth reply
 // back on a timer for longer than the loop thread polls after a delivery
 // (0.2 ms): those replies are finished by the poller thread after the loop
