@@ -113,7 +113,7 @@ protected:
     size = evmpi_pg_size(pg);
     evmpi_cuda_path_t want = GetParam() == Path::Direct ? EVMPI_CUDA_DIRECT : EVMPI_CUDA_STAGED;
     if (GetParam() == Path::Direct && evmpi_pg_cuda_path(pg) != EVMPI_CUDA_DIRECT)
-      GTEST_SKIP() << "this MPI is not CUDA-aware (MPIX_Query_cuda_support): no direct path";
+      GTEST_SKIP() << "this MPI is not CUDA-aware (Open MPI: MPIX_Query_cuda_support; MPICH: MPIX_GPU_query_support): no direct path";
     ASSERT_EQ(evmpi_pg_cuda_path(pg), want);
   }
   void TearDown() override {
