@@ -3,6 +3,20 @@
  * MPI, where the nonblocking collectives are up to 2x slower). It sleeps on
  * a condition variable when there is nothing to run.
  *
+ * A blocking collective spins inside MPI until every peer has arrived: a
+ * rank waiting for a late peer (the next broadcast of an idle service)
+ * would burn its core for as long as the peer takes. So before it enters
+ * a blocking call the worker passes an arrival gate, a nonblocking
+ * MPI_Iallreduce (MIN) on the group's internal communicator of how many
+ * collectives it holds (the one it is about to run and those queued),
+ * which it waits for with MPI_Test and a back-off that ends in sleeps.
+ * The gate's answer m is the same on every rank, and every rank holds the
+ * next m collectives: they run without a gate (a queued burst passes one
+ * gate per batch, not per operation). The choice between "gate first" and
+ * "straight in" must be the same on every rank (a rank in MPI_Allreduce
+ * does not match one in MPI_Iallreduce), so it can only follow what all
+ * ranks agreed on, never one rank's own idea of being idle or busy.
+ *
  * With an operation timeout set, a watchdog thread watches the running
  * collective. When it overruns, the watchdog fails it with
  * EVMPI_ERR_TIMEOUT, fails the queue with EVMPI_ERR_ABORTED and marks the
@@ -12,10 +26,15 @@
 #include "evmpi-internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 /* After a collective, the worker polls the queue this long before it
  * sleeps: a callback that submits the next operation at once (a chain of
@@ -31,6 +50,62 @@ static void spin_for_work(evmpi_worker_t *wk) {
   while (atomic_load_explicit(&wk->queued, memory_order_acquire) == 0 &&
          evmpi__now_ns() < until)
     sched_yield();
+}
+
+/* How the gate is waited for: tested back to back for GATE_TIGHT_NS (a
+ * peer that is already there answers in well under a microsecond, and a
+ * sched_yield costs more than that here), then with a yield between tests
+ * until GATE_SPIN_NS (the loop thread may want the core), then with sleeps
+ * of an eighth of the time waited so far, at most GATE_SLEEP_MAX_NS: a
+ * peer arriving after a wait of W is seen at most about W/8 (and never
+ * more than GATE_SLEEP_MAX_NS) later, and a long wait costs one test per
+ * GATE_SLEEP_MAX_NS. */
+#define GATE_TIGHT_NS 5000
+#define GATE_SPIN_NS 50000
+#define GATE_SLEEP_MIN_NS 1000
+#define GATE_SLEEP_MAX_NS 500000
+
+static int wait_gate(MPI_Request *req) {
+  int64_t t0 = evmpi__now_ns();
+  for (;;) {
+    int done = 0;
+    evmpi__mpi_test_begin();
+    int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+    evmpi__mpi_test_end();
+    if (rc != MPI_SUCCESS || done)
+      return rc;
+    int64_t waited = evmpi__now_ns() - t0;
+    if (waited < GATE_TIGHT_NS)
+      continue;
+    if (waited < GATE_SPIN_NS) {
+      sched_yield();
+      continue;
+    }
+    int64_t ns = waited / 8;
+    if (ns < GATE_SLEEP_MIN_NS)
+      ns = GATE_SLEEP_MIN_NS;
+    if (ns > GATE_SLEEP_MAX_NS)
+      ns = GATE_SLEEP_MAX_NS;
+    struct timespec ts = {0, (long)ns};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Passes the arrival gate before w (see the top of this file); on
+ * success *credit is how many collectives, w included, every rank holds
+ * now. */
+static int pass_gate(evmpi_worker_t *wk, evmpi_work_t *w, int64_t *credit) {
+  int held = atomic_load_explicit(&wk->queued, memory_order_relaxed);
+  int mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
+  int all = 0;
+  MPI_Request req;
+  int rc = MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, w->pg->internal, &req);
+  if (rc == MPI_SUCCESS)
+    rc = wait_gate(&req);
+  if (rc != MPI_SUCCESS)
+    return evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
+  *credit = all > 0 ? all : 1;
+  return EVMPI_OK;
 }
 
 static void fail_list(evmpi_work_t *w, const char *why) {
@@ -145,6 +220,14 @@ static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
   bool debug = evmpi__debug_detail();
+  /* Collectives every rank holds, agreed at the last gate: they run
+   * without one. The same on every rank, which runs the same sequence. */
+  int64_t credit = 0;
+#ifdef __linux__
+  /* The gate's sleeps are short at first: the default 50 us slack would
+   * stretch them. */
+  prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+#endif
   evmpi_work_t *w = NULL;
   for (;;) {
     if (!w) {
@@ -162,7 +245,13 @@ static void *worker_main(void *arg) {
       pthread_mutex_unlock(&wk->mu);
     }
 
-    int status = debug ? evmpi__debug_check(w) : EVMPI_OK;
+    int status = EVMPI_OK;
+    if (credit == 0 && pg->size > 1)
+      status = pass_gate(wk, w, &credit);
+    if (credit > 0)
+      credit--;
+    if (status == EVMPI_OK && debug)
+      status = evmpi__debug_check(w);
     if (status == EVMPI_OK)
       status = run_work(w);
     int64_t t_done = evmpi__now_ns();

@@ -1,8 +1,13 @@
 // test_collectives.cc: allreduce, broadcast and barrier through the loop.
 #include "harness.h"
 
+#include <dirent.h>
 #include <event2/event.h>
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <cstdint>
 #include <cstdlib>
@@ -110,6 +115,159 @@ TEST_F(Collectives, BarrierCompletes) {
   EXPECT_EQ(evmpi_work_result(w, &out), 0u);
   EXPECT_EQ(out, nullptr);
   evmpi_work_release(w);
+}
+
+// Nanoseconds on a CPU of every thread of this process but the calling one
+// (/proc/self/task/*/schedstat, first field); -1 without it.
+long long others_cpu_ns() {
+  DIR *d = opendir("/proc/self/task");
+  if (!d)
+    return -1;
+  long self = (long)syscall(SYS_gettid);
+  long long ns = 0;
+  bool any = false;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] == '.' || atol(e->d_name) == self)
+      continue;
+    std::string path = std::string("/proc/self/task/") + e->d_name + "/schedstat";
+    FILE *f = fopen(path.c_str(), "r");
+    if (!f)
+      continue;
+    long long v = 0;
+    if (fscanf(f, "%lld", &v) == 1) {
+      ns += v;
+      any = true;
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return any ? ns : -1;
+}
+
+// A broadcast whose root comes late: the other ranks' workers wait for it
+// asleep, not spinning in MPI_Bcast, which kept the worker on a CPU for the
+// whole wait (issue 18). Over 300 ms from 20 ms after the post, the
+// process's other threads may be on a CPU for at most a tenth of that
+// (a back-off wait tests about every 0.5 ms); a spinning worker is on one
+// whenever the scheduler lets it run. The root posts only once every
+// other rank has measured.
+TEST_F(Collectives, WorkerSleepsWhileACollectiveWaitsForALateRoot) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  if (size < 2)
+    GTEST_SKIP() << "needs a peer";
+  if (others_cpu_ns() < 0)
+    GTEST_SKIP() << "no /proc/self/task/*/schedstat";
+  int root = size - 1;
+  int64_t v = rank == root ? 4242 : 0;
+  evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_INT64, 1);
+  evmpi_work_t *w = nullptr;
+  if (rank != root) {
+    ASSERT_EQ(evmpi_broadcast(l.pg, &t, root, &w), EVMPI_OK) << evmpi_last_error();
+    evmpi_test_run_for(l.base, 20);
+    long long c0 = others_cpu_ns();
+    double t0 = evmpi_test_now_ms();
+    evmpi_test_run_for(l.base, 300);
+    double wall_ns = (evmpi_test_now_ms() - t0) * 1e6;
+    long long used = others_cpu_ns() - c0;
+    EXPECT_FALSE(evmpi_work_is_completed(w));
+    EXPECT_LE((double)used, wall_ns / 10) << "other threads used " << used / 1000 << " us of "
+                                          << (long long)(wall_ns / 1000) << " us";
+    char done = 1; // the root posts once every other rank has sampled
+    MPI_Send(&done, 1, MPI_CHAR, evmpi_test_world_size() - 1, 18, MPI_COMM_WORLD);
+  } else {
+    std::vector<MPI_Request> reqs(size - 1);
+    std::vector<char> done(size - 1);
+    for (int r = 0; r < size - 1; r++)
+      MPI_Irecv(&done[r], 1, MPI_CHAR, r, 18, MPI_COMM_WORLD, &reqs[r]);
+    ASSERT_TRUE(evmpi_test_run_until(
+        l.base, [](void *a) {
+          auto *rq = static_cast<std::vector<MPI_Request> *>(a);
+          int flag = 0;
+          MPI_Testall((int)rq->size(), rq->data(), &flag, MPI_STATUSES_IGNORE);
+          return flag != 0; }, &reqs, EVMPI_TEST_TIMEOUT_MS));
+    ASSERT_EQ(evmpi_broadcast(l.pg, &t, root, &w), EVMPI_OK) << evmpi_last_error();
+  }
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
+  EXPECT_EQ(v, 4242);
+  evmpi_work_release(w);
+}
+
+struct MixedChain {
+  evmpi_pg_t *pg;
+  std::vector<int32_t> *vals;
+  std::vector<evmpi_tensor_t> *ts;
+  std::vector<evmpi_work_t *> *ws;
+  int next = 0;
+  int failed = 0;
+};
+
+void mixed_submit(MixedChain *c);
+
+void mixed_cb(evmpi_work_t *w, void *arg) {
+  (void)w;
+  mixed_submit(static_cast<MixedChain *>(arg));
+}
+
+// Collective i of the mixed sequence: an allreduce, a broadcast from rank
+// i % size or a barrier.
+int submit_mixed(evmpi_pg_t *pg, int i, evmpi_tensor_t *t, evmpi_work_t **w) {
+  switch (i % 3) {
+  case 0: return evmpi_allreduce(pg, t, EVMPI_SUM, w);
+  case 1: return evmpi_broadcast(pg, t, i % evmpi_pg_size(pg), w);
+  default: return evmpi_barrier(pg, w);
+  }
+}
+
+void mixed_submit(MixedChain *c) {
+  if (c->next == (int)c->ws->size())
+    return;
+  int i = c->next++;
+  evmpi_work_t **w = &(*c->ws)[i];
+  if (submit_mixed(c->pg, i, &(*c->ts)[i], w) != EVMPI_OK ||
+      evmpi_work_on_complete(*w, mixed_cb, c) != EVMPI_OK)
+    c->failed++;
+}
+
+// Rank 0 queues 300 mixed collectives at once while the others submit them
+// one at a time, each from the previous one's callback: rank 0's worker
+// holds many, the others' one at a time, and they still run the same MPI
+// calls in the same order (the arrival gate's agreed count).
+TEST_F(Collectives, QueuedBurstMeetsOneAtATime) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  const int n = 300;
+  std::vector<int32_t> vals(n);
+  std::vector<evmpi_tensor_t> ts(n);
+  std::vector<evmpi_work_t *> ws(n, nullptr);
+  for (int i = 0; i < n; i++) {
+    vals[i] = (i % 3 == 1 && rank != i % size) ? -1 : i + rank;
+    ts[i] = evmpi_tensor_flat(&vals[i], EVMPI_INT32, 1);
+  }
+  MixedChain c{l.pg, &vals, &ts, &ws};
+  if (rank == 0) {
+    for (int i = 0; i < n; i++)
+      ASSERT_EQ(submit_mixed(l.pg, i, &ts[i], &ws[i]), EVMPI_OK) << evmpi_last_error();
+  } else {
+    mixed_submit(&c);
+    ASSERT_TRUE(evmpi_test_run_until(
+        l.base, [](void *a) { auto *ch = static_cast<MixedChain *>(a);
+                              return ch->failed > 0 || ch->next == (int)ch->ws->size(); },
+        &c, EVMPI_TEST_TIMEOUT_MS));
+    ASSERT_EQ(c.failed, 0) << evmpi_last_error();
+  }
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, ws.data(), n, EVMPI_TEST_TIMEOUT_MS));
+  for (int i = 0; i < n; i++) {
+    EXPECT_EQ(evmpi_work_status(ws[i]), EVMPI_OK) << i << ": " << evmpi_work_error(ws[i]);
+    if (i % 3 == 0)
+      EXPECT_EQ(vals[i], i * size + size * (size - 1) / 2) << "at " << i;
+    else if (i % 3 == 1)
+      EXPECT_EQ(vals[i], i + i % size) << "at " << i;
+    evmpi_work_release(ws[i]);
+  }
 }
 
 struct Order {

@@ -26,6 +26,10 @@ typedef struct {
   size_t coll_bytes;        /* --coll-bytes: overlap (default 16 MiB) and responsiveness (64 MiB) */
   int colls;                /* --colls: collectives per repetition in overlap and responsiveness */
   int timer_us;             /* --timer-us: responsiveness timer period */
+  int idle_ms;              /* --idle-ms: idle, each window's length */
+  int settle_ms;            /* --settle-ms: idle, how long a case waits before its window */
+  int groups;               /* --groups: idle and scale, groups alive at once */
+  int pending;              /* --pending: scale, receives left pending */
   bool json;                /* --json: JSON instead of the tables */
   const char *json_out;     /* --json-out: the tables, and the JSON in this file */
 } options_t;
@@ -155,6 +159,15 @@ extern const column_t latency_cols[4];
 void latency_row(bench_t *b, size_t bytes, int iters, double (*raw)(void *ctx, int iters),
                  double (*ev)(void *ctx, int iters), void *ctx);
 
+/* ---- idle and scale helpers (bench_idle.c) -------------------------------------------- */
+
+/* Runs the loop for ns (a timer ends it; the loop blocks in between). */
+void loop_for(bench_t *b, int64_t ns);
+/* The process's threads (/proc/self/task) and resident set in KiB; -1
+ * where /proc cannot say. */
+int bench_threads(void);
+long bench_rss_kib(void);
+
 /* ---- the modes ----------------------------------------------------------------------- */
 
 void mode_allreduce(bench_t *b);
@@ -167,6 +180,8 @@ void mode_msgrate(bench_t *b);
 void mode_overlap(bench_t *b);
 void mode_responsiveness(bench_t *b);
 void mode_wakeups(bench_t *b);
+void mode_idle(bench_t *b);
+void mode_scale(bench_t *b);
 #ifdef EVMPI_BENCH_CUDA
 void mode_cuda(bench_t *b); /* bench_cuda.c, built with CUDA */
 #endif

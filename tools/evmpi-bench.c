@@ -15,8 +15,12 @@
  *   overlap         ping-pong latency while long collectives run on the group
  *   responsiveness  lateness of a 1 ms loop timer while 64 MiB allreduces run
  *   wakeups         completions delivered per loop wakeup
+ *   idle            CPU while waiting: nothing, a posted receive, a posted
+ *                   collective with a late root, 64 idle groups
+ *   scale           message rate with 10,000 receives pending; 8 B allreduce
+ *                   with 64 groups alive
  *   cuda            allreduce on CUDA device memory (built with CUDA; needs a GPU)
- * "default" is every mode but coalesced and cuda (what make bench runs);
+ * "default" is every mode but coalesced, idle, scale and cuda (what make bench runs);
  * "all" adds them. Rank 0 prints; every rank takes part. */
 #include "bench.h"
 
@@ -42,6 +46,8 @@ static const bench_mode_t modes[] = {
     {"responsiveness", NULL, mode_responsiveness, true},
     {"wakeups", NULL, mode_wakeups, true},
     {"coalesced", NULL, mode_coalesced, false},
+    {"idle", NULL, mode_idle, false},
+    {"scale", NULL, mode_scale, false},
 #ifdef EVMPI_BENCH_CUDA
     {"cuda", "device", mode_cuda, false}, /* needs a GPU */
 #endif
@@ -52,10 +58,10 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: mpirun -np N evmpi-bench [options]\n"
           "  --op LIST         modes, comma-separated, or \"default\" (every mode but\n"
-          "                    coalesced: the default) or \"all\". The modes:\n"
-          "                    allreduce, broadcast, allgather_base, coalesced,\n"
-          "                    pipelined, pingpong, msgrate,\n"
-          "                    overlap, responsiveness, wakeups, cuda (device\n"
+          "                    coalesced, idle and scale: the default) or \"all\".\n"
+          "                    The modes: allreduce, broadcast, allgather_base,\n"
+          "                    coalesced, pipelined, pingpong, msgrate, overlap,\n"
+          "                    responsiveness, wakeups, idle, scale, cuda (device\n"
           "                    memory; in CUDA builds, needs a GPU)\n"
           "  --min BYTES       smallest size of a sweep (default: the element size)\n"
           "  --max BYTES       largest size (default 64M; coalesced 16M; msgrate 64K)\n"
@@ -70,6 +76,10 @@ static void usage(FILE *f) {
           "  --coll-bytes B    overlap (default 16M), responsiveness (default 64M)\n"
           "  --colls C         collectives per repetition (overlap 20, responsiveness 4)\n"
           "  --timer-us US     responsiveness: timer period (default 1000)\n"
+          "  --idle-ms MS      idle: each measured window (default 500)\n"
+          "  --settle-ms MS    idle: wait before the window opens (default 5)\n"
+          "  --groups G        idle, scale: groups alive at once (default 64)\n"
+          "  --pending P       scale: receives left pending (default 10000)\n"
           "BYTES take K, M, G suffixes (powers of 1024).\n");
 }
 
@@ -144,6 +154,10 @@ static int parse(int argc, char **argv, options_t *o) {
       {"coll-bytes", required_argument, NULL, 'c'},
       {"colls", required_argument, NULL, 'C'},
       {"timer-us", required_argument, NULL, 'T'},
+      {"idle-ms", required_argument, NULL, 'I'},
+      {"settle-ms", required_argument, NULL, 'S'},
+      {"groups", required_argument, NULL, 'g'},
+      {"pending", required_argument, NULL, 'p'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -152,6 +166,10 @@ static int parse(int argc, char **argv, options_t *o) {
   o->msg_bytes = 1024;
   o->window = 64;
   o->timer_us = 1000;
+  o->idle_ms = 500;
+  o->settle_ms = 5;
+  o->groups = 64;
+  o->pending = 10000;
   int ch;
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     int bad = 0;
@@ -170,6 +188,10 @@ static int parse(int argc, char **argv, options_t *o) {
     case 'c': bad = parse_size(optarg, &o->coll_bytes); break;
     case 'C': o->colls = atoi(optarg); break;
     case 'T': o->timer_us = atoi(optarg); break;
+    case 'I': o->idle_ms = atoi(optarg); break;
+    case 'S': o->settle_ms = atoi(optarg); break;
+    case 'g': o->groups = atoi(optarg); break;
+    case 'p': o->pending = atoi(optarg); break;
     case 'h': usage(stdout); return 1;
     default: usage(stderr); return -1;
     }
@@ -182,6 +204,7 @@ static int parse(int argc, char **argv, options_t *o) {
              (o->max_bytes && o->max_bytes < o->min_bytes);
   bad = bad || o->nops < 1 || o->window < 1;
   bad = bad || o->colls < 0 || o->timer_us < 1;
+  bad = bad || o->idle_ms < 1 || o->settle_ms < 0 || o->groups < 0 || o->pending < 0;
   if (bad) {
     usage(stderr);
     return -1;
