@@ -207,6 +207,26 @@ EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nra
  * plus EVMPI_ERR_INVALID for MPI_COMM_NULL. */
 EVMPI_API int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t **pg);
 
+/** A group over some world ranks, created by those ranks only
+ * (MPI_Comm_create_group): unlike evmpi_pg_create, the other ranks do not
+ * call it and are not waited for, so a subgroup can be made while they
+ * run other work, or never hear of it. Every member calls it with the
+ * same ranks in the same order (the order gives the new group's ranks),
+ * and members that make several groups over overlapping sets of ranks
+ * make them in the same order, as with collectives. MPI is initialised
+ * as by evmpi_pg_create; base as there. The group works on a duplicate
+ * of the new communicator, with MPI_ERRORS_RETURN.
+ *
+ * Errors: EVMPI_ERR_INVALID (pg NULL, ranks NULL, nranks outside
+ * 1..world size, a rank out of range or repeated, or the calling rank not
+ * among ranks: only members call it; each naming the argument),
+ * EVMPI_ERR_MPI (MPI initialisation or communicator creation failed, MPI
+ * below MPI_THREAD_MULTIPLE), and the errors of evmpi_pg_create for the
+ * environment variables it reads, EVMPI_ERR_NOMEM. On error *pg is NULL
+ * and nothing is left behind. */
+EVMPI_API int evmpi_pg_create_members(struct event_base *base, const int *ranks, int nranks,
+                                      evmpi_pg_t **pg);
+
 /** This process's rank in the group; -1 for NULL. */
 EVMPI_API int evmpi_pg_rank(const evmpi_pg_t *pg);
 /** The number of ranks in the group; -1 for NULL. */

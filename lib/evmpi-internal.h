@@ -610,5 +610,9 @@ bool evmpi__groups_begin_teardown(evmpi_pg_t *pg);
  * under way, for at most wait_ms in all; false when one was still running
  * (a thread of it may still be in MPI). */
 bool evmpi__groups_stop_all(int wait_ms);
+/* Whether a group of the process was broken by a timeout (a peer may be
+ * unreachable, and MPI_Finalize may wait for it): one still registered
+ * whose collective timed out. The exit path bounds MPI_Finalize then. */
+bool evmpi__groups_any_broken(void);
 
 #endif /* EVMPI_INTERNAL_H */

@@ -123,3 +123,14 @@ int evmpi_pg_wait_destroyed(int timeout_ms) {
                        "running after %d ms", timeout_ms);
   return EVMPI_OK;
 }
+
+bool evmpi__groups_any_broken(void) {
+  pthread_once(&reg_once, reg_init);
+  bool broken = false;
+  char why[8];
+  pthread_mutex_lock(&reg_mu);
+  for (evmpi_pg_t *pg = reg_head; pg && !broken; pg = pg->reg_next)
+    broken = evmpi__worker_broken(&pg->worker, why, sizeof why);
+  pthread_mutex_unlock(&reg_mu);
+  return broken;
+}
