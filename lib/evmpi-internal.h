@@ -638,7 +638,8 @@ bool evmpi__groups_begin_teardown(evmpi_pg_t *pg);
 bool evmpi__groups_stop_all(int wait_ms);
 /* Whether a group of the process was broken by a timeout (a peer may be
  * unreachable, and MPI_Finalize may wait for it): one still registered
- * whose collective timed out. The exit path bounds MPI_Finalize then. */
+ * whose collective timed out, or any whose send or receive missed its
+ * deadline. The exit path bounds MPI_Finalize then. */
 bool evmpi__groups_any_broken(void);
 
 #endif /* EVMPI_INTERNAL_H */

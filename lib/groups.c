@@ -125,6 +125,10 @@ int evmpi_pg_wait_destroyed(int timeout_ms) {
 }
 
 bool evmpi__groups_any_broken(void) {
+  /* A missed p2p deadline is remembered for the process (poller.c): the
+   * group may be gone, its request to the dead peer is still in MPI. */
+  if (evmpi__p2p_broken_any())
+    return true;
   pthread_once(&reg_once, reg_init);
   bool broken = false;
   char why[8];
