@@ -207,6 +207,26 @@ EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nra
  * plus EVMPI_ERR_INVALID for MPI_COMM_NULL. */
 EVMPI_API int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t **pg);
 
+/** A group over some world ranks, created by those ranks only
+ * (MPI_Comm_create_group): unlike evmpi_pg_create, the other ranks do not
+ * call it and are not waited for, so a subgroup can be made while they
+ * run other work, or never hear of it. Every member calls it with the
+ * same ranks in the same order (the order gives the new group's ranks),
+ * and members that make several groups over overlapping sets of ranks
+ * make them in the same order, as with collectives. MPI is initialised
+ * as by evmpi_pg_create; base as there. The group works on a duplicate
+ * of the new communicator, with MPI_ERRORS_RETURN.
+ *
+ * Errors: EVMPI_ERR_INVALID (pg NULL, ranks NULL, nranks outside
+ * 1..world size, a rank out of range or repeated, or the calling rank not
+ * among ranks: only members call it; each naming the argument),
+ * EVMPI_ERR_MPI (MPI initialisation or communicator creation failed, MPI
+ * below MPI_THREAD_MULTIPLE), and the errors of evmpi_pg_create for the
+ * environment variables it reads, EVMPI_ERR_NOMEM. On error *pg is NULL
+ * and nothing is left behind. */
+EVMPI_API int evmpi_pg_create_members(struct event_base *base, const int *ranks, int nranks,
+                                      evmpi_pg_t **pg);
+
 /** This process's rank in the group; -1 for NULL. */
 EVMPI_API int evmpi_pg_rank(const evmpi_pg_t *pg);
 /** The number of ranks in the group; -1 for NULL. */
@@ -279,9 +299,9 @@ EVMPI_API int evmpi_pg_wait_destroyed(int timeout_ms);
  * waiting for the stuck call. MPI cannot cancel a collective: the worker
  * thread stays inside it until the peers arrive or the job ends, so the
  * timed-out work's buffers may still be written, and the group's
- * communicators are not freed. Sends and receives have no timeout (abort a
- * receive with evmpi_work_abort), but destroy gives up on them after it
- * (evmpi_pg_destroy). 0 = no limit (the default). Each collective's
+ * communicators are not freed. This timeout does not apply to sends and
+ * receives (evmpi_pg_set_p2p_timeout gives them deadlines), but destroy
+ * gives up on them after it (evmpi_pg_destroy). 0 = no limit (the default). Each collective's
  * deadline is fixed when it starts: a new value applies to collectives
  * that start after the call, never to the one running. Errors:
  * EVMPI_ERR_INVALID (pg NULL, timeout_ms negative), EVMPI_ERR_ABORTED
@@ -445,6 +465,54 @@ EVMPI_API int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int ta
  * evmpi_work_source_rank(work) once completed. */
 EVMPI_API int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag,
                                    evmpi_work_t **work);
+
+/** Sets the group's point-to-point timeout: every send and receive issued
+ * after this call gets a deadline timeout_ms after its issue; 0 = none (the
+ * default). It is separate from the collectives' timeout
+ * (evmpi_pg_set_timeout), which never applies to sends and receives: a
+ * receive that waits for a command may rightly wait for ever, so a group
+ * timeout alone gives it no deadline. evmpi_work_set_deadline overrides it
+ * for one work. Works issued before the call keep the deadline they had.
+ *
+ * A send or receive still pending at its deadline completes with
+ * EVMPI_ERR_TIMEOUT and a message naming the operation, its sequence
+ * number, the peer and the tag: "recv (#12) from rank 1, tag 7 timed out
+ * after 100 ms; cancelled, nothing arrived; the group is broken". A receive
+ * is cancelled (one that matched a message whose transfer has not ended
+ * cannot be, and is abandoned: MPI may still write its buffer); a send is
+ * abandoned (MPI may still deliver it and read its buffer, so that buffer
+ * must stay valid until MPI_Finalize or the process ends). Its callbacks
+ * run as usual, on the loop thread.
+ *
+ * A missed deadline breaks the group, as a collective's timeout does: a
+ * peer that misses one may be gone, and a request to it may be left inside
+ * MPI. New operations of every kind then fail at once with
+ * EVMPI_ERR_ABORTED ("send: the group is broken: recv (#12) from rank 1,
+ * tag 7 timed out after 100 ms"); works already pending go on and may
+ * still complete (or miss their own deadlines); evmpi_pg_destroy does not
+ * wait for pending sends (they fail with EVMPI_ERR_ABORTED); and the exit
+ * path knows a request may be left to a dead peer (see
+ * evmpi_pg_wait_destroyed for what exit does with broken groups). A
+ * deadline is a failure detector: to stop waiting for a message that may
+ * rightly never come, and keep the group, cancel the receive from a timer
+ * with evmpi_work_abort instead.
+ *
+ * Errors: EVMPI_ERR_INVALID (pg NULL, timeout_ms negative),
+ * EVMPI_ERR_ABORTED (destroy has begun). */
+EVMPI_API int evmpi_pg_set_p2p_timeout(evmpi_pg_t *pg, int timeout_ms);
+
+/** Sets the deadline of one send or receive to timeout_ms after it was
+ * issued (its evmpi_work_get_record started_ns), whatever the group's p2p
+ * timeout gave it; 0 = no deadline for this work. A deadline already
+ * passed fails the work at the poller's next look, within about a
+ * millisecond. What a missed deadline does is described at
+ * evmpi_pg_set_p2p_timeout. Thread-safe; the poller thread fails the work.
+ *
+ * Errors: EVMPI_ERR_INVALID (work NULL, timeout_ms negative, a
+ * collective's work: collectives are bounded by evmpi_pg_set_timeout),
+ * EVMPI_ERR_STATE (the work has completed already, or its request has and
+ * it waits only for an older one of its peer and tag). */
+EVMPI_API int evmpi_work_set_deadline(evmpi_work_t *work, int timeout_ms);
 
 /* ---- work -------------------------------------------------------------- */
 

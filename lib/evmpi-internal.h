@@ -277,6 +277,11 @@ struct evmpi_work {
   bool held;                  /* poller: its request completed, but an older send or
                                  receive of the same peer and tag has not: it is
                                  finished after that one (MPI's matching order) */
+  /* p2p deadline (poller.c): when it times out (evmpi__now_ns, 0 = never),
+   * from the group's p2p timeout at issue or evmpi_work_set_deadline; set
+   * under the poller's mu, read by the poller under it */
+  int64_t p2p_deadline_ns;
+  int p2p_timeout_ms;         /* the timeout that deadline came from, for messages */
   atomic_int source_rank;
   /* result */
   char *error_text;           /* set by the thread that finishes the work */
@@ -513,6 +518,14 @@ typedef struct evmpi_poller {
                                 buffer, whose finish copies to the device: while
                                 there are any, the loop thread leaves the tests to
                                 the poller, so no device copy runs on it */
+  /* Deadlines of sends and receives (evmpi_pg_set_p2p_timeout,
+   * evmpi_work_set_deadline). */
+  int timeout_ms;            /* under mu: the group's p2p timeout for works issued
+                                from now on (0 = none) */
+  int64_t next_deadline;     /* under mu: the earliest deadline of a pending work,
+                                INT64_MAX when none; the poller wakes for it */
+  char *broken;              /* under mu: why a p2p timeout broke the group, or NULL */
+  atomic_bool is_broken;     /* broken != NULL, for submissions to check without mu */
 } evmpi_poller_t;
 
 int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg);
@@ -536,6 +549,19 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending);
 /* The loop thread has stopped polling (loop_until is in the past): wakes
  * the poller if it sleeps until the end of the loop's window. */
 void evmpi__poller_loop_done(evmpi_poller_t *p);
+/* Sets the group's p2p timeout for works issued from now on (0 = none). */
+void evmpi__poller_set_timeout(evmpi_poller_t *p, int timeout_ms);
+/* Sets w's deadline to timeout_ms after its issue (0 = none);
+ * EVMPI_ERR_STATE once it has completed. */
+int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_ms);
+/* The internal hook for a group broken by a missed p2p deadline: copies
+ * why into buf and returns true once one has (new submissions are then
+ * refused, destroy abandons pending sends at once). */
+bool evmpi__poller_broken(evmpi_poller_t *p, char *buf, size_t len);
+/* True once any group of the process was broken by a p2p timeout: a
+ * request was left to MPI towards a peer that may be gone, and
+ * MPI_Finalize may wait for that peer (the exit path may skip it). */
+bool evmpi__p2p_broken_any(void);
 /* Frees what start made, once the group's last reference is gone. */
 void evmpi__poller_fini(evmpi_poller_t *p);
 
@@ -610,5 +636,10 @@ bool evmpi__groups_begin_teardown(evmpi_pg_t *pg);
  * under way, for at most wait_ms in all; false when one was still running
  * (a thread of it may still be in MPI). */
 bool evmpi__groups_stop_all(int wait_ms);
+/* Whether a group of the process was broken by a timeout (a peer may be
+ * unreachable, and MPI_Finalize may wait for it): one still registered
+ * whose collective timed out, or any whose send or receive missed its
+ * deadline. The exit path bounds MPI_Finalize then. */
+bool evmpi__groups_any_broken(void);
 
 #endif /* EVMPI_INTERNAL_H */

@@ -123,3 +123,18 @@ int evmpi_pg_wait_destroyed(int timeout_ms) {
                        "running after %d ms", timeout_ms);
   return EVMPI_OK;
 }
+
+bool evmpi__groups_any_broken(void) {
+  /* A missed p2p deadline is remembered for the process (poller.c): the
+   * group may be gone, its request to the dead peer is still in MPI. */
+  if (evmpi__p2p_broken_any())
+    return true;
+  pthread_once(&reg_once, reg_init);
+  bool broken = false;
+  char why[8];
+  pthread_mutex_lock(&reg_mu);
+  for (evmpi_pg_t *pg = reg_head; pg && !broken; pg = pg->reg_next)
+    broken = evmpi__worker_broken(&pg->worker, why, sizeof why);
+  pthread_mutex_unlock(&reg_mu);
+  return broken;
+}

@@ -5,7 +5,10 @@
  * else (MPI-2.2 and later), while MPI still works. */
 #include "evmpi-internal.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* The worker runs blocking collectives while the poller tests requests and
  * any thread may issue sends and receives: MPI is called from several
@@ -56,14 +59,67 @@ static int on_finalize(MPI_Comm comm, int keyval, void *value, void *extra) {
   return MPI_SUCCESS;
 }
 
+/* After a group broke (a collective or a send or receive timed out), a
+ * peer may be unreachable, and Open MPI's MPI_Finalize waits for every
+ * process of the job (a fence through the daemons) for as long as the
+ * daemons live: minutes, with the default keepalive, across a dead link.
+ * So MPI_Finalize then runs under a guard thread that ends the process
+ * (status EVMPI_EXIT_STUCK_STATUS, with a line on stderr) when it has not
+ * returned within the exit wait. A link that came back lets it return. */
+#define EVMPI_EXIT_STUCK_STATUS 1
+
+static pthread_mutex_t guard_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t guard_cv; /* CLOCK_MONOTONIC */
+static bool finalize_returned;  /* under guard_mu */
+
+static void *finalize_guard(void *arg) {
+  int ms = (int)(intptr_t)arg;
+  struct timespec ts = evmpi__timespec_after(CLOCK_MONOTONIC, (int64_t)ms * 1000000);
+  pthread_mutex_lock(&guard_mu);
+  while (!finalize_returned)
+    if (pthread_cond_timedwait(&guard_cv, &guard_mu, &ts) == ETIMEDOUT)
+      break;
+  bool returned = finalize_returned;
+  pthread_mutex_unlock(&guard_mu);
+  if (!returned) {
+    static const char msg[] = "evmpi: MPI_Finalize did not return within EVMPI_EXIT_WAIT_MS "
+                              "after a group broke (a peer may be unreachable); the process "
+                              "ends without it\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    _exit(EVMPI_EXIT_STUCK_STATUS);
+  }
+  return NULL;
+}
+
+static void finalize_bounded(int ms) {
+  evmpi__cond_init_monotonic(&guard_cv);
+  pthread_t guard;
+  bool guarded = pthread_create(&guard, NULL, finalize_guard, (void *)(intptr_t)ms) == 0;
+  MPI_Finalize();
+  if (!guarded)
+    return;
+  pthread_mutex_lock(&guard_mu);
+  finalize_returned = true;
+  pthread_cond_signal(&guard_cv);
+  pthread_mutex_unlock(&guard_mu);
+  pthread_join(guard, NULL);
+}
+
 static void finalize_at_exit(void) {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized)
     return;
   stop_groups();
-  /* A worker still stuck in MPI: leave MPI to the process's end. */
-  if (!workers_stuck)
+  /* A worker still stuck in MPI: leave MPI to the process's end (MPI_Finalize
+   * would unload the code it runs). The job's launcher sees the process
+   * end without MPI_Finalize. */
+  if (workers_stuck)
+    return;
+  if (evmpi__groups_any_broken())
+    finalize_bounded(exit_wait_ms);
+  else
     MPI_Finalize();
 }
 

@@ -127,3 +127,28 @@ int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag, evmpi_
                   true, tag};
   return submit_p2p(pg, &a, work);
 }
+
+int evmpi_pg_set_p2p_timeout(evmpi_pg_t *pg, int timeout_ms) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_set_p2p_timeout: pg is NULL");
+  if (timeout_ms < 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_set_p2p_timeout: timeout_ms %d is negative (0 = "
+                       "no deadline)", timeout_ms);
+  if (atomic_load(&pg->closing))
+    return evmpi__fail(EVMPI_ERR_ABORTED, "pg_set_p2p_timeout: the group is being destroyed");
+  evmpi__poller_set_timeout(&pg->poller, timeout_ms);
+  return EVMPI_OK;
+}
+
+int evmpi_work_set_deadline(evmpi_work_t *work, int timeout_ms) {
+  if (!work)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_set_deadline: work is NULL");
+  if (work->kind == EVMPI_WORK_COLLECTIVE)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_set_deadline: %s (#%llu) is a collective; "
+                       "collectives are bounded by the group timeout (evmpi_pg_set_timeout)",
+                       work->name, (unsigned long long)work->seq);
+  if (timeout_ms < 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_set_deadline: timeout_ms %d is negative (0 = "
+                       "no deadline)", timeout_ms);
+  return evmpi__poller_set_deadline(&work->pg->poller, work, timeout_ms);
+}

@@ -262,7 +262,8 @@ int evmpi__pg_check(const char *op, evmpi_pg_t *pg, evmpi_work_t **out) {
   if (atomic_load(&pg->closing))
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", op);
   char why[256];
-  if (evmpi__worker_broken(&pg->worker, why, sizeof why))
+  if (evmpi__worker_broken(&pg->worker, why, sizeof why) ||
+      evmpi__poller_broken(&pg->poller, why, sizeof why)) /* a missed p2p deadline */
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is broken: %s", op, why);
   return EVMPI_OK;
 }

@@ -10,10 +10,19 @@
  * order of issue, and a request that completes while an older one of the
  * same kind, peer and tag is still pending is held until that one
  * finishes (a small message can complete before a large one that matched
- * first). */
+ * first).
+ *
+ * Deadlines: a send or receive may carry one (the group's p2p timeout at
+ * issue, or evmpi_work_set_deadline). The poller keeps the earliest, never
+ * sleeps past it, and when it passes fails the work with
+ * EVMPI_ERR_TIMEOUT: a receive is cancelled (or, when it matched a message
+ * that has not finished, abandoned to MPI), a send abandoned (MPI may still
+ * deliver it), and the group is broken, since a peer that missed a
+ * deadline may be gone (evmpi__poller_broken is the hook). */
 #include "evmpi-internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
@@ -160,6 +169,8 @@ static bool wait_for_loop_locked(evmpi_poller_t *p) {
   int64_t t = atomic_load_explicit(&p->loop_until, memory_order_relaxed);
   if (p->stopping || p->staged || t <= evmpi__now_ns())
     return false; /* staged works are the poller's own to test */
+  if (t > p->next_deadline)
+    t = p->next_deadline; /* the deadlines are the poller's own to watch */
   struct timespec until = {t / 1000000000, t % 1000000000};
   p->loop_wait = true;
   pthread_cond_timedwait(&p->cv, &p->mu, &until);
@@ -177,7 +188,9 @@ void evmpi__poller_loop_done(evmpi_poller_t *p) {
 static void sleep_backoff(evmpi_poller_t *p) {
   pthread_mutex_lock(&p->mu);
   bool waited = wait_for_loop_locked(p);
-  int64_t quiet = evmpi__now_ns() - p->last_activity;
+  int64_t now = evmpi__now_ns();
+  int64_t quiet = now - p->last_activity;
+  int64_t deadline = p->next_deadline;
   pthread_mutex_unlock(&p->mu);
   if (waited)
     return;
@@ -187,6 +200,10 @@ static void sleep_backoff(evmpi_poller_t *p) {
   }
   int64_t ns = quiet / 8;
   ns = ns < MIN_SLEEP_NS ? MIN_SLEEP_NS : ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns;
+  if (deadline - now < ns) /* never sleep past a send's or receive's deadline */
+    ns = deadline > now ? deadline - now : 0;
+  if (ns == 0)
+    return;
   struct timespec until = evmpi__timespec_after(CLOCK_MONOTONIC, ns);
   pthread_mutex_lock(&p->mu);
   if (!p->incoming) { /* stopping too: destroy may wait long for sends */
@@ -375,6 +392,118 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
   p->nheld = 0;
 }
 
+/* Set once any group's p2p timeout broke it (evmpi__p2p_broken_any). */
+static atomic_bool p2p_broken_any;
+
+bool evmpi__p2p_broken_any(void) { return atomic_load(&p2p_broken_any); }
+
+/* "recv (#12) from rank 1, tag 7": the operation, its sequence number, the
+ * peer and the tag, as every p2p timeout message names them. */
+static void describe(char *buf, size_t len, const evmpi_work_t *w) {
+  if (w->kind == EVMPI_WORK_SEND)
+    snprintf(buf, len, "%s (#%llu) to rank %d, tag %d", w->opname, (unsigned long long)w->seq,
+             w->peer, w->tag);
+  else if (w->peer == MPI_ANY_SOURCE)
+    snprintf(buf, len, "%s (#%llu) from any rank, tag %d", w->opname,
+             (unsigned long long)w->seq, w->tag);
+  else
+    snprintf(buf, len, "%s (#%llu) from rank %d, tag %d", w->opname, (unsigned long long)w->seq,
+             w->peer, w->tag);
+}
+
+/* The group is broken by a missed deadline (under mu); the first reason
+ * stays. */
+static void break_locked(evmpi_poller_t *p, const char *why) {
+  if (p->broken)
+    return;
+  p->broken = strdup(why);
+  if (!p->broken)
+    p->broken = strdup("a send or receive timed out");
+  atomic_store(&p->is_broken, true);
+  atomic_store(&p2p_broken_any, true);
+}
+
+/* One pending receive whose deadline passed (under mu): cancelled, then
+ * tested once. Returns what became of it: its fate for the timeout
+ * message, or NULL when it completed after all (matched just in time, or
+ * an MPI error), with its outcome set and held for the usual order. */
+static const char *expire_receive_locked(evmpi_poller_t *p, size_t i) {
+  evmpi_work_t *w = p->works[i];
+  if (!w->cancel_sent) {
+    MPI_Cancel(&p->reqs[i]);
+    w->cancel_sent = true;
+  }
+  MPI_Status st;
+  int flag = 0, cancelled = 0;
+  evmpi__mpi_test_begin();
+  int rc = MPI_Test(&p->reqs[i], &flag, &st);
+  evmpi__mpi_test_end();
+  if (rc != MPI_SUCCESS)
+    p->reqs[i] = MPI_REQUEST_NULL; /* a failed request is no longer active */
+  if (rc == MPI_SUCCESS && flag)
+    MPI_Test_cancelled(&st, &cancelled);
+  if (rc != MPI_SUCCESS || (flag && !cancelled)) {
+    w->outcome = request_outcome(w, rc, &st);
+    w->held = true;
+    p->nheld++;
+    return NULL;
+  }
+  if (flag)
+    return "cancelled, nothing arrived";
+  /* It matched a message whose transfer has not finished (a peer gone in
+   * the middle of a large message): MPI cannot cancel it any more. */
+  MPI_Request_free(&p->reqs[i]);
+  w->abandoned = true;
+  return "a message had matched and not finished: abandoned, MPI may still write the buffer";
+}
+
+/* Fails the pending works whose deadline has passed (under mu) and
+ * recomputes the earliest deadline left. A work whose request completed
+ * is held or done already and has no deadline any more. */
+static void expire_locked(evmpi_poller_t *p, done_list_t *d) {
+  int64_t now = evmpi__now_ns();
+  if (now < p->next_deadline)
+    return;
+  int64_t next = INT64_MAX;
+  bool changed = false;
+  for (size_t i = 0; i < p->n; i++) {
+    evmpi_work_t *w = p->works[i];
+    if (w->state == EVMPI_WORK_DONE || w->held || !w->p2p_deadline_ns ||
+        p->reqs[i] == MPI_REQUEST_NULL)
+      continue;
+    if (w->p2p_deadline_ns > now) {
+      next = w->p2p_deadline_ns < next ? w->p2p_deadline_ns : next;
+      continue;
+    }
+    changed = true;
+    const char *fate;
+    if (w->kind == EVMPI_WORK_RECV) {
+      fate = expire_receive_locked(p, i);
+      if (!fate)
+        continue;
+    } else {
+      MPI_Request_free(&p->reqs[i]);
+      w->abandoned = true;
+      fate = "abandoned, MPI may still deliver it";
+    }
+    char what[160], why[224];
+    describe(what, sizeof what, w);
+    snprintf(why, sizeof why, "%s timed out after %d ms", what, w->p2p_timeout_ms);
+    free(w->error_text);
+    w->error_text = evmpi__asprintf("%s; %s; the group is broken", why, fate);
+    w->outcome = EVMPI_ERR_TIMEOUT;
+    break_locked(p, why);
+    /* Done at once, as a cancelled receive: it holds nobody back. */
+    done_append(p, d, w);
+  }
+  p->next_deadline = next;
+  if (changed) {
+    release_held_locked(p, d);
+    compact_locked(p);
+    p->last_activity = now;
+  }
+}
+
 static void *poller_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_poller_t *p = &pg->poller;
@@ -387,9 +516,15 @@ static void *poller_main(void *arg) {
     bool fresh = p->incoming != NULL;
     adopt_incoming(p);
     done_list_t d = {0};
+    expire_locked(p, &d);
     if (p->stopping) {
       cancel_receives(p);
-      if (p->stop_deadline && p->n > 0 && evmpi__now_ns() >= p->stop_deadline)
+      if (p->broken && p->n > 0)
+        /* A peer missed a deadline: destroy does not wait for it. */
+        abandon_all_locked(p, EVMPI_ERR_ABORTED,
+                           "abandoned: the group was destroyed after a send or receive "
+                           "timed out and broke it", &d);
+      else if (p->stop_deadline && p->n > 0 && evmpi__now_ns() >= p->stop_deadline)
         abandon_all_locked(p, EVMPI_ERR_TIMEOUT,
                            "still pending when destroy's time ran out, abandoned", &d);
     }
@@ -398,6 +533,10 @@ static void *poller_main(void *arg) {
         p->exited = true;
         finish_in_order_unlock(p, &d);
         break;
+      }
+      if (d.head) { /* the last ones missed their deadline */
+        finish_in_order_unlock(p, &d);
+        continue;
       }
       if (wait_for_loop_locked(p)) {
         pthread_mutex_unlock(&p->mu);
@@ -455,6 +594,8 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->finish_mu, NULL);
   atomic_init(&p->loop_until, 0);
+  atomic_init(&p->is_broken, false);
+  p->next_deadline = INT64_MAX;
   evmpi__cond_init_monotonic(&p->cv);
   p->made = true;
   if (pthread_create(&p->thread, NULL, poller_main, pg) != 0)
@@ -474,6 +615,12 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
   }
   w->state = EVMPI_WORK_RUNNING;
+  if (p->timeout_ms > 0) {
+    w->p2p_timeout_ms = p->timeout_ms;
+    w->p2p_deadline_ns = w->t_started + (int64_t)p->timeout_ms * 1000000;
+    if (w->p2p_deadline_ns < p->next_deadline)
+      p->next_deadline = w->p2p_deadline_ns; /* a sleeping poller sees it when signalled */
+  }
   atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
   w->next = NULL;
   if (p->incoming_tail)
@@ -553,9 +700,47 @@ void evmpi__poller_fail_pending(evmpi_poller_t *p, int status, const char *why) 
   finish_in_order_unlock(p, &d);
 }
 
+void evmpi__poller_set_timeout(evmpi_poller_t *p, int timeout_ms) {
+  pthread_mutex_lock(&p->mu);
+  p->timeout_ms = timeout_ms;
+  pthread_mutex_unlock(&p->mu);
+}
+
+int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_ms) {
+  pthread_mutex_lock(&p->mu);
+  /* Done under mu: taken out of the arrays, finished (or about to be). */
+  if (w->state == EVMPI_WORK_DONE || w->held || atomic_load(&w->finished)) {
+    pthread_mutex_unlock(&p->mu);
+    return evmpi__fail(EVMPI_ERR_STATE, "work_set_deadline: %s (#%llu) has already completed",
+                       w->name, (unsigned long long)w->seq);
+  }
+  w->p2p_timeout_ms = timeout_ms;
+  w->p2p_deadline_ns = timeout_ms > 0 ? w->t_started + (int64_t)timeout_ms * 1000000 : 0;
+  if (w->p2p_deadline_ns && w->p2p_deadline_ns < p->next_deadline) {
+    p->next_deadline = w->p2p_deadline_ns;
+    if (p->sleeping || p->loop_wait)
+      pthread_cond_signal(&p->cv); /* it may sleep past the new deadline */
+  }
+  pthread_mutex_unlock(&p->mu);
+  return EVMPI_OK;
+}
+
+bool evmpi__poller_broken(evmpi_poller_t *p, char *buf, size_t len) {
+  if (!atomic_load(&p->is_broken))
+    return false; /* every submission asks: no lock on that path */
+  pthread_mutex_lock(&p->mu);
+  bool broken = p->broken != NULL;
+  if (broken && buf && len)
+    snprintf(buf, len, "%s", p->broken);
+  pthread_mutex_unlock(&p->mu);
+  return broken;
+}
+
 void evmpi__poller_fini(evmpi_poller_t *p) {
   if (!p->made)
     return;
+  free(p->broken);
+  p->broken = NULL;
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->finish_mu);
   pthread_cond_destroy(&p->cv);
