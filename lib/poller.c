@@ -93,7 +93,7 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
     if (cancelled) {
       free(w->error_text);
       w->error_text = evmpi__asprintf("%s: cancelled before a message matched (#%llu)",
-                                      w->opname, (unsigned long long)w->seq);
+                                      w->op->opname, (unsigned long long)w->seq);
       return EVMPI_ERR_ABORTED;
     }
     atomic_store(&w->source_rank, st->MPI_SOURCE);
@@ -200,7 +200,8 @@ static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
 }
 
 static bool same_channel(const evmpi_work_t *a, const evmpi_work_t *b) {
-  return a->kind == b->kind && a->peer == b->peer && a->tag == b->tag;
+  return a->kind == b->kind && a->args.p2p.peer == b->args.p2p.peer &&
+         a->args.p2p.tag == b->args.p2p.tag;
 }
 
 /* Moves held works whose older same-channel works have all finished to d,
@@ -349,8 +350,9 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
       w->abandoned = true;
       free(w->error_text);
       w->error_text = evmpi__asprintf(
-          "%s (#%llu) %s %d, tag %d: %s%s", w->opname, (unsigned long long)w->seq,
-          w->kind == EVMPI_WORK_SEND ? "to rank" : "from rank", w->peer, w->tag, why,
+          "%s (#%llu) %s %d, tag %d: %s%s", w->op->opname, (unsigned long long)w->seq,
+          w->kind == EVMPI_WORK_SEND ? "to rank" : "from rank", w->args.p2p.peer,
+          w->args.p2p.tag, why,
           w->kind == EVMPI_WORK_SEND ? "; MPI may still deliver it" : "");
       w->outcome = status;
     }
@@ -457,7 +459,7 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
     if (w->kind == EVMPI_WORK_RECV)
       MPI_Cancel(&w->request);
     MPI_Request_free(&w->request);
-    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
+    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->op->opname);
   }
   w->state = EVMPI_WORK_RUNNING;
   atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
@@ -482,7 +484,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (at == p->n || w->held) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already completed",
-                       w->name, (unsigned long long)w->seq);
+                       w->op->name, (unsigned long long)w->seq);
   }
   /* An unmatched receive completes at once when cancelled; a matched one
    * cannot be cancelled and completes normally, later, in the poller. */
@@ -495,7 +497,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (!flag && rc == MPI_SUCCESS) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",
-                       w->name, (unsigned long long)w->seq);
+                       w->op->name, (unsigned long long)w->seq);
   }
   if (rc != MPI_SUCCESS)
     p->reqs[at] = MPI_REQUEST_NULL;
@@ -515,7 +517,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (outcome == EVMPI_ERR_ABORTED)
     return EVMPI_OK;
   return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) completed before it could be "
-                     "cancelled", w->name, (unsigned long long)w->seq);
+                     "cancelled", w->op->name, (unsigned long long)w->seq);
 }
 
 void evmpi__poller_stop(evmpi_poller_t *p, const char *abandon_why, int64_t deadline_ns) {
