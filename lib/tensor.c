@@ -155,31 +155,6 @@ int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor
                      evmpi__device_name(ref->device, b, sizeof b));
 }
 
-int evmpi__work_place(evmpi_work_t *w) {
-  /* Every operation has checked its tensors against each other
-   * (evmpi__check_list, evmpi__check_same_device): the first one's device
-   * is the work's. */
-  w->device = (evmpi_device_t){EVMPI_DEVICE_CPU, 0};
-  if (w->ntensors == 0)
-    return EVMPI_OK;
-  w->device = w->tensors[0].device;
-  if (w->device.type != EVMPI_DEVICE_CUDA)
-    return EVMPI_OK;
-  switch (w->pg->cuda_path) {
-  case EVMPI_CUDA_STAGED:
-  case EVMPI_CUDA_DIRECT:
-    return EVMPI_OK;
-  case EVMPI_CUDA_REFUSED:
-    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d, this MPI is not "
-                       "CUDA-aware, and EVMPI_CUDA_STAGING=0 turned staging through host "
-                       "memory off", w->op->opname, w->device.index);
-  case EVMPI_CUDA_NONE:
-    break;
-  }
-  return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d but this evmpi was "
-                     "built without CUDA", w->op->opname, w->device.index);
-}
-
 int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *list, int n,
                       const char *ref, const evmpi_tensor_t *like, int64_t numel) {
   evmpi_dtype_t dtype = like->dtype;

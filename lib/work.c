@@ -132,6 +132,31 @@ static void work_free(evmpi_work_t *w) {
 
 void evmpi__work_discard(evmpi_work_t *w) { work_free(w); }
 
+int evmpi__work_place(evmpi_work_t *w) {
+  /* Every operation has checked its tensors against each other
+   * (evmpi__check_list, evmpi__check_same_device): the first one's device
+   * is the work's. */
+  w->device = (evmpi_device_t){EVMPI_DEVICE_CPU, 0};
+  if (w->ntensors == 0)
+    return EVMPI_OK;
+  w->device = w->tensors[0].device;
+  if (w->device.type != EVMPI_DEVICE_CUDA)
+    return EVMPI_OK;
+  switch (w->pg->cuda_path) {
+  case EVMPI_CUDA_STAGED:
+  case EVMPI_CUDA_DIRECT:
+    return EVMPI_OK;
+  case EVMPI_CUDA_REFUSED:
+    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d, this MPI is not "
+                       "CUDA-aware, and EVMPI_CUDA_STAGING=0 turned staging through host "
+                       "memory off", w->op->opname, w->device.index);
+  case EVMPI_CUDA_NONE:
+    break;
+  }
+  return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d but this evmpi was "
+                     "built without CUDA", w->op->opname, w->device.index);
+}
+
 void evmpi__work_retain(evmpi_work_t *w) {
   atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
 }
