@@ -115,7 +115,7 @@ int evmpi__cuda_check_tensor(const char *op, const char *arg, const evmpi_tensor
 
 static int p2p_cuda_fail(evmpi_work_t *w, const char *call, cudaError_t e) {
   cudaGetLastError();
-  return evmpi__fail(EVMPI_ERR_CUDA, "%s: %s failed: %s: %s", w->opname, call,
+  return evmpi__fail(EVMPI_ERR_CUDA, "%s: %s failed: %s: %s", w->op->opname, call,
                      cudaGetErrorName(e), cudaGetErrorString(e));
 }
 

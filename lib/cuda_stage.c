@@ -229,7 +229,7 @@ static int run_pipelined(evmpi_work_t *w, evmpi_stager_t *s, dev_streams_t *ds) 
     char *chunk = p.host + (size_t)slot * p.slot_bytes;
     if (!pipe_ok(&p, cudaEventSynchronize(ds->ev_in[slot]), "cudaEventSynchronize"))
       break;
-    rc = evmpi__run_pieces(w, w->run_chunk, chunk, off, n);
+    rc = evmpi__run_pieces(w, w->op->run_chunk, chunk, off, n);
     if (rc != EVMPI_OK)
       break;
     if (w->chunk_out &&
@@ -355,7 +355,7 @@ static int run_staged(evmpi_work_t *w, evmpi_stager_t *s, dev_streams_t *ds) {
    * publishes inline_tensors). */
   evmpi_tensor_t *user = w->tensors;
   w->tensors = s->desc;
-  rc = w->run(w);
+  rc = w->op->run(w);
   w->tensors = user;
   if (rc != EVMPI_OK)
     return rc;
@@ -378,7 +378,7 @@ static int run_on_device(evmpi_work_t *w) {
   /* Device pointers go to a CUDA-aware MPI unless run itself touches the
    * data on the host (packing, an average's division, float16 kernels). */
   if (w->pg->cuda_path == EVMPI_CUDA_DIRECT && !w->host_access)
-    return w->run(w);
+    return w->op->run(w);
   evmpi_stager_t *s = stager_of(w->pg);
   if (!s)
     return evmpi__work_fail(w, EVMPI_ERR_NOMEM, "out of memory");
@@ -386,7 +386,7 @@ static int run_on_device(evmpi_work_t *w) {
   int rc = streams_of(w, s, &ds);
   if (rc != EVMPI_OK)
     return rc;
-  if (w->run_chunk && w->ntensors == 1)
+  if (w->op->run_chunk && w->ntensors == 1)
     return run_pipelined(w, s, ds);
   return run_staged(w, s, ds);
 }

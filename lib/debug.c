@@ -23,34 +23,40 @@ bool evmpi__debug_detail(void) {
   return detail;
 }
 
-static const char *const names[] = {
-    "allreduce", "broadcast", "barrier", "reduce", "reduce_scatter", "allreduce_coalesced",
-    "allgather", "allgather_base", "allgather_coalesced", "gather", "scatter", "alltoall_base",
-    "alltoall",
-};
-enum { NNAMES = sizeof names / sizeof names[0] };
-
+/* What one rank is about to call. The operation's name travels with its
+ * id, so that a report names what another rank called without a table
+ * of names here. */
 typedef struct {
-  int32_t name, dtype, root, op;
+  int32_t id, dtype, root, op;
   int64_t numel;
   uint64_t seq;
+  char opname[32];
 } sig_t;
 
-static int name_id(const char *opname) {
-  for (int i = 0; i < NNAMES; i++)
-    if (strcmp(names[i], opname) == 0)
-      return i;
-  return -1;
+/* The work's signature: its first tensor's dtype (all of an operation's
+ * tensors share it), its element count, its root and reduce op where the
+ * operation takes them; -1 for what is not compared. */
+static sig_t sign(const evmpi_work_t *w) {
+  const evmpi_op_t *op = w->op;
+  sig_t s = {(int32_t)op->id, -1, -1, -1, w->numel, w->seq, ""};
+  if (w->ntensors > 0)
+    s.dtype = (int32_t)w->tensors[0].dtype;
+  if (op->flags & EVMPI_OPF_ROOTED)
+    s.root = w->args.coll.root;
+  if (op->flags & EVMPI_OPF_REDUCES)
+    s.op = (int32_t)w->args.coll.op;
+  snprintf(s.opname, sizeof s.opname, "%s", op->opname);
+  return s;
 }
 
 static bool same(const sig_t *a, const sig_t *b) {
-  return a->name == b->name && a->dtype == b->dtype && a->root == b->root && a->op == b->op &&
+  return a->id == b->id && a->dtype == b->dtype && a->root == b->root && a->op == b->op &&
          a->numel == b->numel;
 }
 
 /* "allreduce(float32, 4 elements, op sum)" */
 static int describe(char *buf, size_t len, const sig_t *s) {
-  int n = snprintf(buf, len, "%s(", s->name >= 0 && s->name < NNAMES ? names[s->name] : "?");
+  int n = snprintf(buf, len, "%.*s(", (int)sizeof s->opname, s->opname);
   const char *sep = "";
   if (s->dtype >= 0) {
     n += snprintf(buf + n, len > (size_t)n ? len - (size_t)n : 0, "%s",
@@ -75,7 +81,7 @@ static int describe(char *buf, size_t len, const sig_t *s) {
 
 int evmpi__debug_check(evmpi_work_t *w) {
   int size = w->pg->size;
-  sig_t mine = {name_id(w->opname), w->sig_dtype, w->sig_root, w->sig_op, w->sig_numel, w->seq};
+  sig_t mine = sign(w);
   sig_t *all = malloc((size_t)size * sizeof *all);
   if (!all)
     return evmpi__work_fail(w, EVMPI_ERR_NOMEM, "EVMPI_DEBUG=detail: out of memory");

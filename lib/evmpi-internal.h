@@ -44,6 +44,15 @@ int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor
  * alike, so none enters a collective that another refused. */
 int evmpi__check_group_bytes(const char *op, const char *arg, int64_t numel,
                              evmpi_dtype_t dtype, int size);
+/* Checks an operation's output and input (allgather_base, alltoall_base):
+ * each well formed, of one dtype, on one device; stores their counts. */
+int evmpi__check_pair(const char *op, const evmpi_tensor_t *output, const evmpi_tensor_t *input,
+                      int64_t *out_numel, int64_t *in_numel);
+/* Checks that the bytes of list[0..n) (named arg) add up to at most
+ * INT64_MAX, as a coalesced operation packs them into one buffer; stores
+ * the sum of their element counts in *numel and of their bytes in *bytes. */
+int evmpi__check_list_bytes(const char *op, const char *arg, const evmpi_tensor_t *list, size_t n,
+                            int64_t *numel, int64_t *bytes);
 /* "cpu" or "cuda:1", into buf. */
 const char *evmpi__device_name(evmpi_device_t dev, char *buf, size_t len);
 
@@ -217,55 +226,178 @@ void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
  * (or inline once the group is gone). Drops the delivery's reference. */
 void evmpi__future_deliver(evmpi_future_t *f);
 
-/* ---- work.c ------------------------------------------------------------ */
+/* ---- op_table.c: what each operation is ------------------------------------ */
+
+/* An operation's identity. Every rank of one build numbers them alike, so
+ * EVMPI_DEBUG=detail compares ids across ranks. */
+typedef enum {
+  EVMPI_OP_ALLREDUCE,
+  EVMPI_OP_BROADCAST,
+  EVMPI_OP_BARRIER,
+  EVMPI_OP_REDUCE,
+  EVMPI_OP_REDUCE_SCATTER,
+  EVMPI_OP_ALLREDUCE_COALESCED,
+  EVMPI_OP_ALLGATHER,
+  EVMPI_OP_ALLGATHER_BASE,
+  EVMPI_OP_ALLGATHER_COALESCED,
+  EVMPI_OP_GATHER,
+  EVMPI_OP_SCATTER,
+  EVMPI_OP_ALLTOALL_BASE,
+  EVMPI_OP_ALLTOALL,
+  EVMPI_OP_SEND,
+  EVMPI_OP_RECV,
+  EVMPI_OP_RECV_ANYSOURCE,
+  EVMPI_OP_COUNT
+} evmpi_op_id_t;
 
 typedef enum { EVMPI_WORK_COLLECTIVE, EVMPI_WORK_SEND, EVMPI_WORK_RECV } evmpi_work_kind_t;
 typedef enum { EVMPI_WORK_QUEUED, EVMPI_WORK_RUNNING, EVMPI_WORK_DONE } evmpi_work_state_t;
 
+/* Which member of evmpi_op_args_t an operation's works hold. */
+typedef enum { EVMPI_ARGS_COLL, EVMPI_ARGS_ALLTOALL, EVMPI_ARGS_P2P } evmpi_args_kind_t;
+
+/* An operation's arguments beyond its tensors, one member per kind. */
+typedef union {
+  /* every collective but alltoall_base */
+  struct {
+    int root;               /* -1 unless the operation is EVMPI_OPF_ROOTED */
+    evmpi_reduce_op_t op;   /* reductions (EVMPI_OPF_REDUCES) */
+    MPI_Op mpi_op;          /* op on the tensors' dtype (not for the coalesced
+                               form, whose dtypes differ) */
+    bool post_divide;       /* op is an average: a sum, then a division */
+  } coll;
+  /* alltoall_base: the output splits then the input splits, in rows of
+   * dim 0 (owned by the work); equal when neither was given, which goes
+   * to MPI_Alltoall rather than MPI_Alltoallv */
+  struct {
+    int64_t *splits;
+    bool equal;
+  } alltoall;
+  struct {
+    int peer, tag;          /* peer is MPI_ANY_SOURCE for recv_anysource */
+  } p2p;
+} evmpi_op_args_t;
+
+/* The arguments of a public call, as the generic submit path hands them
+ * to the operation's prepare. Unused ones are zero. */
+typedef struct {
+  evmpi_tensor_t *output;          /* the single output (or in-place) tensor */
+  const evmpi_tensor_t *input;     /* the single input */
+  evmpi_tensor_t *outputs;         /* lists: per rank, or the coalesced ones */
+  const evmpi_tensor_t *inputs;
+  size_t count;                    /* the coalesced forms' list length */
+  int root;
+  evmpi_reduce_op_t op;
+  const int64_t *output_splits, *input_splits;
+} evmpi_op_call_t;
+
+/* What prepare makes of a call, before anything is allocated: the work's
+ * tensors are outputs[0..noutputs) then inputs[0..ninputs), and every
+ * run finds its inputs at tensors + noutputs. */
+typedef struct {
+  const evmpi_tensor_t *outputs, *inputs;
+  size_t noutputs, ninputs;
+  int64_t numel;          /* what every rank agrees on (EVMPI_DEBUG=detail)
+                             and element-wise runs cut: -1 when ranks may differ */
+  evmpi_op_args_t args;
+  bool host_access;       /* see evmpi_work.host_access; or'ed with the flag */
+} evmpi_op_plan_t;
+
+typedef struct evmpi_op evmpi_op_t;
+
 /* Runs a collective on the worker thread. Returns a status; on failure it
  * sets work->error_text (evmpi__work_mpi_error does so for MPI codes). */
-typedef int (*evmpi_run_fn)(evmpi_work_t *work);
+typedef int evmpi_run_t(evmpi_work_t *work);
+typedef evmpi_run_t *evmpi_run_fn;
 /* An element-wise step of a one-tensor collective on count elements at
  * data, element offset off into tensors[0]: what a staged CUDA tensor's
  * pipeline runs on each chunk (in pinned host memory). */
-typedef int (*evmpi_chunk_fn)(evmpi_work_t *work, void *data, int64_t off, int count);
+typedef int evmpi_chunk_t(evmpi_work_t *work, void *data, int64_t off, int count);
+typedef evmpi_chunk_t *evmpi_chunk_fn;
+/* Checks a call's arguments (on the submitting thread; sets the last
+ * error and returns its status) and fills the plan; nothing is allocated
+ * but what the plan owns (alltoall splits). */
+typedef int evmpi_prepare_t(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *call,
+                            evmpi_op_plan_t *plan);
+typedef evmpi_prepare_t *evmpi_prepare_fn;
+
+/* What the generic submit path does besides prepare and run. */
+enum {
+  EVMPI_OPF_ROOTED = 1 << 0,      /* takes a root (args.coll.root) */
+  EVMPI_OPF_REDUCES = 1 << 1,     /* takes a reduce op (args.coll.op) */
+  EVMPI_OPF_IN_PLACE = 1 << 2,    /* its outputs are read too (staged CUDA copies them in) */
+  EVMPI_OPF_TO_ROOT = 1 << 3,     /* data flows to the root: only its outputs change */
+  EVMPI_OPF_FROM_ROOT = 1 << 4,   /* data flows from the root: only its tensors are
+                                     read, only the others' outputs change */
+  EVMPI_OPF_WHOLE_PIECES = 1 << 5, /* cut in pieces of evmpi__whole_max_bytes, not of
+                                      EVMPI_PIECE (broadcast) */
+  EVMPI_OPF_HOST_ACCESS = 1 << 6, /* run always reads or writes the data itself (packing) */
+};
+
+struct evmpi_op {
+  evmpi_op_id_t id;
+  const char *opname;       /* "allreduce": messages, EVMPI_DEBUG=detail */
+  const char *name;         /* "mpi:all_reduce": evmpi_work_name, EVMPI_TIMELINE (the
+                               names of PyTorch's ProcessGroupMPI) */
+  const char *mpi_call;     /* "MPI_Allreduce": the call a failure names */
+  evmpi_work_kind_t kind;
+  evmpi_args_kind_t args;
+  unsigned flags;           /* EVMPI_OPF_* */
+  evmpi_prepare_fn prepare; /* collectives; sends and receives check in ops_p2p.c */
+  evmpi_run_fn run;         /* collectives, on the worker thread */
+  evmpi_chunk_fn run_chunk; /* element-wise ones: a piece, or a staged CUDA chunk */
+};
+
+/* Every operation, indexed by its id. */
+extern const evmpi_op_t evmpi__ops[EVMPI_OP_COUNT];
+
+/* ---- ops_*.c: each operation's prepare, run and chunk functions, which
+ * op_table.c names (op_submit.c has the public entry points) ----------- */
+
+/* ops_collective.c: allreduce, reduce and broadcast share prepare and run
+ * (pieces of the tensor, each to the row's chunk function); barrier. */
+evmpi_prepare_t evmpi__prepare_elementwise, evmpi__prepare_barrier;
+evmpi_run_t evmpi__run_elementwise, evmpi__run_barrier;
+evmpi_chunk_t evmpi__broadcast_chunk;
+/* ops_reduce.c */
+evmpi_chunk_t evmpi__allreduce_chunk, evmpi__reduce_chunk;
+evmpi_prepare_t evmpi__prepare_reduce_scatter, evmpi__prepare_allreduce_coalesced;
+evmpi_run_t evmpi__run_reduce_scatter, evmpi__run_allreduce_coalesced;
+/* ops_gather.c: allgather, gather and scatter share prepare and run (a
+ * tensor per rank to or from one tensor) */
+evmpi_prepare_t evmpi__prepare_per_rank, evmpi__prepare_allgather_base,
+    evmpi__prepare_allgather_coalesced;
+evmpi_run_t evmpi__run_per_rank, evmpi__run_allgather_base, evmpi__run_allgather_coalesced;
+/* ops_alltoall.c */
+evmpi_prepare_t evmpi__prepare_alltoall_base, evmpi__prepare_alltoall;
+evmpi_run_t evmpi__run_alltoall_base, evmpi__run_alltoall;
+
+/* ---- work.c ------------------------------------------------------------ */
 
 struct evmpi_work {
   atomic_int refs;
   evmpi_pg_t *pg;             /* a ref */
-  const char *name;           /* "mpi:all_reduce" */
-  const char *opname;         /* "allreduce", used in messages */
-  evmpi_work_kind_t kind;
-  evmpi_run_fn run;
+  const evmpi_op_t *op;       /* what it is: its row of evmpi__ops */
+  evmpi_work_kind_t kind;     /* op->kind, which the engines test on every completion */
   evmpi_work_state_t state;   /* under the owning queue's lock */
   uint64_t seq;               /* per group, from 1 */
   atomic_bool finished;       /* set once, by whoever completes the work */
   int64_t t_queued;           /* ns, CLOCK_MONOTONIC, set before publication */
   _Atomic int64_t t_started, t_finished; /* ns; 0 = not yet */
-  /* what every rank must agree on (EVMPI_DEBUG=detail); -1 = not compared */
-  int sig_dtype, sig_root, sig_op;
-  int64_t sig_numel;
-  /* arguments, copied at submission */
+  /* arguments, copied at submission (op_submit.c from the plan, or ops_p2p.c) */
   evmpi_tensor_t *tensors;    /* descriptors; outputs are tensors[0..noutputs) */
   size_t ntensors, noutputs;
-  int64_t numel;
-  int root, peer, tag;
-  evmpi_reduce_op_t op;
-  MPI_Op mpi_op;
-  bool post_divide;
-  int64_t *splits;            /* alltoall_base: output then input splits (owned) */
-  size_t count;               /* coalesced: number of inputs */
+  int64_t numel;              /* see evmpi_op_plan_t.numel */
+  evmpi_op_args_t args;       /* the member op->args names */
   /* where the tensors are: one device per work (evmpi__work_place) */
   evmpi_device_t device;
   /* CUDA staging (cuda_stage.c): outputs that the operation also reads
-   * (copied in as well as out); the chunked form of run, for one-tensor
-   * element-wise collectives, with whether this rank's chunks are copied
-   * in and out */
+   * (copied in as well as out); for one-tensor element-wise collectives
+   * (op->run_chunk), whether this rank's chunks are copied in and out */
   bool outputs_read;
   bool host_access;           /* device tensors only: run reads or writes the data
                                  itself (packing, avg division, float16 ops), so
                                  it is staged even with a CUDA-aware MPI */
-  evmpi_chunk_fn run_chunk;
   bool chunk_in, chunk_out;
   size_t piece_bytes;         /* run_chunk's operations go to MPI in pieces of this */
   /* point to point */
@@ -291,10 +423,14 @@ struct evmpi_work {
   evmpi_tensor_t inline_tensors[1];
 };
 
-/* A new work with ntensors descriptor slots, refs = 2 (the caller's and the
- * group's in-flight one). EVMPI_ERR_NOMEM sets the last error. */
-int evmpi__work_new(evmpi_pg_t *pg, const char *name, const char *opname, evmpi_work_kind_t kind,
-                    size_t ntensors, evmpi_work_t **out);
+/* The inputs of a work: its tensors after the outputs. */
+static inline evmpi_tensor_t *evmpi__work_inputs(evmpi_work_t *w) {
+  return w->tensors + w->noutputs;
+}
+
+/* A new work of op with ntensors descriptor slots, refs = 2 (the caller's
+ * and the group's in-flight one). EVMPI_ERR_NOMEM sets the last error. */
+int evmpi__work_new(evmpi_pg_t *pg, const evmpi_op_t *op, size_t ntensors, evmpi_work_t **out);
 /* Frees a work that was never queued (both refs). */
 void evmpi__work_discard(evmpi_work_t *w);
 void evmpi__work_retain(evmpi_work_t *w);
@@ -306,15 +442,12 @@ void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t
 /* Records an MPI failure of call rc as the work's message and returns
  * EVMPI_ERR_MPI. */
 int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc);
+/* EVMPI_OK for MPI_SUCCESS, else the failure of the operation's own MPI
+ * call (op->mpi_call) recorded as by evmpi__work_mpi_error. */
+int evmpi__work_mpi_result(evmpi_work_t *w, int rc);
 /* Records a failure with a formatted message and returns status. */
 int evmpi__work_fail(evmpi_work_t *w, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Records what the debug check compares across ranks. */
-void evmpi__work_sign(evmpi_work_t *w, int dtype, int64_t numel, int root, int op);
-/* Queues a collective for the worker, or discards it; sets *out on success. */
-int evmpi__submit_collective(evmpi_pg_t *pg, evmpi_work_t *w, evmpi_work_t **out);
-/* Applies the average's division (post_divide) to count elements. */
-void evmpi__work_post_divide(evmpi_work_t *w, void *data, int64_t count);
 /* Sets w->device from its tensors and checks that the group can move
  * them (CUDA path); before anything is queued or issued. */
 int evmpi__work_place(evmpi_work_t *w);

@@ -10,9 +10,9 @@
 #include <string.h>
 
 /* ---- alltoall_base --------------------------------------------------------
- * tensors[0] is the output, tensors[1] the input; w->splits holds the
- * output splits then the input splits, in rows; w->count is 1 when both
- * were equal (MPI_Alltoall), 0 otherwise (MPI_Alltoallv). */
+ * tensors[0] is the output, tensors[1] the input; args.alltoall holds the
+ * output splits then the input splits, in rows, and whether both were
+ * equal (MPI_Alltoall rather than MPI_Alltoallv). */
 
 static int64_t rows_of(const evmpi_tensor_t *t) { return t->shape[0]; }
 
@@ -41,18 +41,19 @@ static int row_type(int64_t row, evmpi_dtype_t dtype, MPI_Datatype *type) {
   return rc;
 }
 
-static int run_alltoall_base(evmpi_work_t *w) {
+int evmpi__run_alltoall_base(evmpi_work_t *w) {
   int size = w->pg->size;
-  evmpi_tensor_t *out = &w->tensors[0], *in = &w->tensors[1];
+  evmpi_tensor_t *out = &w->tensors[0], *in = evmpi__work_inputs(w);
+  const int64_t *splits = w->args.alltoall.splits;
   MPI_Datatype row;
   int rc = row_type(row_elems(in), in->dtype, &row);
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, "MPI_Type_contiguous", rc);
-  if (w->count == 1) {
+  if (w->args.alltoall.equal) {
     int n = (int)(rows_of(in) / size);
     rc = MPI_Alltoall(in->data, n, row, out->data, n, row, w->pg->comm);
     MPI_Type_free(&row);
-    return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Alltoall", rc);
+    return evmpi__work_mpi_result(w, rc);
   }
   int *v = malloc(4 * (size_t)size * sizeof *v);
   if (!v) {
@@ -62,12 +63,12 @@ static int run_alltoall_base(evmpi_work_t *w) {
   int *rcounts = v, *rdispls = v + size, *scounts = v + 2 * size, *sdispls = v + 3 * size;
   int64_t ro = 0, so = 0;
   for (int r = 0; r < size; r++) {
-    rcounts[r] = (int)w->splits[r];
+    rcounts[r] = (int)splits[r];
     rdispls[r] = (int)ro;
-    ro += w->splits[r];
-    scounts[r] = (int)w->splits[size + r];
+    ro += splits[r];
+    scounts[r] = (int)splits[size + r];
     sdispls[r] = (int)so;
-    so += w->splits[size + r];
+    so += splits[size + r];
   }
   rc = MPI_Alltoallv(in->data, scounts, sdispls, row, out->data, rcounts, rdispls, row,
                      w->pg->comm);
@@ -107,68 +108,56 @@ static int take_splits(const char *op, const char *arg, const evmpi_tensor_t *t,
   return EVMPI_OK;
 }
 
-int evmpi_alltoall_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *input,
-                        const int64_t *output_splits, const int64_t *input_splits,
-                        evmpi_work_t **out) {
-  static const char opname[] = "alltoall_base";
+int evmpi__prepare_alltoall_base(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                                 evmpi_op_plan_t *p) {
+  const char *opname = op->opname;
+  const evmpi_tensor_t *input = c->input, *output = c->output;
   int64_t in_numel = 0, out_numel = 0;
   int64_t *splits = NULL;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "input", input, &in_numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "output", output, &out_numel);
+  int rc = evmpi__check_pair(opname, output, input, &out_numel, &in_numel);
   if (rc == EVMPI_OK && (input->ndim < 1 || output->ndim < 1))
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: %s has no dim 0 to split (ndim 0)", opname,
                      input->ndim < 1 ? "input" : "output");
-  if (rc == EVMPI_OK && input->dtype != output->dtype)
-    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output is %s but input is %s", opname,
-                     evmpi__dtype_name(output->dtype), evmpi__dtype_name(input->dtype));
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_same_device(opname, "output", output, "input", input);
   if (rc == EVMPI_OK && row_elems(input) != row_elems(output))
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: input rows have %" PRId64 " elements but output rows "
                      "have %" PRId64, opname, row_elems(input), row_elems(output));
   if (rc == EVMPI_OK && (rows_of(input) > INT_MAX || rows_of(output) > INT_MAX))
     rc = evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: more than INT_MAX rows along dim 0", opname);
-  if (rc == EVMPI_OK && !output_splits && !input_splits && in_numel != out_numel)
+  bool equal = !c->output_splits && !c->input_splits;
+  if (rc == EVMPI_OK && equal && in_numel != out_numel)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output has %" PRId64 " elements but input has %"
                      PRId64 " (an equal split needs the same size)", opname, out_numel, in_numel);
   if (rc == EVMPI_OK && !(splits = malloc(2 * (size_t)pg->size * sizeof *splits)))
     rc = evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", opname);
   if (rc == EVMPI_OK)
-    rc = take_splits(opname, "output_splits", output, "output", output_splits, pg->size, splits);
+    rc = take_splits(opname, "output_splits", output, "output", c->output_splits, pg->size,
+                     splits);
   if (rc == EVMPI_OK)
-    rc = take_splits(opname, "input_splits", input, "input", input_splits, pg->size,
+    rc = take_splits(opname, "input_splits", input, "input", c->input_splits, pg->size,
                      splits + pg->size);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:all_to_all", opname, EVMPI_WORK_COLLECTIVE, 2, &w);
   if (rc != EVMPI_OK) {
     free(splits);
     return rc;
   }
-  w->tensors[0] = *output;
-  w->tensors[1] = *input;
-  w->noutputs = 1;
-  w->numel = in_numel;
-  w->splits = splits;
-  w->count = !output_splits && !input_splits;
+  p->args.alltoall.splits = splits; /* the work's from here (op_submit.c frees it on failure) */
+  p->args.alltoall.equal = equal;
   /* With splits, sizes legitimately differ between ranks. */
-  evmpi__work_sign(w, input->dtype, w->count ? in_numel : -1, -1, -1);
-  w->run = run_alltoall_base;
-  return evmpi__submit_collective(pg, w, out);
+  p->numel = equal ? in_numel : -1;
+  p->outputs = output;
+  p->noutputs = 1;
+  p->inputs = input;
+  p->ninputs = 1;
+  return EVMPI_OK;
 }
 
 /* ---- alltoall (lists) --------------------------------------------------------
- * tensors[0..size) are the outputs, tensors[size..2*size) the inputs. Each
+ * The size outputs come first, then the size inputs. Each
  * pair moves as its own message on the group's internal communicator, so
  * no packing is needed and no length is limited to INT_MAX; the worker
  * runs one collective at a time, so successive alltoalls cannot mix. */
 
-static int run_alltoall(evmpi_work_t *w) {
+int evmpi__run_alltoall(evmpi_work_t *w) {
   int size = w->pg->size;
-  evmpi_tensor_t *outs = w->tensors, *ins = &w->tensors[size];
   MPI_Request *reqs = malloc(2 * (size_t)size * sizeof *reqs);
   evmpi_block_t *blocks = calloc(2 * (size_t)size, sizeof *blocks);
   if (!reqs || !blocks) {
@@ -176,22 +165,20 @@ static int run_alltoall(evmpi_work_t *w) {
     free(blocks);
     return evmpi__work_fail(w, EVMPI_ERR_NOMEM, "out of memory");
   }
+  /* Every receive is posted before any send: tensors[i] is the output
+   * from rank i, then tensors[size + i] the input for rank i. */
   int rc = MPI_SUCCESS, posted = 0;
   const char *call = "MPI_Irecv";
-  for (int r = 0; r < size && rc == MPI_SUCCESS; r++) {
-    rc = evmpi__block_make(evmpi_tensor_numel(&outs[r]), outs[r].dtype, &blocks[posted]);
+  for (int i = 0; i < 2 * size && rc == MPI_SUCCESS; i++) {
+    evmpi_tensor_t *t = &w->tensors[i];
+    evmpi_block_t *b = &blocks[posted];
+    bool send = i >= size;
+    call = send ? "MPI_Isend" : "MPI_Irecv";
+    rc = evmpi__block_make(evmpi_tensor_numel(t), t->dtype, b);
     if (rc == MPI_SUCCESS)
-      rc = MPI_Irecv(outs[r].data, blocks[posted].count, blocks[posted].type, r, 0,
-                     w->pg->internal, &reqs[posted]);
-    if (rc == MPI_SUCCESS)
-      posted++;
-  }
-  for (int r = 0; r < size && rc == MPI_SUCCESS; r++) {
-    call = "MPI_Isend";
-    rc = evmpi__block_make(evmpi_tensor_numel(&ins[r]), ins[r].dtype, &blocks[posted]);
-    if (rc == MPI_SUCCESS)
-      rc = MPI_Isend(ins[r].data, blocks[posted].count, blocks[posted].type, r, 0,
-                     w->pg->internal, &reqs[posted]);
+      rc = send ? MPI_Isend(t->data, b->count, b->type, i - size, 0, w->pg->internal,
+                            &reqs[posted])
+                : MPI_Irecv(t->data, b->count, b->type, i, 0, w->pg->internal, &reqs[posted]);
     if (rc == MPI_SUCCESS)
       posted++;
   }
@@ -213,29 +200,23 @@ static int run_alltoall(evmpi_work_t *w) {
   return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, call, rc);
 }
 
-int evmpi_alltoall(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *inputs,
-                   evmpi_work_t **out) {
-  static const char opname[] = "alltoall";
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK && !inputs)
+int evmpi__prepare_alltoall(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                            evmpi_op_plan_t *p) {
+  const char *opname = op->opname;
+  const evmpi_tensor_t *inputs = c->inputs;
+  int rc = EVMPI_OK;
+  if (!inputs)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: inputs is NULL", opname);
   if (rc == EVMPI_OK)
     rc = evmpi__check_tensor(opname, "inputs[0]", &inputs[0], NULL);
   if (rc == EVMPI_OK)
     rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "inputs[0]", &inputs[0], -1);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "inputs[0]", &inputs[0],
+    rc = evmpi__check_list(opname, "outputs", c->outputs, pg->size, "inputs[0]", &inputs[0],
                            -1);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:all_to_all", opname, EVMPI_WORK_COLLECTIVE,
-                         2 * (size_t)pg->size, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  memcpy(w->tensors, outputs, (size_t)pg->size * sizeof *outputs);
-  memcpy(&w->tensors[pg->size], inputs, (size_t)pg->size * sizeof *inputs);
-  w->noutputs = (size_t)pg->size;
-  evmpi__work_sign(w, inputs[0].dtype, -1, -1, -1);
-  w->run = run_alltoall;
-  return evmpi__submit_collective(pg, w, out);
+  p->outputs = c->outputs;
+  p->noutputs = (size_t)pg->size;
+  p->inputs = inputs;
+  p->ninputs = (size_t)pg->size;
+  return rc;
 }

@@ -1,58 +1,53 @@
-/* ops_collective.c: broadcast and barrier. Each public function checks its
- * arguments, fills a work and queues it for the worker thread; each run_*
- * function is what the worker does with it. */
+/* ops_collective.c: the one-tensor element-wise collectives (allreduce,
+ * reduce, broadcast: one prepare and one run, which cuts the tensor in
+ * pieces and hands each to the operation's chunk function) and barrier.
+ * Their rows are in op_table.c; allreduce's and reduce's chunk functions
+ * are with the other reductions in ops_reduce.c. */
 #include "evmpi-internal.h"
 
-static int broadcast_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
+/* Whether a reduction's run touches the data on the host: an average's
+ * division, and the 16-bit float kernels (MPI_Op_create'd functions that
+ * MPI calls on the buffers). A CUDA-aware MPI cannot run those on device
+ * memory, so such device tensors are staged. */
+static bool reduce_touches_host(evmpi_dtype_t dtype, bool post_divide) {
+  return post_divide || dtype == EVMPI_FLOAT16 || dtype == EVMPI_BFLOAT16;
+}
+
+int evmpi__prepare_elementwise(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                               evmpi_op_plan_t *p) {
+  int rc = evmpi__check_tensor(op->opname, "tensor", c->output, &p->numel);
+  if (rc == EVMPI_OK && (op->flags & EVMPI_OPF_ROOTED)) {
+    rc = evmpi__pg_check_rank(op->opname, "root", pg, c->root);
+    p->args.coll.root = c->root;
+  }
+  if (rc == EVMPI_OK && (op->flags & EVMPI_OPF_REDUCES)) {
+    p->args.coll.op = c->op;
+    rc = evmpi__mpi_reduce_op(op->opname, c->op, c->output->dtype, &p->args.coll.mpi_op,
+                              &p->args.coll.post_divide);
+    p->host_access = reduce_touches_host(c->output->dtype, p->args.coll.post_divide);
+  }
+  p->outputs = c->output;
+  p->noutputs = 1;
+  return rc;
+}
+
+int evmpi__run_elementwise(evmpi_work_t *w) {
+  return evmpi__run_pieces(w, w->op->run_chunk, w->tensors[0].data, 0, w->numel);
+}
+
+int evmpi__broadcast_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
   (void)off;
-  int rc = MPI_Bcast(data, count, evmpi__mpi_datatype(w->tensors[0].dtype), w->root, w->pg->comm);
-  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Bcast", rc);
+  return evmpi__work_mpi_result(w, MPI_Bcast(data, count,
+                                             evmpi__mpi_datatype(w->tensors[0].dtype),
+                                             w->args.coll.root, w->pg->comm));
 }
 
-static int run_broadcast(evmpi_work_t *w) {
-  return evmpi__run_pieces(w, broadcast_chunk, w->tensors[0].data, 0, w->numel);
+int evmpi__prepare_barrier(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                           evmpi_op_plan_t *p) {
+  (void)op, (void)pg, (void)c, (void)p;
+  return EVMPI_OK;
 }
 
-int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, evmpi_work_t **out) {
-  static const char opname[] = "broadcast";
-  int64_t numel = 0;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "tensor", tensor, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__pg_check_rank(opname, "root", pg, root);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:broadcast", opname, EVMPI_WORK_COLLECTIVE, 1, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->tensors[0] = *tensor;
-  w->noutputs = 1;
-  w->numel = numel;
-  w->root = root;
-  evmpi__work_sign(w, tensor->dtype, numel, root, -1);
-  w->run = run_broadcast;
-  w->outputs_read = pg->rank == root;
-  w->run_chunk = broadcast_chunk;
-  w->piece_bytes = evmpi__whole_max_bytes(pg);
-  w->chunk_in = pg->rank == root;
-  w->chunk_out = pg->rank != root;
-  return evmpi__submit_collective(pg, w, out);
-}
-
-static int run_barrier(evmpi_work_t *w) {
-  int rc = MPI_Barrier(w->pg->comm);
-  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Barrier", rc);
-}
-
-int evmpi_barrier(evmpi_pg_t *pg, evmpi_work_t **out) {
-  static const char opname[] = "barrier";
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:barrier", opname, EVMPI_WORK_COLLECTIVE, 0, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->run = run_barrier;
-  return evmpi__submit_collective(pg, w, out);
+int evmpi__run_barrier(evmpi_work_t *w) {
+  return evmpi__work_mpi_result(w, MPI_Barrier(w->pg->comm));
 }

@@ -1,9 +1,9 @@
-/* ops_gather.c: data movement without reduction: allgather (a tensor per
- * rank, or one flat tensor), allgather_coalesced, gather and scatter.
- * Each rank's block travels as one MPI element pair from evmpi__block_make,
- * so counts beyond INT_MAX need no chunking. Per-rank tensors that lie
- * back to back in memory are used directly; others go through one
- * packing buffer. */
+/* ops_gather.c: data movement without reduction: allgather, gather and
+ * scatter (a tensor per rank to or from one tensor: one prepare, one run),
+ * allgather_base (one flat output) and allgather_coalesced. Each rank's
+ * block travels as one MPI element pair from evmpi__block_make, so counts
+ * beyond INT_MAX need no chunking. Per-rank tensors that lie back to back
+ * in memory are used directly; others go through one packing buffer. */
 #include "evmpi-internal.h"
 
 #include <stdio.h>
@@ -18,10 +18,6 @@ static bool adjacent(const evmpi_tensor_t *list, int n, size_t bytes) {
   return true;
 }
 
-/* Whether a run that packs (host_access) matters: only for device tensors,
- * which then must not go to a CUDA-aware MPI as they are. */
-static bool on_cuda(const evmpi_tensor_t *t) { return t->device.type == EVMPI_DEVICE_CUDA; }
-
 static void *pack_alloc(evmpi_work_t *w, size_t bytes) {
   void *p = malloc(bytes ? bytes : 1);
   if (!p)
@@ -29,74 +25,132 @@ static void *pack_alloc(evmpi_work_t *w, size_t bytes) {
   return p;
 }
 
-/* ---- allgather ---------------------------------------------------------------
- * tensors[0..size) are the outputs, tensors[size] the input. */
+/* ---- allgather, gather, scatter ---------------------------------------------
+ * The list (a tensor per rank) is allgather's and gather's outputs and
+ * scatter's inputs, on every rank for allgather and on the root only for
+ * the others; the single tensor is the input, or scatter's output. */
 
-static int run_allgather(evmpi_work_t *w) {
+/* Root-only list arguments: required on the root, NULL elsewhere. */
+static int check_root_list(const char *op, const char *arg, const evmpi_pg_t *pg, int root,
+                           const evmpi_tensor_t *list) {
+  if (pg->rank != root && list)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s must be NULL on non-root rank %d (the root is "
+                       "rank %d)", op, arg, pg->rank, root);
+  if (pg->rank == root && !list)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL on the root (rank %d)", op, arg, root);
+  return EVMPI_OK;
+}
+
+int evmpi__prepare_per_rank(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                            evmpi_op_plan_t *p) {
+  const char *opname = op->opname;
+  bool scatter = op->flags & EVMPI_OPF_FROM_ROOT;
+  bool rooted = op->flags & EVMPI_OPF_ROOTED;
+  const char *one = scatter ? "output" : "input", *many = scatter ? "inputs" : "outputs";
+  const evmpi_tensor_t *single = scatter ? c->output : c->input;
+  const evmpi_tensor_t *list = scatter ? c->inputs : c->outputs;
+  int rc = evmpi__check_tensor(opname, one, single, &p->numel);
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, one, p->numel, single->dtype, pg->size);
+  if (rc == EVMPI_OK && rooted)
+    rc = evmpi__pg_check_rank(opname, "root", pg, c->root);
+  if (rc == EVMPI_OK && rooted)
+    rc = check_root_list(opname, many, pg, c->root, list);
+  bool has_list = rc == EVMPI_OK && (!rooted || pg->rank == c->root);
+  if (has_list)
+    rc = evmpi__check_list(opname, many, list, pg->size, one, single, p->numel);
+  if (rc != EVMPI_OK)
+    return rc;
+  size_t nlist = has_list ? (size_t)pg->size : 0;
+  p->args.coll.root = rooted ? c->root : -1;
+  p->outputs = scatter ? single : list;
+  p->noutputs = scatter ? 1 : nlist;
+  p->inputs = scatter ? list : single;
+  p->ninputs = scatter ? nlist : 1;
+  /* Packing matters only to a device tensor, which then must not go to a
+   * CUDA-aware MPI as it is; host tensors skip the scan. */
+  p->host_access = nlist && single->device.type == EVMPI_DEVICE_CUDA &&
+                   !adjacent(list, pg->size, (size_t)p->numel * evmpi_dtype_size(single->dtype));
+  return EVMPI_OK;
+}
+
+/* The operation's MPI call on whole per-rank blocks b. */
+static int exchange(evmpi_work_t *w, const void *send, void *recv, const evmpi_block_t *b) {
+  MPI_Comm comm = w->pg->comm;
+  int root = w->args.coll.root;
+  switch (w->op->id) {
+  case EVMPI_OP_GATHER:
+    return MPI_Gather(send, b->count, b->type, recv, b->count, b->type, root, comm);
+  case EVMPI_OP_SCATTER:
+    return MPI_Scatter(send, b->count, b->type, recv, b->count, b->type, root, comm);
+  default:
+    return MPI_Allgather(send, b->count, b->type, recv, b->count, b->type, comm);
+  }
+}
+
+int evmpi__run_per_rank(evmpi_work_t *w) {
+  bool scatter = w->op->flags & EVMPI_OPF_FROM_ROOT;
   int size = w->pg->size, rank = w->pg->rank;
-  evmpi_tensor_t *outs = w->tensors, *in = &w->tensors[size];
-  size_t bytes = (size_t)w->numel * evmpi_dtype_size(in->dtype);
+  evmpi_tensor_t *single = scatter ? &w->tensors[0] : evmpi__work_inputs(w);
+  evmpi_tensor_t *list = scatter ? evmpi__work_inputs(w) : w->tensors;
+  bool has_list = (scatter ? w->ntensors - w->noutputs : w->noutputs) > 0;
+  size_t bytes = (size_t)w->numel * evmpi_dtype_size(single->dtype);
   evmpi_block_t b;
-  int rc = evmpi__block_make(w->numel, in->dtype, &b);
+  int rc = evmpi__block_make(w->numel, single->dtype, &b);
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, "MPI_Type_create_struct", rc);
   int status = EVMPI_OK;
-  if (adjacent(outs, size, bytes)) {
-    const void *send = in->data == outs[rank].data ? MPI_IN_PLACE : in->data;
-    rc = MPI_Allgather(send, b.count, b.type, outs[0].data, b.count, b.type, w->pg->comm);
-    if (rc != MPI_SUCCESS)
-      status = evmpi__work_mpi_error(w, "MPI_Allgather", rc);
+  if (!has_list) { /* a non-root rank of gather or scatter */
+    rc = exchange(w, scatter ? NULL : single->data, scatter ? single->data : NULL, &b);
+  } else if (adjacent(list, size, bytes)) {
+    /* This rank's slot of the list may be the single tensor itself. */
+    void *mine = single->data == list[rank].data ? MPI_IN_PLACE : single->data;
+    rc = scatter ? exchange(w, list[0].data, mine, &b) : exchange(w, mine, list[0].data, &b);
   } else {
     char *pack = pack_alloc(w, (size_t)size * bytes);
     if (!pack) {
       status = EVMPI_ERR_NOMEM;
+    } else if (scatter) {
+      for (int r = 0; r < size; r++)
+        memcpy(pack + (size_t)r * bytes, list[r].data, bytes);
+      void *mine = single->data == list[rank].data ? MPI_IN_PLACE : single->data;
+      rc = exchange(w, pack, mine, &b);
     } else {
-      rc = MPI_Allgather(in->data, b.count, b.type, pack, b.count, b.type, w->pg->comm);
-      if (rc != MPI_SUCCESS)
-        status = evmpi__work_mpi_error(w, "MPI_Allgather", rc);
-      else
-        for (int r = 0; r < size; r++)
-          memcpy(outs[r].data, pack + (size_t)r * bytes, bytes);
-      free(pack);
+      rc = exchange(w, single->data, pack, &b);
+      for (int r = 0; rc == MPI_SUCCESS && r < size; r++)
+        memcpy(list[r].data, pack + (size_t)r * bytes, bytes);
     }
+    free(pack);
   }
   evmpi__block_free(&b);
+  if (status == EVMPI_OK)
+    status = evmpi__work_mpi_result(w, rc);
   return status;
-}
-
-int evmpi_allgather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *input,
-                    evmpi_work_t **out) {
-  static const char opname[] = "allgather";
-  int64_t numel = 0;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "input", input, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_group_bytes(opname, "input", numel, input->dtype, pg->size);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input, numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:all_gather", opname, EVMPI_WORK_COLLECTIVE,
-                         (size_t)pg->size + 1, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  memcpy(w->tensors, outputs, (size_t)pg->size * sizeof *outputs);
-  w->tensors[pg->size] = *input;
-  w->noutputs = (size_t)pg->size;
-  w->numel = numel;
-  evmpi__work_sign(w, input->dtype, numel, -1, -1);
-  w->run = run_allgather;
-  /* Only a device tensor's path asks; host tensors skip the scan. */
-  w->host_access = on_cuda(input) &&
-                   !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
-  return evmpi__submit_collective(pg, w, out);
 }
 
 /* ---- allgather_base: one flat output ------------------------------------------ */
 
-static int run_allgather_base(evmpi_work_t *w) {
-  evmpi_tensor_t *out = &w->tensors[0], *in = &w->tensors[1];
+int evmpi__prepare_allgather_base(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                                  evmpi_op_plan_t *p) {
+  int64_t onumel = 0;
+  int rc = evmpi__check_pair(op->opname, c->output, c->input, &onumel, &p->numel);
+  /* numel * size cannot overflow past this: it would have wrapped to a
+   * small count that a small output matched. */
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(op->opname, "input", p->numel, c->input->dtype, pg->size);
+  if (rc == EVMPI_OK && onumel != p->numel * pg->size)
+    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output has %lld elements, must be the group size "
+                     "(%d) times the input's %lld", op->opname, (long long)onumel, pg->size,
+                     (long long)p->numel);
+  p->outputs = c->output;
+  p->noutputs = 1;
+  p->inputs = c->input;
+  p->ninputs = 1;
+  return rc;
+}
+
+int evmpi__run_allgather_base(evmpi_work_t *w) {
+  evmpi_tensor_t *out = &w->tensors[0], *in = evmpi__work_inputs(w);
   size_t bytes = (size_t)w->numel * evmpi_dtype_size(in->dtype);
   evmpi_block_t b;
   int rc = evmpi__block_make(w->numel, in->dtype, &b);
@@ -106,54 +160,55 @@ static int run_allgather_base(evmpi_work_t *w) {
                        b.type, w->pg->comm);
   }
   evmpi__block_free(&b);
-  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Allgather", rc);
-}
-
-int evmpi_allgather_base(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *input,
-                         evmpi_work_t **out) {
-  static const char opname[] = "allgather_base";
-  int64_t numel = 0, onumel = 0;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "input", input, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "output", output, &onumel);
-  if (rc == EVMPI_OK && output->dtype != input->dtype)
-    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output is %s but input is %s", opname,
-                     evmpi__dtype_name(output->dtype), evmpi__dtype_name(input->dtype));
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_same_device(opname, "output", output, "input", input);
-  /* numel * size cannot overflow past this: it would have wrapped to a
-   * small count that a small output matched. */
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_group_bytes(opname, "input", numel, input->dtype, pg->size);
-  if (rc == EVMPI_OK && onumel != numel * pg->size)
-    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output has %lld elements, must be the group size "
-                     "(%d) times the input's %lld", opname, (long long)onumel, pg->size,
-                     (long long)numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:_allgather_base", opname, EVMPI_WORK_COLLECTIVE, 2, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->tensors[0] = *output;
-  w->tensors[1] = *input;
-  w->noutputs = 1;
-  w->numel = numel;
-  evmpi__work_sign(w, input->dtype, numel, -1, -1);
-  w->run = run_allgather_base;
-  return evmpi__submit_collective(pg, w, out);
+  return evmpi__work_mpi_result(w, rc);
 }
 
 /* ---- allgather_coalesced -------------------------------------------------------
- * tensors[0 .. count*size) are the outputs (group i for inputs[i]), then
- * the count inputs. Inputs are packed as bytes into one block, gathered
- * with one MPI_Allgather, and unpacked. */
+ * The outputs come first, count * size of them (group i for inputs[i]),
+ * then the count inputs. Inputs are packed as bytes into one block,
+ * gathered with one MPI_Allgather, and unpacked. */
 
-static int run_allgather_coalesced(evmpi_work_t *w) {
+int evmpi__prepare_allgather_coalesced(const evmpi_op_t *op, evmpi_pg_t *pg,
+                                       const evmpi_op_call_t *c, evmpi_op_plan_t *p) {
+  const char *opname = op->opname;
+  const evmpi_tensor_t *inputs = c->inputs;
+  size_t count = c->count;
+  int rc = EVMPI_OK;
+  if (!inputs || !c->outputs)
+    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL", opname, inputs ? "outputs" : "inputs");
+  if (rc == EVMPI_OK && (count == 0 || count > (size_t)INT32_MAX / (size_t)pg->size))
+    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: count %zu is outside 1..%d", opname, count,
+                     INT32_MAX / pg->size);
+  for (size_t i = 0; rc == EVMPI_OK && i < count; i++) {
+    char name[48], group[48];
+    int64_t numel = 0;
+    snprintf(name, sizeof name, "inputs[%zu]", i);
+    snprintf(group, sizeof group, "outputs[%zu*size..]", i);
+    rc = evmpi__check_tensor(opname, name, &inputs[i], &numel);
+    if (rc == EVMPI_OK)
+      rc = evmpi__check_same_device(opname, name, &inputs[i], "inputs[0]", &inputs[0]);
+    if (rc == EVMPI_OK)
+      rc = evmpi__check_list(opname, group, &c->outputs[i * (size_t)pg->size], pg->size, name,
+                             &inputs[i], numel);
+  }
+  /* The inputs are packed into one block per rank, gathered from every
+   * rank: their bytes, and those times the group size, must fit. */
+  int64_t block = 0;
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_list_bytes(opname, "inputs", inputs, count, &p->numel, &block);
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_group_bytes(opname, "inputs (packed)", block, EVMPI_UINT8, pg->size);
+  p->outputs = c->outputs;
+  p->noutputs = count * (size_t)pg->size;
+  p->inputs = inputs;
+  p->ninputs = count;
+  return rc;
+}
+
+int evmpi__run_allgather_coalesced(evmpi_work_t *w) {
   int size = w->pg->size;
-  size_t count = w->count;
-  evmpi_tensor_t *outs = w->tensors, *ins = &w->tensors[count * (size_t)size];
+  size_t count = w->ntensors - w->noutputs;
+  evmpi_tensor_t *outs = w->tensors, *ins = evmpi__work_inputs(w);
   size_t block = 0;
   for (size_t i = 0; i < count; i++)
     block += (size_t)evmpi_tensor_numel(&ins[i]) * evmpi_dtype_size(ins[i].dtype);
@@ -173,226 +228,14 @@ static int run_allgather_coalesced(evmpi_work_t *w) {
   if (rc == MPI_SUCCESS)
     rc = MPI_Allgather(send, b.count, b.type, recv, b.count, b.type, w->pg->comm);
   evmpi__block_free(&b);
-  if (rc == MPI_SUCCESS) {
-    for (int r = 0; r < size; r++) {
-      at = (size_t)r * block;
-      for (size_t i = 0; i < count; i++) {
-        size_t bytes = (size_t)evmpi_tensor_numel(&ins[i]) * evmpi_dtype_size(ins[i].dtype);
-        memcpy(outs[i * (size_t)size + (size_t)r].data, recv + at, bytes);
-        at += bytes;
-      }
+  at = 0;
+  for (int r = 0; rc == MPI_SUCCESS && r < size; r++)
+    for (size_t i = 0; i < count; i++) {
+      size_t bytes = (size_t)evmpi_tensor_numel(&ins[i]) * evmpi_dtype_size(ins[i].dtype);
+      memcpy(outs[i * (size_t)size + (size_t)r].data, recv + at, bytes);
+      at += bytes;
     }
-  }
   free(send);
   free(recv);
-  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, "MPI_Allgather", rc);
-}
-
-int evmpi_allgather_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *outputs,
-                              const evmpi_tensor_t *inputs, size_t count, evmpi_work_t **out) {
-  static const char opname[] = "allgather_coalesced";
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK && (!inputs || !outputs))
-    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL", opname, inputs ? "outputs" : "inputs");
-  if (rc == EVMPI_OK && (count == 0 || count > (size_t)INT32_MAX / (size_t)pg->size))
-    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: count %zu is outside 1..%d", opname, count,
-                     INT32_MAX / pg->size);
-  for (size_t i = 0; rc == EVMPI_OK && i < count; i++) {
-    char name[48], group[48];
-    int64_t numel = 0;
-    snprintf(name, sizeof name, "inputs[%zu]", i);
-    snprintf(group, sizeof group, "outputs[%zu*size..]", i);
-    rc = evmpi__check_tensor(opname, name, &inputs[i], &numel);
-    if (rc == EVMPI_OK)
-      rc = evmpi__check_same_device(opname, name, &inputs[i], "inputs[0]", &inputs[0]);
-    if (rc == EVMPI_OK)
-      rc = evmpi__check_list(opname, group, &outputs[i * (size_t)pg->size], pg->size, name,
-                             &inputs[i], numel);
-  }
-  /* The inputs are packed into one block per rank, gathered from every
-   * rank: their bytes, and those times the group size, must fit. */
-  int64_t block = 0;
-  for (size_t i = 0; rc == EVMPI_OK && i < count; i++) {
-    int64_t bytes;
-    if (__builtin_mul_overflow(evmpi_tensor_numel(&inputs[i]),
-                               (int64_t)evmpi_dtype_size(inputs[i].dtype), &bytes) ||
-        __builtin_add_overflow(block, bytes, &block))
-      rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: inputs: the inputs' sizes add up to more than "
-                       "INT64_MAX bytes (at inputs[%zu])", opname, i);
-  }
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_group_bytes(opname, "inputs (packed)", block, EVMPI_UINT8, pg->size);
-  size_t nout = count * (size_t)pg->size;
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:allgather_coalesced", opname, EVMPI_WORK_COLLECTIVE,
-                         nout + count, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  memcpy(w->tensors, outputs, nout * sizeof *outputs);
-  memcpy(&w->tensors[nout], inputs, count * sizeof *inputs);
-  w->noutputs = nout;
-  w->count = count;
-  int64_t total = 0;
-  for (size_t i = 0; i < count; i++)
-    total += evmpi_tensor_numel(&inputs[i]);
-  evmpi__work_sign(w, inputs[0].dtype, total, -1, -1);
-  w->run = run_allgather_coalesced;
-  w->host_access = true; /* packs inputs and outputs */
-  return evmpi__submit_collective(pg, w, out);
-}
-
-/* ---- gather ------------------------------------------------------------------
- * On the root tensors[0..size) are the outputs; the input comes last. */
-
-static int run_gather(evmpi_work_t *w) {
-  int size = w->pg->size;
-  bool root = w->pg->rank == w->root;
-  evmpi_tensor_t *outs = w->tensors, *in = &w->tensors[w->noutputs];
-  size_t bytes = (size_t)w->numel * evmpi_dtype_size(in->dtype);
-  evmpi_block_t b;
-  int rc = evmpi__block_make(w->numel, in->dtype, &b);
-  if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, "MPI_Type_create_struct", rc);
-  int status = EVMPI_OK;
-  if (!root) {
-    rc = MPI_Gather(in->data, b.count, b.type, NULL, 0, b.type, w->root, w->pg->comm);
-  } else if (adjacent(outs, size, bytes)) {
-    const void *send = in->data == outs[w->root].data ? MPI_IN_PLACE : in->data;
-    rc = MPI_Gather(send, b.count, b.type, outs[0].data, b.count, b.type, w->root, w->pg->comm);
-  } else {
-    char *pack = pack_alloc(w, (size_t)size * bytes);
-    if (!pack) {
-      status = EVMPI_ERR_NOMEM;
-    } else {
-      rc = MPI_Gather(in->data, b.count, b.type, pack, b.count, b.type, w->root, w->pg->comm);
-      if (rc == MPI_SUCCESS)
-        for (int r = 0; r < size; r++)
-          memcpy(outs[r].data, pack + (size_t)r * bytes, bytes);
-      free(pack);
-    }
-  }
-  evmpi__block_free(&b);
-  if (status == EVMPI_OK && rc != MPI_SUCCESS)
-    status = evmpi__work_mpi_error(w, "MPI_Gather", rc);
-  return status;
-}
-
-/* Root-only list arguments: required on the root, NULL elsewhere. */
-static int check_root_list(const char *op, const char *arg, const evmpi_pg_t *pg, int root,
-                           const evmpi_tensor_t *list) {
-  if (pg->rank != root && list)
-    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s must be NULL on non-root rank %d (the root is "
-                       "rank %d)", op, arg, pg->rank, root);
-  if (pg->rank == root && !list)
-    return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s is NULL on the root (rank %d)", op, arg, root);
-  return EVMPI_OK;
-}
-
-int evmpi_gather(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t *input, int root,
-                 evmpi_work_t **out) {
-  static const char opname[] = "gather";
-  int64_t numel = 0;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "input", input, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_group_bytes(opname, "input", numel, input->dtype, pg->size);
-  if (rc == EVMPI_OK)
-    rc = evmpi__pg_check_rank(opname, "root", pg, root);
-  if (rc == EVMPI_OK)
-    rc = check_root_list(opname, "outputs", pg, root, outputs);
-  bool is_root = rc == EVMPI_OK && pg->rank == root;
-  if (is_root)
-    rc = evmpi__check_list(opname, "outputs", outputs, pg->size, "input", input, numel);
-  size_t nout = is_root ? (size_t)pg->size : 0;
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:gather", opname, EVMPI_WORK_COLLECTIVE, 1 + nout, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  if (nout)
-    memcpy(w->tensors, outputs, nout * sizeof *outputs);
-  w->tensors[nout] = *input;
-  w->noutputs = nout;
-  w->numel = numel;
-  w->root = root;
-  evmpi__work_sign(w, input->dtype, numel, root, -1);
-  w->run = run_gather;
-  w->host_access = nout && on_cuda(input) &&
-                   !adjacent(outputs, pg->size, (size_t)numel * evmpi_dtype_size(input->dtype));
-  return evmpi__submit_collective(pg, w, out);
-}
-
-/* ---- scatter ------------------------------------------------------------------
- * tensors[0] is the output; on the root tensors[1 + r] are the inputs. */
-
-static int run_scatter(evmpi_work_t *w) {
-  int size = w->pg->size;
-  bool root = w->pg->rank == w->root;
-  evmpi_tensor_t *outp = &w->tensors[0], *ins = &w->tensors[1];
-  size_t bytes = (size_t)w->numel * evmpi_dtype_size(outp->dtype);
-  evmpi_block_t b;
-  int rc = evmpi__block_make(w->numel, outp->dtype, &b);
-  if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, "MPI_Type_create_struct", rc);
-  int status = EVMPI_OK;
-  if (!root) {
-    rc = MPI_Scatter(NULL, 0, b.type, outp->data, b.count, b.type, w->root, w->pg->comm);
-  } else {
-    void *recv = outp->data == ins[w->root].data ? MPI_IN_PLACE : outp->data;
-    char *pack = NULL;
-    const void *send = ins[0].data;
-    if (!adjacent(ins, size, bytes)) {
-      pack = pack_alloc(w, (size_t)size * bytes);
-      if (!pack)
-        status = EVMPI_ERR_NOMEM;
-      else
-        for (int r = 0; r < size; r++)
-          memcpy(pack + (size_t)r * bytes, ins[r].data, bytes);
-      send = pack;
-    }
-    if (status == EVMPI_OK)
-      rc = MPI_Scatter(send, b.count, b.type, recv, b.count, b.type, w->root, w->pg->comm);
-    free(pack);
-  }
-  evmpi__block_free(&b);
-  if (status == EVMPI_OK && rc != MPI_SUCCESS)
-    status = evmpi__work_mpi_error(w, "MPI_Scatter", rc);
-  return status;
-}
-
-int evmpi_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *inputs, int root,
-                  evmpi_work_t **out) {
-  static const char opname[] = "scatter";
-  int64_t numel = 0;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "output", output, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_group_bytes(opname, "output", numel, output->dtype, pg->size);
-  if (rc == EVMPI_OK)
-    rc = evmpi__pg_check_rank(opname, "root", pg, root);
-  if (rc == EVMPI_OK)
-    rc = check_root_list(opname, "inputs", pg, root, inputs);
-  bool is_root = rc == EVMPI_OK && pg->rank == root;
-  if (is_root)
-    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output, numel);
-  size_t nin = is_root ? (size_t)pg->size : 0;
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:scatter", opname, EVMPI_WORK_COLLECTIVE, 1 + nin, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->tensors[0] = *output;
-  if (nin)
-    memcpy(&w->tensors[1], inputs, nin * sizeof *inputs);
-  w->noutputs = 1;
-  w->numel = numel;
-  w->root = root;
-  evmpi__work_sign(w, output->dtype, numel, root, -1);
-  w->run = run_scatter;
-  w->host_access = nin && on_cuda(output) &&
-                   !adjacent(inputs, pg->size, (size_t)numel * evmpi_dtype_size(output->dtype));
-  return evmpi__submit_collective(pg, w, out);
+  return evmpi__work_mpi_result(w, rc);
 }

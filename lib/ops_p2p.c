@@ -11,8 +11,7 @@ static int check_tag(const char *op, const evmpi_pg_t *pg, int tag) {
 }
 
 typedef struct {
-  const char *opname, *name;
-  evmpi_work_kind_t kind;
+  const evmpi_op_t *op;
   const evmpi_tensor_t *tensor;
   int peer;
   bool any_source; /* evmpi_recv_anysource: peer is MPI_ANY_SOURCE */
@@ -22,26 +21,27 @@ typedef struct {
 static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64_t numel);
 
 static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
+  const char *opname = a->op->opname;
   int64_t numel = 0;
   evmpi_work_t *w;
-  int rc = evmpi__pg_check(a->opname, pg, out);
+  int rc = evmpi__pg_check(opname, pg, out);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(a->opname, "tensor", a->tensor, &numel);
+    rc = evmpi__check_tensor(opname, "tensor", a->tensor, &numel);
   /* A named peer is checked whatever its value: MPI_ANY_SOURCE's (-1 in
    * Open MPI, -2 in MPICH) given to evmpi_recv is a bad rank, not a wildcard. */
   if (rc == EVMPI_OK && !a->any_source)
-    rc = evmpi__pg_check_rank(a->opname, a->kind == EVMPI_WORK_SEND ? "dst" : "src", pg, a->peer);
+    rc = evmpi__pg_check_rank(opname, a->op->kind == EVMPI_WORK_SEND ? "dst" : "src", pg, a->peer);
   if (rc == EVMPI_OK)
-    rc = check_tag(a->opname, pg, a->tag);
+    rc = check_tag(opname, pg, a->tag);
   if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, a->name, a->opname, a->kind, 1, &w);
+    rc = evmpi__work_new(pg, a->op, 1, &w);
   if (rc != EVMPI_OK)
     return rc;
   w->tensors[0] = *a->tensor;
-  w->noutputs = a->kind == EVMPI_WORK_RECV ? 1 : 0;
+  w->noutputs = a->op->kind == EVMPI_WORK_RECV ? 1 : 0;
   w->numel = numel;
-  w->peer = a->peer;
-  w->tag = a->tag;
+  w->args.p2p.peer = a->peer;
+  w->args.p2p.tag = a->tag;
   rc = evmpi__work_place(w);
   if (rc != EVMPI_OK) {
     evmpi__work_discard(w);
@@ -49,7 +49,7 @@ static int submit_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t **out) {
   }
   /* From here to the hand-over, destroy waits before it frees the
    * communicator this request is issued on. */
-  if (!evmpi__pg_enter_submit(a->opname, pg)) {
+  if (!evmpi__pg_enter_submit(opname, pg)) {
     evmpi__work_discard(w);
     return EVMPI_ERR_ABORTED;
   }
@@ -81,8 +81,8 @@ static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64
   const char *call = "MPI_Type_create_struct";
   rc = evmpi__block_make(numel, a->tensor->dtype, &b);
   if (rc == MPI_SUCCESS) {
-    call = a->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv";
-    if (a->kind == EVMPI_WORK_SEND)
+    call = a->op->mpi_call;
+    if (a->op->kind == EVMPI_WORK_SEND)
       rc = MPI_Isend(buf, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
     else
       rc = MPI_Irecv(buf, b.count, b.type, a->peer, a->tag, pg->comm, &w->request);
@@ -99,7 +99,7 @@ static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64
     evmpi__cuda_p2p_discard(w);
 #endif
     evmpi__work_discard(w);
-    return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", a->opname, call, text);
+    return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", a->op->opname, call, text);
   }
   w->t_started = evmpi__now_ns();
   rc = evmpi__poller_submit(&pg->poller, w);
@@ -113,18 +113,17 @@ static int issue_p2p(evmpi_pg_t *pg, const p2p_args_t *a, evmpi_work_t *w, int64
 }
 
 int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, int tag, evmpi_work_t **work) {
-  p2p_args_t a = {"send", "mpi:send", EVMPI_WORK_SEND, tensor, dst, false, tag};
+  p2p_args_t a = {&evmpi__ops[EVMPI_OP_SEND], tensor, dst, false, tag};
   return submit_p2p(pg, &a, work);
 }
 
 int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag, evmpi_work_t **work) {
-  p2p_args_t a = {"recv", "mpi:recv", EVMPI_WORK_RECV, tensor, src, false, tag};
+  p2p_args_t a = {&evmpi__ops[EVMPI_OP_RECV], tensor, src, false, tag};
   return submit_p2p(pg, &a, work);
 }
 
 int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag, evmpi_work_t **work) {
-  p2p_args_t a = {"recv_anysource", "mpi:recvAnySource", EVMPI_WORK_RECV, tensor, MPI_ANY_SOURCE,
-                  true, tag};
+  p2p_args_t a = {&evmpi__ops[EVMPI_OP_RECV_ANYSOURCE], tensor, MPI_ANY_SOURCE, true, tag};
   return submit_p2p(pg, &a, work);
 }
 
@@ -146,7 +145,7 @@ int evmpi_work_set_deadline(evmpi_work_t *work, int timeout_ms) {
   if (work->kind == EVMPI_WORK_COLLECTIVE)
     return evmpi__fail(EVMPI_ERR_INVALID, "work_set_deadline: %s (#%llu) is a collective; "
                        "collectives are bounded by the group timeout (evmpi_pg_set_timeout)",
-                       work->name, (unsigned long long)work->seq);
+                       work->op->name, (unsigned long long)work->seq);
   if (timeout_ms < 0)
     return evmpi__fail(EVMPI_ERR_INVALID, "work_set_deadline: timeout_ms %d is negative (0 = "
                        "no deadline)", timeout_ms);

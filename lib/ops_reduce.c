@@ -1,7 +1,7 @@
-/* ops_reduce.c: the reductions: allreduce, reduce, reduce_scatter and
- * allreduce_coalesced. Reductions are element-wise: allreduce and reduce
- * go to MPI in pieces (pieces.c), reduce_scatter's counts beyond INT_MAX
- * in chunks of EVMPI_CHUNK_ELEMS elements. */
+/* ops_reduce.c: the reductions: allreduce's and reduce's chunk functions
+ * (ops_collective.c runs them piece by piece), reduce_scatter and
+ * allreduce_coalesced. reduce_scatter's counts beyond INT_MAX go in
+ * chunks of EVMPI_CHUNK_ELEMS elements. */
 #include "evmpi-internal.h"
 
 #include <inttypes.h>
@@ -10,22 +10,22 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Checks op on dtype and records it on the work's template. */
-typedef struct {
-  MPI_Op mpi_op;
-  bool post_divide;
-} reduce_t;
-
-/* Whether a reduction's run touches the data on the host: an average's
- * division, and the 16-bit float kernels (MPI_Op_create'd functions that
- * MPI calls on the buffers). A CUDA-aware MPI cannot run those on device
- * memory, so such device tensors are staged. */
-static bool reduce_touches_host(evmpi_dtype_t dtype, bool post_divide) {
-  return post_divide || dtype == EVMPI_FLOAT16 || dtype == EVMPI_BFLOAT16;
-}
-
 static int chunk_len(int64_t left) {
   return (int)(left < EVMPI_CHUNK_ELEMS ? left : EVMPI_CHUNK_ELEMS);
+}
+
+/* The average's division (post_divide) on count elements of the output. */
+static void post_divide(evmpi_work_t *w, void *data, int64_t count) {
+  if (w->args.coll.post_divide)
+    evmpi__divide(data, w->tensors[0].dtype, count, w->pg->size);
+}
+
+/* Checks the reduce op on dtype into the plan. */
+static int plan_reduce(const evmpi_op_t *op, const evmpi_op_call_t *c, evmpi_dtype_t dtype,
+                       evmpi_op_plan_t *p) {
+  p->args.coll.op = c->op;
+  return evmpi__mpi_reduce_op(op->opname, c->op, dtype, &p->args.coll.mpi_op,
+                              &p->args.coll.post_divide);
 }
 
 /* In-place allreduce of numel elements at data (a packed coalesced set),
@@ -42,114 +42,39 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
       sched_yield();
     int rc = MPI_Allreduce(MPI_IN_PLACE, p, n, dt, op, w->pg->comm);
     if (rc != MPI_SUCCESS)
-      return evmpi__work_mpi_error(w, "MPI_Allreduce", rc);
+      return evmpi__work_mpi_result(w, rc);
     p += (size_t)n * esz;
     left -= n;
   }
   return EVMPI_OK;
 }
 
-/* ---- allreduce ------------------------------------------------------------ */
+/* ---- allreduce and reduce: one piece (pieces.c), or one chunk of a staged
+ * CUDA tensor ---------------------------------------------------------------- */
 
-/* One piece (pieces.c), or one chunk of a staged CUDA tensor. */
-static int allreduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
+int evmpi__allreduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
   (void)off;
   int rc = MPI_Allreduce(MPI_IN_PLACE, data, count, evmpi__mpi_datatype(w->tensors[0].dtype),
-                         w->mpi_op, w->pg->comm);
+                         w->args.coll.mpi_op, w->pg->comm);
   if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, "MPI_Allreduce", rc);
-  evmpi__work_post_divide(w, data, count);
+    return evmpi__work_mpi_result(w, rc);
+  post_divide(w, data, count);
   return EVMPI_OK;
 }
 
-static int run_allreduce(evmpi_work_t *w) {
-  return evmpi__run_pieces(w, allreduce_chunk, w->tensors[0].data, 0, w->numel);
-}
-
-int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op,
-                    evmpi_work_t **out) {
-  static const char opname[] = "allreduce";
-  int64_t numel = 0;
-  reduce_t r;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "tensor", tensor, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__mpi_reduce_op(opname, op, tensor->dtype, &r.mpi_op, &r.post_divide);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:all_reduce", opname, EVMPI_WORK_COLLECTIVE, 1, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->tensors[0] = *tensor;
-  w->noutputs = 1;
-  w->numel = numel;
-  w->op = op;
-  w->mpi_op = r.mpi_op;
-  w->post_divide = r.post_divide;
-  evmpi__work_sign(w, tensor->dtype, numel, -1, op);
-  w->run = run_allreduce;
-  w->outputs_read = true;
-  w->host_access = reduce_touches_host(tensor->dtype, r.post_divide);
-  w->run_chunk = allreduce_chunk;
-  w->piece_bytes = pg->piece_bytes;
-  w->chunk_in = w->chunk_out = true;
-  return evmpi__submit_collective(pg, w, out);
-}
-
-/* ---- reduce --------------------------------------------------------------- */
-
-static int reduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
+int evmpi__reduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
   (void)off;
   MPI_Datatype dt = evmpi__mpi_datatype(w->tensors[0].dtype);
-  bool root = w->pg->rank == w->root;
+  int root = w->args.coll.root;
+  bool at_root = w->pg->rank == root;
   /* The root reduces in place; the others' buffers are only read. */
-  int rc = MPI_Reduce(root ? MPI_IN_PLACE : data, root ? data : NULL, count, dt, w->mpi_op,
-                      w->root, w->pg->comm);
+  int rc = MPI_Reduce(at_root ? MPI_IN_PLACE : data, at_root ? data : NULL, count, dt,
+                      w->args.coll.mpi_op, root, w->pg->comm);
   if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, "MPI_Reduce", rc);
-  if (root)
-    evmpi__work_post_divide(w, data, count);
+    return evmpi__work_mpi_result(w, rc);
+  if (at_root)
+    post_divide(w, data, count);
   return EVMPI_OK;
-}
-
-static int run_reduce(evmpi_work_t *w) {
-  return evmpi__run_pieces(w, reduce_chunk, w->tensors[0].data, 0, w->numel);
-}
-
-int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, int root,
-                 evmpi_work_t **out) {
-  static const char opname[] = "reduce";
-  int64_t numel = 0;
-  reduce_t r;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "tensor", tensor, &numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__pg_check_rank(opname, "root", pg, root);
-  if (rc == EVMPI_OK)
-    rc = evmpi__mpi_reduce_op(opname, op, tensor->dtype, &r.mpi_op, &r.post_divide);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:reduce", opname, EVMPI_WORK_COLLECTIVE, 1, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->tensors[0] = *tensor;
-  w->noutputs = 1;
-  w->numel = numel;
-  w->root = root;
-  w->op = op;
-  w->mpi_op = r.mpi_op;
-  w->post_divide = r.post_divide;
-  evmpi__work_sign(w, tensor->dtype, numel, root, op);
-  w->run = run_reduce;
-  w->outputs_read = true;
-  w->host_access = reduce_touches_host(tensor->dtype, r.post_divide);
-  w->run_chunk = reduce_chunk;
-  w->piece_bytes = pg->piece_bytes;
-  w->chunk_in = true;
-  w->chunk_out = pg->rank == root;
-  return evmpi__submit_collective(pg, w, out);
 }
 
 /* ---- reduce_scatter -------------------------------------------------------- */
@@ -157,9 +82,9 @@ int evmpi_reduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op, i
 /* tensors[0] is the output, tensors[1 + r] the input for rank r. Inputs are
  * packed chunk by chunk into one buffer laid out rank after rank, which
  * MPI_Reduce_scatter_block then reduces and scatters. */
-static int run_reduce_scatter(evmpi_work_t *w) {
+int evmpi__run_reduce_scatter(evmpi_work_t *w) {
   evmpi_tensor_t *out = &w->tensors[0];
-  const evmpi_tensor_t *in = &w->tensors[1];
+  const evmpi_tensor_t *in = evmpi__work_inputs(w);
   int size = w->pg->size;
   size_t esz = evmpi_dtype_size(out->dtype);
   MPI_Datatype dt = evmpi__mpi_datatype(out->dtype);
@@ -175,50 +100,34 @@ static int run_reduce_scatter(evmpi_work_t *w) {
       memcpy(pack + (size_t)r * (size_t)n * esz, (const char *)in[r].data + (size_t)off * esz,
              (size_t)n * esz);
     int rc = MPI_Reduce_scatter_block(pack, (char *)out->data + (size_t)off * esz, n, dt,
-                                      w->mpi_op, w->pg->comm);
+                                      w->args.coll.mpi_op, w->pg->comm);
     if (rc != MPI_SUCCESS) {
-      status = evmpi__work_mpi_error(w, "MPI_Reduce_scatter_block", rc);
+      status = evmpi__work_mpi_result(w, rc);
       break;
     }
     off += n;
   }
   free(pack);
   if (status == EVMPI_OK)
-    evmpi__work_post_divide(w, out->data, w->numel);
+    post_divide(w, out->data, w->numel);
   return status;
 }
 
-int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_tensor_t *inputs,
-                         evmpi_reduce_op_t op, evmpi_work_t **out) {
-  static const char opname[] = "reduce_scatter";
-  int64_t numel = 0;
-  reduce_t r;
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
+int evmpi__prepare_reduce_scatter(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *c,
+                                  evmpi_op_plan_t *p) {
+  const char *opname = op->opname;
+  int rc = evmpi__check_tensor(opname, "output", c->output, &p->numel);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_tensor(opname, "output", output, &numel);
+    rc = evmpi__check_group_bytes(opname, "output", p->numel, c->output->dtype, pg->size);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_group_bytes(opname, "output", numel, output->dtype, pg->size);
+    rc = evmpi__check_list(opname, "inputs", c->inputs, pg->size, "output", c->output, p->numel);
   if (rc == EVMPI_OK)
-    rc = evmpi__check_list(opname, "inputs", inputs, pg->size, "output", output, numel);
-  if (rc == EVMPI_OK)
-    rc = evmpi__mpi_reduce_op(opname, op, output->dtype, &r.mpi_op, &r.post_divide);
-  if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:reduce_scatter", opname, EVMPI_WORK_COLLECTIVE,
-                         1 + (size_t)pg->size, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  w->tensors[0] = *output;
-  memcpy(&w->tensors[1], inputs, (size_t)pg->size * sizeof *inputs);
-  w->noutputs = 1;
-  w->numel = numel;
-  w->op = op;
-  w->mpi_op = r.mpi_op;
-  w->post_divide = r.post_divide;
-  evmpi__work_sign(w, output->dtype, numel, -1, op);
-  w->run = run_reduce_scatter;
-  w->host_access = true; /* packs the inputs */
-  return evmpi__submit_collective(pg, w, out);
+    rc = plan_reduce(op, c, c->output->dtype, p);
+  p->outputs = c->output;
+  p->noutputs = 1;
+  p->inputs = c->inputs;
+  p->ninputs = (size_t)pg->size;
+  return rc;
 }
 
 /* ---- allreduce_coalesced ---------------------------------------------------- */
@@ -227,8 +136,8 @@ int evmpi_reduce_scatter(evmpi_pg_t *pg, evmpi_tensor_t *output, const evmpi_ten
  * call, dtype by dtype in order of first appearance (the same on every
  * rank, as every rank passes the same list). A dtype with one tensor is
  * reduced in place. */
-static int run_allreduce_coalesced(evmpi_work_t *w) {
-  size_t n = w->count;
+int evmpi__run_allreduce_coalesced(evmpi_work_t *w) {
+  size_t n = w->ntensors;
   bool *done = calloc(n ? n : 1, sizeof *done);
   if (!done)
     return evmpi__work_fail(w, EVMPI_ERR_NOMEM, "out of memory");
@@ -247,7 +156,7 @@ static int run_allreduce_coalesced(evmpi_work_t *w) {
       }
     MPI_Op op;
     bool divide;
-    if (evmpi__mpi_reduce_op(w->opname, w->op, dt, &op, &divide) != EVMPI_OK) {
+    if (evmpi__mpi_reduce_op(w->op->opname, w->args.coll.op, dt, &op, &divide) != EVMPI_OK) {
       status = evmpi__work_fail(w, EVMPI_ERR_UNSUPPORTED, "op is not defined on %s",
                                 evmpi__dtype_name(dt));
       break;
@@ -290,12 +199,14 @@ static int run_allreduce_coalesced(evmpi_work_t *w) {
   return status;
 }
 
-int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t count,
-                              evmpi_reduce_op_t op, evmpi_work_t **out) {
-  static const char opname[] = "allreduce_coalesced";
-  evmpi_work_t *w;
-  int rc = evmpi__pg_check(opname, pg, out);
-  if (rc == EVMPI_OK && !tensors)
+int evmpi__prepare_allreduce_coalesced(const evmpi_op_t *op, evmpi_pg_t *pg,
+                                       const evmpi_op_call_t *c, evmpi_op_plan_t *p) {
+  (void)pg;
+  const char *opname = op->opname;
+  const evmpi_tensor_t *tensors = c->outputs;
+  size_t count = c->count;
+  int rc = EVMPI_OK;
+  if (!tensors)
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: tensors is NULL", opname);
   if (rc == EVMPI_OK && (count == 0 || count > INT32_MAX))
     rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: count %zu is outside 1..%d", opname, count,
@@ -310,33 +221,15 @@ int evmpi_allreduce_coalesced(evmpi_pg_t *pg, evmpi_tensor_t *tensors, size_t co
     if (rc == EVMPI_OK)
       rc = evmpi__check_same_device(opname, name, &tensors[i], "tensors[0]", &tensors[0]);
     if (rc == EVMPI_OK)
-      rc = evmpi__mpi_reduce_op(where, op, tensors[i].dtype, &mop, &divide);
+      rc = evmpi__mpi_reduce_op(where, c->op, tensors[i].dtype, &mop, &divide);
   }
   /* Tensors of one dtype are packed into one buffer (and counted
    * together): all of them together must fit INT64_MAX bytes. */
-  int64_t all_bytes = 0;
-  for (size_t i = 0; rc == EVMPI_OK && i < count; i++) {
-    int64_t bytes;
-    if (__builtin_mul_overflow(evmpi_tensor_numel(&tensors[i]),
-                               (int64_t)evmpi_dtype_size(tensors[i].dtype), &bytes) ||
-        __builtin_add_overflow(all_bytes, bytes, &all_bytes))
-      rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: tensors: their sizes add up to more than "
-                       "INT64_MAX bytes (at tensors[%zu])", opname, i);
-  }
+  int64_t bytes;
   if (rc == EVMPI_OK)
-    rc = evmpi__work_new(pg, "mpi:allreduce_coalesced", opname, EVMPI_WORK_COLLECTIVE, count, &w);
-  if (rc != EVMPI_OK)
-    return rc;
-  memcpy(w->tensors, tensors, count * sizeof *tensors);
-  w->noutputs = count;
-  w->count = count;
-  w->op = op;
-  int64_t total = 0;
-  for (size_t i = 0; i < count; i++)
-    total += evmpi_tensor_numel(&tensors[i]);
-  evmpi__work_sign(w, tensors[0].dtype, total, -1, op);
-  w->run = run_allreduce_coalesced;
-  w->outputs_read = true;
-  w->host_access = true; /* packs per dtype */
-  return evmpi__submit_collective(pg, w, out);
+    rc = evmpi__check_list_bytes(opname, "tensors", tensors, count, &p->numel, &bytes);
+  p->args.coll.op = c->op;
+  p->outputs = tensors;
+  p->noutputs = count;
+  return rc;
 }

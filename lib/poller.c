@@ -102,11 +102,11 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
     free(w->error_text);
     if (w->kind == EVMPI_WORK_RECV)
       w->error_text = evmpi__asprintf("%s: cancelled before a message matched (#%llu)",
-                                      w->opname, (unsigned long long)w->seq);
+                                      w->op->opname, (unsigned long long)w->seq);
     else
       w->error_text = evmpi__asprintf("%s (#%llu) to rank %d, tag %d: cancelled by destroy: "
                                       "no receive of this group can match it any more",
-                                      w->opname, (unsigned long long)w->seq, w->peer, w->tag);
+                                      w->op->opname, (unsigned long long)w->seq, w->args.p2p.peer, w->args.p2p.tag);
     return EVMPI_ERR_ABORTED;
   }
   if (w->kind == EVMPI_WORK_RECV) {
@@ -145,7 +145,7 @@ static void adopt_incoming(evmpi_poller_t *p) {
  * it would outlive its communicator: MPICH then waits for it forever, and
  * crashes in a later MPI_Isend on a communicator that reuses its context. */
 static bool unmatchable_at_stop(const evmpi_work_t *w) {
-  return w->kind == EVMPI_WORK_RECV || w->peer == w->pg->rank;
+  return w->kind == EVMPI_WORK_RECV || w->args.p2p.peer == w->pg->rank;
 }
 
 static void cancel_receives(evmpi_poller_t *p) {
@@ -231,7 +231,8 @@ static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
 }
 
 static bool same_channel(const evmpi_work_t *a, const evmpi_work_t *b) {
-  return a->kind == b->kind && a->peer == b->peer && a->tag == b->tag;
+  return a->kind == b->kind && a->args.p2p.peer == b->args.p2p.peer &&
+         a->args.p2p.tag == b->args.p2p.tag;
 }
 
 /* Moves held works whose older same-channel works have all finished to d,
@@ -380,8 +381,9 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
       w->abandoned = true;
       free(w->error_text);
       w->error_text = evmpi__asprintf(
-          "%s (#%llu) %s %d, tag %d: %s%s", w->opname, (unsigned long long)w->seq,
-          w->kind == EVMPI_WORK_SEND ? "to rank" : "from rank", w->peer, w->tag, why,
+          "%s (#%llu) %s %d, tag %d: %s%s", w->op->opname, (unsigned long long)w->seq,
+          w->kind == EVMPI_WORK_SEND ? "to rank" : "from rank", w->args.p2p.peer,
+          w->args.p2p.tag, why,
           w->kind == EVMPI_WORK_SEND ? "; MPI may still deliver it" : "");
       w->outcome = status;
     }
@@ -401,14 +403,14 @@ bool evmpi__p2p_broken_any(void) { return atomic_load(&p2p_broken_any); }
  * peer and the tag, as every p2p timeout message names them. */
 static void describe(char *buf, size_t len, const evmpi_work_t *w) {
   if (w->kind == EVMPI_WORK_SEND)
-    snprintf(buf, len, "%s (#%llu) to rank %d, tag %d", w->opname, (unsigned long long)w->seq,
-             w->peer, w->tag);
-  else if (w->peer == MPI_ANY_SOURCE)
-    snprintf(buf, len, "%s (#%llu) from any rank, tag %d", w->opname,
-             (unsigned long long)w->seq, w->tag);
+    snprintf(buf, len, "%s (#%llu) to rank %d, tag %d", w->op->opname, (unsigned long long)w->seq,
+             w->args.p2p.peer, w->args.p2p.tag);
+  else if (w->args.p2p.peer == MPI_ANY_SOURCE)
+    snprintf(buf, len, "%s (#%llu) from any rank, tag %d", w->op->opname,
+             (unsigned long long)w->seq, w->args.p2p.tag);
   else
-    snprintf(buf, len, "%s (#%llu) from rank %d, tag %d", w->opname, (unsigned long long)w->seq,
-             w->peer, w->tag);
+    snprintf(buf, len, "%s (#%llu) from rank %d, tag %d", w->op->opname, (unsigned long long)w->seq,
+             w->args.p2p.peer, w->args.p2p.tag);
 }
 
 /* The group is broken by a missed deadline (under mu); the first reason
@@ -612,7 +614,7 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
     if (unmatchable_at_stop(w))
       MPI_Cancel(&w->request);
     MPI_Request_free(&w->request);
-    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
+    return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->op->opname);
   }
   w->state = EVMPI_WORK_RUNNING;
   if (p->timeout_ms > 0) {
@@ -643,7 +645,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (at == p->n || w->held) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already completed",
-                       w->name, (unsigned long long)w->seq);
+                       w->op->name, (unsigned long long)w->seq);
   }
   /* An unmatched receive completes at once when cancelled; a matched one
    * cannot be cancelled and completes normally, later, in the poller. */
@@ -656,7 +658,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (!flag && rc == MPI_SUCCESS) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",
-                       w->name, (unsigned long long)w->seq);
+                       w->op->name, (unsigned long long)w->seq);
   }
   if (rc != MPI_SUCCESS)
     p->reqs[at] = MPI_REQUEST_NULL;
@@ -676,7 +678,7 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   if (outcome == EVMPI_ERR_ABORTED)
     return EVMPI_OK;
   return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) completed before it could be "
-                     "cancelled", w->name, (unsigned long long)w->seq);
+                     "cancelled", w->op->name, (unsigned long long)w->seq);
 }
 
 void evmpi__poller_stop(evmpi_poller_t *p, const char *abandon_why, int64_t deadline_ns) {
@@ -712,7 +714,7 @@ int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_m
   if (w->state == EVMPI_WORK_DONE || w->held || atomic_load(&w->finished)) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_set_deadline: %s (#%llu) has already completed",
-                       w->name, (unsigned long long)w->seq);
+                       w->op->name, (unsigned long long)w->seq);
   }
   w->p2p_timeout_ms = timeout_ms;
   w->p2p_deadline_ns = timeout_ms > 0 ? w->t_started + (int64_t)timeout_ms * 1000000 : 0;

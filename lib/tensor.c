@@ -155,31 +155,6 @@ int evmpi__check_same_device(const char *op, const char *arg, const evmpi_tensor
                      evmpi__device_name(ref->device, b, sizeof b));
 }
 
-int evmpi__work_place(evmpi_work_t *w) {
-  /* Every operation has checked its tensors against each other
-   * (evmpi__check_list, evmpi__check_same_device): the first one's device
-   * is the work's. */
-  w->device = (evmpi_device_t){EVMPI_DEVICE_CPU, 0};
-  if (w->ntensors == 0)
-    return EVMPI_OK;
-  w->device = w->tensors[0].device;
-  if (w->device.type != EVMPI_DEVICE_CUDA)
-    return EVMPI_OK;
-  switch (w->pg->cuda_path) {
-  case EVMPI_CUDA_STAGED:
-  case EVMPI_CUDA_DIRECT:
-    return EVMPI_OK;
-  case EVMPI_CUDA_REFUSED:
-    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d, this MPI is not "
-                       "CUDA-aware, and EVMPI_CUDA_STAGING=0 turned staging through host "
-                       "memory off", w->opname, w->device.index);
-  case EVMPI_CUDA_NONE:
-    break;
-  }
-  return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d but this evmpi was "
-                     "built without CUDA", w->opname, w->device.index);
-}
-
 int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *list, int n,
                       const char *ref, const evmpi_tensor_t *like, int64_t numel) {
   evmpi_dtype_t dtype = like->dtype;
@@ -202,6 +177,33 @@ int evmpi__check_list(const char *op, const char *arg, const evmpi_tensor_t *lis
     if (numel >= 0 && ni != numel)
       return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s has %" PRId64 " elements but %s has %" PRId64
                          " (tensors must have the same size)", op, name, ni, ref, numel);
+  }
+  return EVMPI_OK;
+}
+
+int evmpi__check_pair(const char *op, const evmpi_tensor_t *output, const evmpi_tensor_t *input,
+                      int64_t *out_numel, int64_t *in_numel) {
+  int rc = evmpi__check_tensor(op, "input", input, in_numel);
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_tensor(op, "output", output, out_numel);
+  if (rc == EVMPI_OK && output->dtype != input->dtype)
+    rc = evmpi__fail(EVMPI_ERR_INVALID, "%s: output is %s but input is %s", op,
+                     evmpi__dtype_name(output->dtype), evmpi__dtype_name(input->dtype));
+  if (rc == EVMPI_OK)
+    rc = evmpi__check_same_device(op, "output", output, "input", input);
+  return rc;
+}
+
+int evmpi__check_list_bytes(const char *op, const char *arg, const evmpi_tensor_t *list, size_t n,
+                            int64_t *numel, int64_t *bytes) {
+  *numel = *bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    int64_t ni = evmpi_tensor_numel(&list[i]), bi;
+    if (__builtin_mul_overflow(ni, (int64_t)evmpi_dtype_size(list[i].dtype), &bi) ||
+        __builtin_add_overflow(*bytes, bi, bytes))
+      return evmpi__fail(EVMPI_ERR_INVALID, "%s: %s: their sizes add up to more than INT64_MAX "
+                         "bytes (at %s[%zu])", op, arg, arg, i);
+    *numel += ni; /* no larger than the bytes */
   }
   return EVMPI_OK;
 }

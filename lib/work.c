@@ -86,32 +86,28 @@ __attribute__((destructor)) static void pool_cleanup(void) {
   }
 }
 
-int evmpi__work_new(evmpi_pg_t *pg, const char *name, const char *opname, evmpi_work_kind_t kind,
-                    size_t ntensors, evmpi_work_t **out) {
+int evmpi__work_new(evmpi_pg_t *pg, const evmpi_op_t *op, size_t ntensors, evmpi_work_t **out) {
   size_t extra = ntensors > 1 ? (ntensors - 1) * sizeof(evmpi_tensor_t) : 0;
   evmpi_work_t *w = extra == 0 ? pool_get() : NULL;
   bool pooled = w != NULL;
   if (!w)
     w = calloc(1, sizeof *w + extra);
   if (!w)
-    return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", opname);
+    return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", op->opname);
   if (!pooled)
     evmpi__future_sync_init(&w->future);
   atomic_init(&w->refs, 2); /* the caller's and the in-flight one */
   w->pg = pg;
   evmpi__pg_retain(pg);
-  w->name = name;
-  w->opname = opname;
-  w->kind = kind;
+  w->op = op;
+  w->kind = op->kind;
   w->state = EVMPI_WORK_QUEUED;
   w->seq = atomic_fetch_add_explicit(&pg->next_seq, 1, memory_order_relaxed) + 1;
   atomic_init(&w->finished, false);
   w->t_queued = evmpi__now_ns();
-  w->root = -1;
-  w->sig_dtype = w->sig_root = w->sig_op = -1;
-  w->sig_numel = -1;
   w->tensors = w->inline_tensors;
   w->ntensors = ntensors;
+  w->numel = -1;
   w->request = MPI_REQUEST_NULL;
   atomic_init(&w->source_rank, -1);
   w->recv_bytes = -1;
@@ -124,7 +120,8 @@ static void work_free(evmpi_work_t *w) {
   evmpi_pg_t *pg = w->pg;
   evmpi__future_cleanup(&w->future);
   free(w->error_text);
-  free(w->splits);
+  if (w->op->args == EVMPI_ARGS_ALLTOALL)
+    free(w->args.alltoall.splits);
   /* Works with at most one tensor slot are all sizeof *w: reusable. */
   if (w->ntensors > 1 || !pool_put(w)) {
     evmpi__future_sync_destroy(&w->future);
@@ -135,6 +132,31 @@ static void work_free(evmpi_work_t *w) {
 
 void evmpi__work_discard(evmpi_work_t *w) { work_free(w); }
 
+int evmpi__work_place(evmpi_work_t *w) {
+  /* Every operation has checked its tensors against each other
+   * (evmpi__check_list, evmpi__check_same_device): the first one's device
+   * is the work's. */
+  w->device = (evmpi_device_t){EVMPI_DEVICE_CPU, 0};
+  if (w->ntensors == 0)
+    return EVMPI_OK;
+  w->device = w->tensors[0].device;
+  if (w->device.type != EVMPI_DEVICE_CUDA)
+    return EVMPI_OK;
+  switch (w->pg->cuda_path) {
+  case EVMPI_CUDA_STAGED:
+  case EVMPI_CUDA_DIRECT:
+    return EVMPI_OK;
+  case EVMPI_CUDA_REFUSED:
+    return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d, this MPI is not "
+                       "CUDA-aware, and EVMPI_CUDA_STAGING=0 turned staging through host "
+                       "memory off", w->op->opname, w->device.index);
+  case EVMPI_CUDA_NONE:
+    break;
+  }
+  return evmpi__fail(EVMPI_ERR_UNSUPPORTED, "%s: the tensors are on cuda:%d but this evmpi was "
+                     "built without CUDA", w->op->opname, w->device.index);
+}
+
 void evmpi__work_retain(evmpi_work_t *w) {
   atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
 }
@@ -142,13 +164,6 @@ void evmpi__work_retain(evmpi_work_t *w) {
 void evmpi_work_release(evmpi_work_t *w) {
   if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
     work_free(w);
-}
-
-void evmpi__work_sign(evmpi_work_t *w, int dtype, int64_t numel, int root, int op) {
-  w->sig_dtype = dtype;
-  w->sig_numel = numel;
-  w->sig_root = root;
-  w->sig_op = op;
 }
 
 void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
@@ -181,8 +196,12 @@ int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc) {
   char text[MPI_MAX_ERROR_STRING + 32];
   evmpi__mpi_error_text(rc, text, sizeof text);
   free(w->error_text);
-  w->error_text = evmpi__asprintf("%s: %s failed: %s", w->opname, call, text);
+  w->error_text = evmpi__asprintf("%s: %s failed: %s", w->op->opname, call, text);
   return EVMPI_ERR_MPI;
+}
+
+int evmpi__work_mpi_result(evmpi_work_t *w, int rc) {
+  return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, w->op->mpi_call, rc);
 }
 
 int evmpi__work_fail(evmpi_work_t *w, int status, const char *fmt, ...) {
@@ -192,23 +211,8 @@ int evmpi__work_fail(evmpi_work_t *w, int status, const char *fmt, ...) {
   vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
   free(w->error_text);
-  w->error_text = evmpi__asprintf("%s: %s", w->opname, text);
+  w->error_text = evmpi__asprintf("%s: %s", w->op->opname, text);
   return status;
-}
-
-int evmpi__submit_collective(evmpi_pg_t *pg, evmpi_work_t *w, evmpi_work_t **out) {
-  int rc = evmpi__worker_submit(&pg->worker, w);
-  if (rc != EVMPI_OK) {
-    evmpi__work_discard(w);
-    return rc;
-  }
-  *out = w;
-  return EVMPI_OK;
-}
-
-void evmpi__work_post_divide(evmpi_work_t *w, void *data, int64_t count) {
-  if (w->post_divide)
-    evmpi__divide(data, w->tensors[0].dtype, count, w->pg->size);
 }
 
 int evmpi_work_wait(evmpi_work_t *w, int timeout_ms) {
@@ -244,7 +248,7 @@ size_t evmpi_work_result(evmpi_work_t *w, const evmpi_tensor_t **tensors) {
   return evmpi_future_value(&w->future, tensors);
 }
 
-const char *evmpi_work_name(evmpi_work_t *w) { return w ? w->name : NULL; }
+const char *evmpi_work_name(evmpi_work_t *w) { return w ? w->op->name : NULL; }
 
 int evmpi_work_get_record(evmpi_work_t *w, evmpi_work_record_t *rec) {
   if (!w || !rec)
@@ -265,7 +269,7 @@ int evmpi_work_abort(evmpi_work_t *w) {
   case EVMPI_WORK_COLLECTIVE:
     if (evmpi__worker_cancel(&w->pg->worker, w))
       return EVMPI_OK;
-    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already started", w->name,
+    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already started", w->op->name,
                        (unsigned long long)w->seq);
   case EVMPI_WORK_RECV:
     return evmpi__poller_cancel(&w->pg->poller, w);
@@ -273,5 +277,5 @@ int evmpi_work_abort(evmpi_work_t *w) {
     break;
   }
   return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) cannot be cancelled once issued",
-                     w->name, (unsigned long long)w->seq);
+                     w->op->name, (unsigned long long)w->seq);
 }

@@ -134,7 +134,7 @@ static int run_work(evmpi_work_t *w) {
   if (w->device.type == EVMPI_DEVICE_CUDA)
     return evmpi__cuda_run(w);
 #endif
-  return w->run(w);
+  return w->op->run(w);
 }
 
 /* Workers of broken groups that destroy detached while they were inside
@@ -314,7 +314,7 @@ static void *watchdog_main(void *arg) {
       continue;
     /* The collective numbered seq overran: fail it, break the group. */
     char why[256], what[320];
-    snprintf(why, sizeof why, "%s (#%llu) timed out after %d ms", wk->running->opname,
+    snprintf(why, sizeof why, "%s (#%llu) timed out after %d ms", wk->running->op->opname,
              (unsigned long long)seq, wk->running_timeout_ms);
     snprintf(what, sizeof what, "%s; the group is broken", why);
     break_group_locked(wk, why, what);
@@ -389,9 +389,9 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
   pthread_mutex_lock(&wk->mu);
   if (wk->closing || wk->broken) {
     int rc = wk->broken
-                 ? evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is broken: %s", w->opname,
+                 ? evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is broken: %s", w->op->opname,
                                wk->broken)
-                 : evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->opname);
+                 : evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->op->opname);
     pthread_mutex_unlock(&wk->mu);
     return rc;
   }
@@ -434,7 +434,7 @@ bool evmpi__worker_cancel(evmpi_worker_t *wk, evmpi_work_t *w) {
   pthread_mutex_unlock(&wk->mu);
   if (removed) {
     char msg[160];
-    snprintf(msg, sizeof msg, "%s: aborted before it started (#%llu)", w->opname,
+    snprintf(msg, sizeof msg, "%s: aborted before it started (#%llu)", w->op->opname,
              (unsigned long long)w->seq);
     evmpi__work_finish(w, EVMPI_ERR_ABORTED, msg);
   }
@@ -476,7 +476,7 @@ bool evmpi__worker_stop(evmpi_worker_t *wk, int64_t deadline_ns) {
       char why[256], what[320];
       if (wk->running)
         snprintf(why, sizeof why, "%s (#%llu) was still running when destroy's time ran out",
-                 wk->running->opname, (unsigned long long)wk->running_seq);
+                 wk->running->op->opname, (unsigned long long)wk->running_seq);
       else
         snprintf(why, sizeof why, "destroy's time ran out");
       snprintf(what, sizeof what, "%s; the group is broken", why);

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -99,6 +100,36 @@ TEST_F(Debug, DifferentCountsDtypesAndRootsAreCaught) {
   ASSERT_EQ(evmpi_allreduce(pg, &t, rank == 0 ? EVMPI_MIN : EVMPI_MAX, &w), EVMPI_OK);
   EXPECT_EQ(Run(w), EVMPI_ERR_INVALID);
   EXPECT_NE(last.find("op min"), std::string::npos) << last;
+}
+
+// The signature comes from the operation's row: the root of every rooted
+// operation and the reduce op of every reduction are compared, not only
+// broadcast's and allreduce's.
+TEST_F(Debug, RootsAndReduceOpsOfOtherOperationsAreCaught) {
+  if (size < 2)
+    GTEST_SKIP() << "a mismatch needs two ranks";
+  int root = rank == 0 ? 0 : 1; // rank 0 and rank 1 disagree
+  int64_t buf[4] = {1, 2, 3, 4};
+  evmpi_tensor_t t = evmpi_tensor_flat(buf, EVMPI_INT64, 4);
+  evmpi_work_t *w;
+  ASSERT_EQ(evmpi_reduce(pg, &t, EVMPI_SUM, root, &w), EVMPI_OK);
+  EXPECT_EQ(Run(w), EVMPI_ERR_INVALID);
+  EXPECT_NE(last.find("rank 0 called reduce(int64, 4 elements, root 0, op sum)"), std::string::npos) << last;
+  EXPECT_NE(last.find("rank 1 called reduce(int64, 4 elements, root 1, op sum)"), std::string::npos) << last;
+  std::vector<int64_t> gathered(4 * size);
+  std::vector<evmpi_tensor_t> outs;
+  for (int r = 0; r < size; r++)
+    outs.push_back(evmpi_tensor_flat(&gathered[4 * r], EVMPI_INT64, 4));
+  ASSERT_EQ(evmpi_gather(pg, rank == root ? outs.data() : nullptr, &t, root, &w), EVMPI_OK);
+  EXPECT_EQ(Run(w), EVMPI_ERR_INVALID);
+  EXPECT_NE(last.find("rank 1 called gather(int64, 4 elements, root 1)"), std::string::npos) << last;
+  ASSERT_EQ(evmpi_allreduce_coalesced(pg, &t, 1, rank == 0 ? EVMPI_MIN : EVMPI_MAX, &w), EVMPI_OK);
+  EXPECT_EQ(Run(w), EVMPI_ERR_INVALID);
+  EXPECT_NE(last.find("rank 0 called allreduce_coalesced(int64, 4 elements, op min)"), std::string::npos)
+      << last;
+  EXPECT_EQ(buf[0], 1); // nothing ran
+  ASSERT_EQ(evmpi_allreduce_coalesced(pg, &t, 1, EVMPI_MAX, &w), EVMPI_OK);
+  EXPECT_EQ(Run(w), EVMPI_OK) << last;
 }
 
 // The trace holds a complete event per operation, on this rank's process.
