@@ -409,10 +409,11 @@ EVMPI_API int evmpi_pg_dispatch(evmpi_pg_t *pg);
  * runs the teardown (the one calling evmpi_pg_destroy, or the dispatch
  * whose callback destroyed the group). An adapter stops watching the fd
  * there. cb must not call evmpi on pg. It does not run when MPI_Finalize
- * stops a live group (the fd then stays open until the process ends). A
- * later call replaces the earlier one; cb NULL removes it. For groups
- * created with EVMPI_LOOP_EXTERNAL only. Errors: EVMPI_ERR_INVALID (pg
- * NULL), EVMPI_ERR_STATE (another loop, or the teardown has begun). */
+ * stops a live group (the fd then stays open until the process ends). One
+ * at a time, so that two adapters cannot both take a group: cb NULL
+ * removes it. For groups created with EVMPI_LOOP_EXTERNAL only. Errors:
+ * EVMPI_ERR_INVALID (pg NULL), EVMPI_ERR_STATE (another loop, one is set
+ * already, or the teardown has begun). */
 EVMPI_API int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, void *arg),
                                   void *arg);
 

@@ -320,6 +320,9 @@ int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, void *arg), v
                        "EVMPI_LOOP_EXTERNAL (its loop is evmpi's to detach)");
   if (!b->attached)
     return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: the group is being destroyed");
+  if (cb && b->detach_cb)
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: a detach callback is set already "
+                       "(the group is attached to a loop; set NULL first to replace it)");
   b->detach_cb = cb;
   b->detach_pg = pg;
   b->detach_arg = arg;
