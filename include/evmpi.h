@@ -9,7 +9,10 @@
  *    and receives. Neither ever runs user code.
  *  - Every callback (evmpi_work_on_complete, evmpi_future_then) runs on the
  *    thread that runs the group's event_base. A group created with a NULL
- *    base gets an internal loop thread, which then runs the callbacks.
+ *    base gets an internal loop thread, which then runs the callbacks; one
+ *    created for an external loop (EVMPI_LOOP_EXTERNAL) runs them in
+ *    evmpi_pg_dispatch, on the thread that calls it (poll, epoll, libuv
+ *    with evmpi/uv.h, GLib with evmpi/glib.h, any loop).
  *  - Submitting is thread-safe. The caller owns every data buffer and keeps
  *    it alive (and does not touch it) until the work completes; evmpi copies
  *    the tensor descriptors, never the data.
@@ -189,13 +192,21 @@ typedef struct evmpi_future evmpi_future_t;
  * polling without a completion while sends and receives are active, and
  * EVMPI_LOOP_HOLD_US (default 500, 1..1000000) the most one wake-up holds
  * the loop before the base's other events run. Raising both (e.g. 3000
- * and 5000) keeps large-message streams on the loop thread (ping-pongs of
- * 64 KiB to 16 MiB within 1.01-1.15x of raw MPI here, against 1.2-1.7x),
- * at the cost of the loop's other timers and I/O waiting up to the hold.
+ * and 5000) keeps large-message streams on the loop thread
+ * (doc/performance.md has the figures), at the cost of the loop's other
+ * timers and I/O waiting up to the hold.
+ *
+ * Every one of these, and the other settings (EVMPI_TIMEOUT_MS,
+ * EVMPI_DEBUG, EVMPI_TIMELINE, EVMPI_CUDA_*, EVMPI_EXIT_WAIT_MS), can also
+ * be set in code with evmpi_pg_create_with and an options object;
+ * doc/settings.md lists them all. evmpi_pg_create is
+ * evmpi_pg_create_with with NULL options: the defaults and the
+ * environment.
  *
  * Errors: EVMPI_ERR_INVALID (pg NULL, nranks < 1, a rank out of range or
- * repeated, EVMPI_PIECE, an EVMPI_LOOP_* or an EVMPI_CUDA_* variable
- * malformed or out of range, naming the variable and its value),
+ * repeated, any setting's variable (EVMPI_PIECE, EVMPI_LOOP_*,
+ * EVMPI_CUDA_*, EVMPI_TIMEOUT_MS, EVMPI_EXIT_WAIT_MS) malformed or out of
+ * range, naming the variable and its value),
  * EVMPI_ERR_MPI (MPI initialisation or communicator creation failed, or
  * MPI's threading level is below MPI_THREAD_MULTIPLE), EVMPI_ERR_NOMEM. */
 EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks,
@@ -474,8 +485,9 @@ EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
  * queued collectives, pending receives and sends complete with
  * EVMPI_ERR_ABORTED ("... MPI is being finalized"), none of their
  * callbacks run any more, and evmpi_pg_destroy on them is a no-op.
- * MPI_Finalize waits EVMPI_EXIT_WAIT_MS in all (default 5000, 0..3600000,
- * read when evmpi first uses MPI) for those groups to stop and deferred
+ * MPI_Finalize waits EVMPI_EXIT_WAIT_MS in all (default 5000, 0..3600000;
+ * process-wide, given by the last group created with it set, in the
+ * environment or evmpi_pg_options_set_exit_wait_ms) for those groups to stop and deferred
  * teardowns to end; a collective still stuck in MPI after that (a broken
  * group's) makes evmpi's own exit handler skip MPI_Finalize. */
 EVMPI_API int evmpi_pg_wait_destroyed(int timeout_ms);
