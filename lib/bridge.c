@@ -183,6 +183,7 @@ int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t 
   pthread_mutex_init(&b->mu, NULL);
   b->made = true;
   atomic_init(&b->halted, false);
+  atomic_init(&b->attached, false);
   /* Ranges checked by options.c's table. */
   b->p2p_poll_ns = pg->settings.loop_p2p_poll_us * 1000;
   b->hold_ns = pg->settings.loop_hold_us * 1000;
@@ -204,7 +205,7 @@ int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t 
     b->efd = -1;
     return rc;
   }
-  b->attached = true;
+  atomic_store(&b->attached, true);
   return EVMPI_OK;
 }
 
@@ -237,9 +238,8 @@ bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b) {
 }
 
 void evmpi__bridge_close(evmpi_bridge_t *b) {
-  if (!b->attached)
+  if (!atomic_exchange(&b->attached, false))
     return; /* never opened, or closed already */
-  b->attached = false;
   bool self = evmpi__bridge_on_loop_thread(b);
   if (b->own_loop && !self) {
     /* Let our loop thread deliver what is queued, then stop it. */
@@ -276,7 +276,7 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
 
 void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns) {
   atomic_store(&b->halted, true);
-  if (!b->attached || !b->own_loop || evmpi__bridge_on_loop_thread(b))
+  if (!atomic_load(&b->attached) || !b->own_loop || evmpi__bridge_on_loop_thread(b))
     return;
   pthread_mutex_lock(&b->mu);
   b->stop = true;
@@ -290,7 +290,7 @@ void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns) {
 int evmpi_pg_fd(evmpi_pg_t *pg) {
   if (!pg)
     return evmpi__fail(EVMPI_ERR_INVALID, "pg_fd: pg is NULL");
-  if (!pg->bridge.attached)
+  if (!atomic_load(&pg->bridge.attached))
     return evmpi__fail(EVMPI_ERR_STATE, "pg_fd: the group is being destroyed");
   return pg->bridge.efd;
 }
@@ -305,7 +305,7 @@ int evmpi_pg_dispatch(evmpi_pg_t *pg) {
   if (b->dispatching)
     return evmpi__fail(EVMPI_ERR_STATE, "pg_dispatch: called from one of the group's "
                        "callbacks (dispatch is not re-entrant)");
-  if (!b->attached)
+  if (!atomic_load(&b->attached))
     return evmpi__fail(EVMPI_ERR_STATE, "pg_dispatch: the group is being destroyed");
   bool gone;
   return evmpi__bridge_dispatch(pg, &gone);
@@ -318,7 +318,7 @@ int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, void *arg), v
   if (!b->external)
     return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: the group was not created with "
                        "EVMPI_LOOP_EXTERNAL (its loop is evmpi's to detach)");
-  if (!b->attached)
+  if (!atomic_load(&b->attached))
     return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: the group is being destroyed");
   if (cb && b->detach_cb)
     return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: a detach callback is set already "

@@ -385,7 +385,8 @@ typedef struct evmpi_bridge {
   struct event_base *base;  /* libevent's (loop_event.c), NULL for an external loop */
   struct event *ev;         /* on efd in base, NULL for an external loop */
   int efd;                  /* evmpi_pg_fd: readable while completions wait */
-  bool attached;            /* open succeeded, close has not begun */
+  atomic_bool attached;     /* open succeeded, close has not begun (evmpi_pg_fd
+                               reads it on any thread) */
   bool external;            /* EVMPI_LOOP_EXTERNAL: the application dispatches */
   void (*detach_cb)(evmpi_pg_t *, void *); /* external: evmpi_pg_set_detach's */
   evmpi_pg_t *detach_pg;

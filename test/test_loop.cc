@@ -53,9 +53,11 @@ TEST_F(Loop, CallbacksRunOnlyInDispatchAndTheFdIsLevelTriggered) {
   evmpi_tensor_t t = evmpi_tensor_flat(&x, EVMPI_INT32, 1);
   evmpi_work_t *w = nullptr;
   ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK);
-  int ran = 0;
+  static int ran; // static: a failed assertion leaves it to TearDown's destroy
+  ran = 0;
   ASSERT_EQ(evmpi_work_on_complete(w, Count, &ran), EVMPI_OK);
   ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+  // Completed a moment before it is posted to the loop: the fd says when.
   EXPECT_TRUE(Readable(EVMPI_TEST_TIMEOUT_MS));
   EXPECT_TRUE(Readable(0)) << "level-triggered: still readable until dispatched";
   EXPECT_EQ(ran, 0) << "no callback runs outside dispatch";
@@ -72,7 +74,7 @@ TEST_F(Loop, CallbacksRunOnlyInDispatchAndTheFdIsLevelTriggered) {
 }
 
 struct Reenter {
-  evmpi_pg_t *pg;
+  evmpi_pg_t *pg = nullptr;
   int rc = 1;
   std::string msg;
 };
@@ -80,13 +82,17 @@ struct Reenter {
 TEST_F(Loop, DispatchFromACallbackIsRefused) {
   evmpi_work_t *w = nullptr;
   ASSERT_EQ(evmpi_barrier(pg, &w), EVMPI_OK);
-  Reenter r{pg};
+  static Reenter r; // static: see above
+  r = Reenter{pg};
   ASSERT_EQ(evmpi_work_on_complete(w, [](evmpi_work_t *, void *arg) {
     auto *r = static_cast<Reenter *>(arg);
     r->rc = evmpi_pg_dispatch(r->pg);
     r->msg = evmpi_last_error();
   }, &r), EVMPI_OK);
+  // A work is completed (wait returns) a moment before it is posted to the
+  // loop: the fd says when.
   ASSERT_EQ(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+  ASSERT_TRUE(Readable(EVMPI_TEST_TIMEOUT_MS));
   EXPECT_EQ(evmpi_pg_dispatch(pg), 1);
   EXPECT_EQ(r.rc, EVMPI_ERR_STATE);
   EXPECT_NE(r.msg.find("not re-entrant"), std::string::npos) << r.msg;
@@ -94,14 +100,15 @@ TEST_F(Loop, DispatchFromACallbackIsRefused) {
 }
 
 struct Teardown {
-  evmpi_pg_t *pg;
+  evmpi_pg_t *pg = nullptr;
   int detached = 0;
   int callbacks = 0;
   evmpi_pg_t *detached_pg = nullptr;
 };
 
 TEST_F(Loop, DestroyFromACallbackEndsInsideDispatchAfterTheDetach) {
-  Teardown d{pg};
+  static Teardown d;
+  d = Teardown{pg};
   ASSERT_EQ(evmpi_pg_set_detach(pg, [](evmpi_pg_t *g, void *arg) {
     auto *d = static_cast<Teardown *>(arg);
     d->detached++;
@@ -137,7 +144,8 @@ TEST_F(Loop, DestroyFromACallbackEndsInsideDispatchAfterTheDetach) {
 }
 
 TEST_F(Loop, DestroyOutsideDispatchDeliversAndDetaches) {
-  int detached = 0, ran = 0;
+  static int detached, ran;
+  detached = ran = 0;
   ASSERT_EQ(evmpi_pg_set_detach(pg, [](evmpi_pg_t *, void *arg) { ++*static_cast<int *>(arg); },
                                 &detached), EVMPI_OK);
   evmpi_work_t *w = nullptr;
@@ -154,7 +162,7 @@ TEST_F(Loop, DestroyOutsideDispatchDeliversAndDetaches) {
 // makes must still get every completion, here a chain of 64 allreduces
 // each submitted by the previous one's callback.
 struct Chain {
-  evmpi_pg_t *pg;
+  evmpi_pg_t *pg = nullptr;
   int32_t x = 0;
   int done = 0;
   int failed = 0;
@@ -180,7 +188,8 @@ TEST_F(Loop, AnEdgeTriggeredEpollLoopGetsEveryCompletion) {
   struct epoll_event ev = {};
   ev.events = EPOLLIN | EPOLLET;
   ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
-  Chain c{pg};
+  static Chain c;
+  c = Chain{pg};
   evmpi_tensor_t t = evmpi_tensor_flat(&c.x, EVMPI_INT32, 1);
   evmpi_work_t *w = nullptr;
   ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK);
