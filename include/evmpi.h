@@ -9,7 +9,10 @@
  *    and receives. Neither ever runs user code.
  *  - Every callback (evmpi_work_on_complete, evmpi_future_then) runs on the
  *    thread that runs the group's event_base. A group created with a NULL
- *    base gets an internal loop thread, which then runs the callbacks.
+ *    base gets an internal loop thread, which then runs the callbacks; one
+ *    created for an external loop (EVMPI_LOOP_EXTERNAL) runs them in
+ *    evmpi_pg_dispatch, on the thread that calls it (poll, epoll, libuv
+ *    with evmpi/uv.h, GLib with evmpi/glib.h, any loop).
  *  - Submitting is thread-safe. The caller owns every data buffer and keeps
  *    it alive (and does not touch it) until the work completes; evmpi copies
  *    the tensor descriptors, never the data.
@@ -189,13 +192,21 @@ typedef struct evmpi_future evmpi_future_t;
  * polling without a completion while sends and receives are active, and
  * EVMPI_LOOP_HOLD_US (default 500, 1..1000000) the most one wake-up holds
  * the loop before the base's other events run. Raising both (e.g. 3000
- * and 5000) keeps large-message streams on the loop thread (ping-pongs of
- * 64 KiB to 16 MiB within 1.01-1.15x of raw MPI here, against 1.2-1.7x),
- * at the cost of the loop's other timers and I/O waiting up to the hold.
+ * and 5000) keeps large-message streams on the loop thread
+ * (doc/performance.md has the figures), at the cost of the loop's other
+ * timers and I/O waiting up to the hold.
+ *
+ * Every one of these, and the other settings (EVMPI_TIMEOUT_MS,
+ * EVMPI_DEBUG, EVMPI_TIMELINE, EVMPI_CUDA_*, EVMPI_EXIT_WAIT_MS), can also
+ * be set in code with evmpi_pg_create_with and an options object;
+ * doc/settings.md lists them all. evmpi_pg_create is
+ * evmpi_pg_create_with with NULL options: the defaults and the
+ * environment.
  *
  * Errors: EVMPI_ERR_INVALID (pg NULL, nranks < 1, a rank out of range or
- * repeated, EVMPI_PIECE, an EVMPI_LOOP_* or an EVMPI_CUDA_* variable
- * malformed or out of range, naming the variable and its value),
+ * repeated, any setting's variable (EVMPI_PIECE, EVMPI_LOOP_*,
+ * EVMPI_CUDA_*, EVMPI_TIMEOUT_MS, EVMPI_EXIT_WAIT_MS) malformed or out of
+ * range, naming the variable and its value),
  * EVMPI_ERR_MPI (MPI initialisation or communicator creation failed, or
  * MPI's threading level is below MPI_THREAD_MULTIPLE), EVMPI_ERR_NOMEM. */
 EVMPI_API int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks,
@@ -226,6 +237,216 @@ EVMPI_API int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, 
  * and nothing is left behind. */
 EVMPI_API int evmpi_pg_create_members(struct event_base *base, const int *ranks, int nranks,
                                       evmpi_pg_t **pg);
+
+/* ---- options ------------------------------------------------------------ */
+
+/** The settings a group is created with: an opaque object, made with
+ * evmpi_pg_options_new, filled with the setters below and given to
+ * evmpi_pg_create_with. Every tunable of evmpi is one row of a table
+ * (doc/settings.md lists it: name, default, range, meaning), and each has
+ * an environment variable that overrides what the options say, unless
+ * evmpi_pg_options_set_ignore_env is set. The options are read when a
+ * group is created and may be freed, changed or reused right after. Not
+ * thread-safe: one thread fills one options object (any number of threads
+ * may create groups from it once it is filled). */
+typedef struct evmpi_pg_options evmpi_pg_options_t;
+
+/** evmpi_pg_options_set_debug's levels (EVMPI_DEBUG). */
+typedef enum {
+  EVMPI_DEBUG_OFF,    /**< no checks (the default) */
+  EVMPI_DEBUG_DETAIL, /**< the ranks compare each collective before it runs */
+} evmpi_debug_t;
+
+/** evmpi_pg_options_set_cuda_aware's values (EVMPI_CUDA_AWARE). */
+typedef enum {
+  EVMPI_CUDA_AWARE_NO = 0,   /**< stage device tensors even where the MPI takes them */
+  EVMPI_CUDA_AWARE_YES = 1,  /**< trust that the MPI takes device pointers */
+  EVMPI_CUDA_AWARE_AUTO = 2, /**< ask the MPI (the default) */
+} evmpi_cuda_aware_t;
+
+/** Which loop runs a group's callbacks (evmpi_pg_options_set_loop). */
+typedef enum {
+  /** The base given to the create function runs them, or, with a NULL
+   * base, a loop thread of the group's own. */
+  EVMPI_LOOP_DEFAULT,
+  /** No loop: the application watches evmpi_pg_fd and calls
+   * evmpi_pg_dispatch (or an adapter does: include/evmpi/uv.h,
+   * include/evmpi/glib.h). The create function's base must be NULL. */
+  EVMPI_LOOP_EXTERNAL,
+} evmpi_loop_t;
+
+/** Makes an options object holding every default; free it with
+ * evmpi_pg_options_free. Errors: EVMPI_ERR_INVALID (opts NULL),
+ * EVMPI_ERR_NOMEM. */
+EVMPI_API int evmpi_pg_options_new(evmpi_pg_options_t **opts);
+/** Frees opts; NULL is a no-op. Groups created from it are not affected. */
+EVMPI_API void evmpi_pg_options_free(evmpi_pg_options_t *opts);
+
+/** @name Options setters
+ * Each sets one row of the settings table (its variable in brackets) and
+ * returns EVMPI_OK, or EVMPI_ERR_INVALID with opts unchanged for a NULL
+ * opts or a value outside the row's range; the message names the setter,
+ * the value, the range and the variable ("pg_options_set_piece_bytes: 24
+ * is not a power of two from 16 to 1073741824 bytes (K, M and G suffixes
+ * allowed) (EVMPI_PIECE)"). The environment variable, when set and not
+ * ignored, wins over the setter at creation. */
+/** @{ */
+/** The group's operation timeout (EVMPI_TIMEOUT_MS, 0..INT_MAX, default 0
+ * = none), as evmpi_pg_set_timeout right after creation. */
+EVMPI_API int evmpi_pg_options_set_timeout_ms(evmpi_pg_options_t *opts, int64_t ms);
+/** The mismatched-collective check (EVMPI_DEBUG; the same on every rank of
+ * the group). */
+EVMPI_API int evmpi_pg_options_set_debug(evmpi_pg_options_t *opts, evmpi_debug_t level);
+/** A Chrome trace of the group's operations (EVMPI_TIMELINE; NULL or ""
+ * = none; at most 4095 bytes). Process-wide file: the first group created
+ * with a path opens it, "%r" in it becomes the world rank; later groups
+ * with a path write to that same file. A file that cannot be opened is
+ * reported on stderr, and the group works without it. */
+EVMPI_API int evmpi_pg_options_set_timeline(evmpi_pg_options_t *opts, const char *path);
+/** The piece size of large allreduces, reduces and broadcasts
+ * (EVMPI_PIECE; a power of two from 16 to 1 GiB, default 1 MiB; the same
+ * on every rank: see evmpi_pg_create). */
+EVMPI_API int evmpi_pg_options_set_piece_bytes(evmpi_pg_options_t *opts, size_t bytes);
+/** How long the loop thread polls on while sends and receives are active
+ * (EVMPI_LOOP_P2P_POLL_US, 0..1000000, default 200; see evmpi_pg_create). */
+EVMPI_API int evmpi_pg_options_set_loop_p2p_poll_us(evmpi_pg_options_t *opts, int64_t us);
+/** The most one wake-up holds the loop (EVMPI_LOOP_HOLD_US, 1..1000000,
+ * default 500; see evmpi_pg_create). */
+EVMPI_API int evmpi_pg_options_set_loop_hold_us(evmpi_pg_options_t *opts, int64_t us);
+/** Whether device pointers go to MPI (EVMPI_CUDA_AWARE; see
+ * evmpi_cuda_path_t). Read by builds with CUDA only. */
+EVMPI_API int evmpi_pg_options_set_cuda_aware(evmpi_pg_options_t *opts, evmpi_cuda_aware_t aware);
+/** false refuses device tensors where the MPI is not CUDA-aware
+ * (EVMPI_CUDA_STAGING; default true). Read by builds with CUDA only. */
+EVMPI_API int evmpi_pg_options_set_cuda_staging(evmpi_pg_options_t *opts, bool staging);
+/** Bytes per staged pipeline chunk (EVMPI_CUDA_CHUNK; a power of two from
+ * 16 to 1 GiB, default 4 MiB, raised to 4 pieces). Read by builds with
+ * CUDA only. */
+EVMPI_API int evmpi_pg_options_set_cuda_chunk(evmpi_pg_options_t *opts, size_t bytes);
+/** How long MPI_Finalize waits for live groups to stop
+ * (EVMPI_EXIT_WAIT_MS, 0..3600000, default 5000; see
+ * evmpi_pg_wait_destroyed). Process-wide: the last group created with it
+ * set (here or in the environment) gives the process its value. */
+EVMPI_API int evmpi_pg_options_set_exit_wait_ms(evmpi_pg_options_t *opts, int64_t ms);
+/** true: groups created from opts read no environment variable at all;
+ * every setting is the setter's or the default. */
+EVMPI_API int evmpi_pg_options_set_ignore_env(evmpi_pg_options_t *opts, bool ignore);
+/** Which loop runs the group's callbacks (evmpi_loop_t). EVMPI_ERR_INVALID
+ * for a value outside the enum. */
+EVMPI_API int evmpi_pg_options_set_loop(evmpi_pg_options_t *opts, evmpi_loop_t loop);
+/** Sets the row whose variable is name from text, parsed exactly as the
+ * environment's value would be ("EVMPI_PIECE", "2M"), for programs that
+ * read their configuration from a file or a command line. Unlike the
+ * environment, an unknown EVMPI_DEBUG value is refused. Errors:
+ * EVMPI_ERR_INVALID (NULL arguments, an unknown name, a malformed or
+ * out-of-range value: "pg_options_set: EVMPI_PIECE=24 is not a power of
+ * two ..."). */
+EVMPI_API int evmpi_pg_options_set(evmpi_pg_options_t *opts, const char *name, const char *value);
+/** @} */
+
+/** The value opts holds for the variable name (its default when not set),
+ * written into buf (len bytes, truncated, always ended) as the variable
+ * would spell it: "1048576", "auto", "detail", a path. Errors:
+ * EVMPI_ERR_INVALID (NULL arguments, len 0, an unknown name). */
+EVMPI_API int evmpi_pg_options_get(const evmpi_pg_options_t *opts, const char *name, char *buf,
+                                   size_t len);
+
+/** One row of the settings table (evmpi_setting_info). The strings are
+ * evmpi's: constant, or valid on the calling thread until its next call
+ * for the same row. */
+typedef struct evmpi_setting_info {
+  const char *name;          /**< the environment variable, "EVMPI_PIECE" */
+  const char *setter;        /**< "evmpi_pg_options_set_piece_bytes" */
+  const char *default_value; /**< as the variable spells it ("1048576"; "" for none) */
+  const char *range;         /**< "a power of two from 16 to 1073741824 bytes ..." */
+  const char *doc;           /**< what it does */
+  bool process_wide;         /**< one value per process, not per group */
+  bool cuda_only;            /**< read only by a build with CUDA */
+} evmpi_setting_info_t;
+
+/** The number of rows of the settings table. */
+EVMPI_API size_t evmpi_settings_count(void);
+/** Fills *info with row i (0..evmpi_settings_count() - 1). Errors:
+ * EVMPI_ERR_INVALID (info NULL, i out of range). */
+EVMPI_API int evmpi_setting_info(size_t i, evmpi_setting_info_t *info);
+
+/** As evmpi_pg_create, with the settings of opts (NULL = the defaults and
+ * the environment, which is what evmpi_pg_create does). Environment
+ * variables override opts unless it ignores them. Errors as
+ * evmpi_pg_create, plus EVMPI_ERR_INVALID for a base given with
+ * EVMPI_LOOP_EXTERNAL. */
+EVMPI_API int evmpi_pg_create_with(struct event_base *base, const int *ranks, int nranks,
+                                   const evmpi_pg_options_t *opts, evmpi_pg_t **pg);
+/** As evmpi_pg_create_from_comm, with the settings of opts. */
+EVMPI_API int evmpi_pg_create_from_comm_with(struct event_base *base, MPI_Comm comm,
+                                             const evmpi_pg_options_t *opts, evmpi_pg_t **pg);
+
+/** The value the group runs with for the variable name, as
+ * evmpi_pg_options_get writes it: resolved at creation from the defaults,
+ * the options and the environment; EVMPI_TIMEOUT_MS is the timeout in
+ * force now (evmpi_pg_set_timeout changes it) and EVMPI_EXIT_WAIT_MS the
+ * process's. Errors: EVMPI_ERR_INVALID (NULL arguments, len 0, an unknown
+ * name). */
+EVMPI_API int evmpi_pg_get_setting(const evmpi_pg_t *pg, const char *name, char *buf, size_t len);
+
+/* ---- driving a group from any loop -------------------------------------- */
+
+/** The group's completion fd, for a loop other than libevent: it becomes
+ * readable when completions are ready, and evmpi_pg_dispatch then runs
+ * them. Create the group with evmpi_pg_options_set_loop(opts,
+ * EVMPI_LOOP_EXTERNAL) and a NULL base, watch the fd for reading (poll,
+ * epoll, select, a reactor of your own; include/evmpi/uv.h and
+ * include/evmpi/glib.h do it for libuv and GLib), and call
+ * evmpi_pg_dispatch on the loop's thread whenever it is readable.
+ *
+ * The fd is level-triggered: it stays readable until a dispatch has taken
+ * what was posted, and a completion posted while or after a dispatch runs
+ * makes it readable again, so an edge-triggered watcher (EPOLLET) loses
+ * nothing either, as long as it dispatches on every notification. It may
+ * be readable with nothing to run (dispatch then returns 0). The fd is
+ * evmpi's: do not read, write or close it. It stays the same for the
+ * group's life and is closed by the teardown, after the detach callback
+ * (evmpi_pg_set_detach). Any thread may call this. Returns the fd (>= 0),
+ * or EVMPI_ERR_INVALID (pg NULL), EVMPI_ERR_STATE (the teardown has
+ * begun). */
+EVMPI_API int evmpi_pg_fd(evmpi_pg_t *pg);
+
+/** Runs the group's ready completions on the calling thread: every
+ * callback of every work and future that has finished, in the order they
+ * finished, in batches; after a batch, while operations are in flight, it
+ * polls for the next completions for a short window (EVMPI_LOOP_HOLD_US
+ * at most in all, see evmpi_pg_create), so that a chain of operations
+ * needs no wake-up each. It never blocks for longer than that and never
+ * waits for MPI.
+ *
+ * Call it on one thread, the loop's (the thread that runs the group's
+ * callbacks is whichever calls this). Not re-entrant: from inside one of
+ * the group's callbacks it returns EVMPI_ERR_STATE. Callbacks may submit
+ * operations, release works and destroy the group: a destroy from a
+ * callback runs when that batch is over, still inside this dispatch, which
+ * then returns the count; the group is gone by then (its detach callback
+ * has run and its fd is closed), so do not use the handle again. A group
+ * with a libevent base may be dispatched too, on that base's thread.
+ *
+ * Returns the number of completions delivered (>= 0), or
+ * EVMPI_ERR_INVALID (pg NULL), EVMPI_ERR_STATE (called from the group's
+ * callback, from a thread other than the group's own loop thread of a
+ * group created with a NULL base and EVMPI_LOOP_DEFAULT, or after the
+ * teardown began). */
+EVMPI_API int evmpi_pg_dispatch(evmpi_pg_t *pg);
+
+/** Registers cb(pg, arg) to run once, when the group's teardown is about to
+ * close the fd (evmpi_pg_fd): after the last callback, on the thread that
+ * runs the teardown (the one calling evmpi_pg_destroy, or the dispatch
+ * whose callback destroyed the group). An adapter stops watching the fd
+ * there. cb must not call evmpi on pg. It does not run when MPI_Finalize
+ * stops a live group (the fd then stays open until the process ends). One
+ * at a time, so that two adapters cannot both take a group: cb NULL
+ * removes it. For groups created with EVMPI_LOOP_EXTERNAL only. Errors:
+ * EVMPI_ERR_INVALID (pg NULL), EVMPI_ERR_STATE (another loop, one is set
+ * already, or the teardown has begun). */
+EVMPI_API int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, void *arg),
+                                  void *arg);
 
 /** This process's rank in the group; -1 for NULL. */
 EVMPI_API int evmpi_pg_rank(const evmpi_pg_t *pg);
@@ -284,8 +505,9 @@ EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
  * queued collectives, pending receives and sends complete with
  * EVMPI_ERR_ABORTED ("... MPI is being finalized"), none of their
  * callbacks run any more, and evmpi_pg_destroy on them is a no-op.
- * MPI_Finalize waits EVMPI_EXIT_WAIT_MS in all (default 5000, 0..3600000,
- * read when evmpi first uses MPI) for those groups to stop and deferred
+ * MPI_Finalize waits EVMPI_EXIT_WAIT_MS in all (default 5000, 0..3600000;
+ * process-wide, given by the last group created with it set, in the
+ * environment or evmpi_pg_options_set_exit_wait_ms) for those groups to stop and deferred
  * teardowns to end; a collective still stuck in MPI after that (a broken
  * group's) makes evmpi's own exit handler skip MPI_Finalize. */
 EVMPI_API int evmpi_pg_wait_destroyed(int timeout_ms);

@@ -1,12 +1,13 @@
-/* bridge.c: the loop bridge. Library threads hand finished futures to the
- * group's event_base through an eventfd; the loop thread drains them in
- * batches and runs their callbacks. A group created without a base gets
- * its own event_base and a thread that runs it. */
-#define _GNU_SOURCE /* pthread_timedjoin_np */
+/* bridge.c: the loop-agnostic core. Library threads hand finished futures
+ * to the group's loop through a lock-free list and an eventfd
+ * (evmpi_pg_fd); whichever loop watches that fd calls the dispatch below
+ * (evmpi_pg_dispatch), which runs their callbacks in batches on its own
+ * thread. The loops themselves are adapters: libevent and the group's own
+ * loop thread in loop_event.c, libuv and GLib in loop_uv.c and
+ * loop_glib.c, or the application's own code. */
 #include "evmpi-internal.h"
 
 #include <errno.h>
-#include <event2/event.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -26,11 +27,12 @@ static void signal_eventfd(int fd) {
     ;
 }
 
-/* Runs the callbacks of f and the futures after it; true when one of them
- * was a send's or a receive's. */
-static bool deliver_list(evmpi_bridge_t *b, evmpi_future_t *f) {
+/* Runs the callbacks of f and the futures after it, counting them into
+ * *count; true when one of them was a send's or a receive's. */
+static bool deliver_list(evmpi_bridge_t *b, evmpi_future_t *f, int *count) {
   bool p2p = false;
   while (f) {
+    ++*count;
     evmpi_future_t *next = f->next_delivery;
     f->next_delivery = NULL;
     p2p |= f->owner && f->owner->kind != EVMPI_WORK_COLLECTIVE;
@@ -60,51 +62,40 @@ static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
 }
 
 /* After a batch, while the group still has work in flight, the loop
- * thread polls for the next completion this long before it returns to
- * libevent: a callback that submits the next operation (a chain) then
- * gets its completion without an eventfd write and an epoll wake-up,
- * which cost 10-15 us each on this class of machine. It tests the pending
- * sends and receives itself, and yields the CPU after polls that
- * finished nothing (below); one handler never holds the loop longer than
- * EVMPI_LOOP_MAX_NS, so timers and other events stay on time. */
+ * thread polls for the next completion this long before it returns to its
+ * loop: a callback that submits the next operation (a chain) then gets its
+ * completion without an eventfd write and a wake-up of the loop, each a
+ * system call. It tests the pending sends and receives itself, and yields
+ * the CPU after polls that finished nothing (below); one dispatch never
+ * holds the loop longer than EVMPI_LOOP_HOLD_US, so timers and other
+ * events stay on time. */
 #define EVMPI_LOOP_SPIN_NS 30000
-#define EVMPI_LOOP_MAX_NS 500000 /* default of EVMPI_LOOP_HOLD_US */
 /* While point-to-point traffic is active (this wake-up delivered a send's
  * or a receive's callback, or finished one itself) and requests are still
- * pending, the window is longer: a reply to a message just sent (a
- * ping-pong of up to 1 MiB here) comes within it, and the loop thread,
- * which tests the requests itself, finishes it with no thread handoff. A
- * receive that merely stays posted (a server's) does not lengthen the
- * window of unrelated completions. Still within EVMPI_LOOP_MAX_NS per
- * wake-up. */
-#define EVMPI_LOOP_P2P_SPIN_NS 200000 /* default of EVMPI_LOOP_P2P_POLL_US */
-/* Both can be set, in microseconds, when a group is created: an
- * application that streams large messages and has nothing else on its
- * loop can let the loop thread keep the stream (a 1 MiB ping-pong is
- * 1.37x raw with the defaults; with 3000 and 5000, 64 KiB to 4 MiB ran at
- * 0.99-1.13x), at the price of its other events being that late. */
-#define EVMPI_LOOP_US_MAX 1000000
+ * pending, the window is EVMPI_LOOP_P2P_POLL_US: a reply to a message just
+ * sent comes within it, and the loop thread, which tests the requests
+ * itself, finishes it with no thread handoff. A receive that merely stays
+ * posted (a server's) does not lengthen the window of unrelated
+ * completions. Both are settings (options.c's table): an application that
+ * streams large messages and has nothing else on its loop can let the loop
+ * thread keep the stream, at the price of its other events being that
+ * late (doc/performance.md has the figures). */
 /* While no collective is queued or running, nothing of the group's needs
  * this core (the poller sleeps while the loop polls), so the loop thread
  * yields only every EVMPI_LOOP_P2P_YIELD_NS rather than after every empty
- * poll: a sched_yield is a system call (1-1.5 us here), and an 8 B
- * ping-pong went from 1.6-1.9 to 0.6 us a half round trip (4 ranks on 2
- * cores: 4.0 to 1.3 us). Another process on the core still gets it within
- * that time. With a collective in flight it yields after every empty
- * poll, so the worker that shares the core runs. */
+ * poll: a sched_yield is a system call, which a small ping-pong would pay
+ * on every poll. Another process on the core still gets it within that
+ * time. With a collective in flight it yields after every empty poll, so
+ * the worker that shares the core runs. */
 #define EVMPI_LOOP_P2P_YIELD_NS 20000
 
-static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
-  (void)what;
-  evmpi_pg_t *pg = arg;
+int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
   evmpi_bridge_t *b = &pg->bridge;
-  drain_eventfd(fd);
-  if (atomic_load(&b->halted)) {
-    /* MPI is being finalized: nothing more is delivered. */
-    if (b->own_loop)
-      event_base_loopbreak(b->base);
-    return;
-  }
+  int count = 0;
+  *gone = false;
+  drain_eventfd(b->efd);
+  if (atomic_load(&b->halted))
+    return 0; /* MPI is being finalized: nothing more is delivered. */
   pthread_mutex_lock(&b->mu);
   bool stop = b->stop; /* close writes the eventfd after setting it */
   pthread_mutex_unlock(&b->mu);
@@ -119,13 +110,14 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
     if (!batch)
       break;
     b->dispatching = true;
-    p2p_active |= deliver_list(b, batch);
+    p2p_active |= deliver_list(b, batch, &count);
     b->dispatching = false;
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
        * go. b must not be touched after this. */
       evmpi__pg_teardown(pg);
-      return;
+      *gone = true;
+      return count;
     }
     if (stop || atomic_load_explicit(&pg->inflight, memory_order_relaxed) == 0)
       break;
@@ -171,53 +163,30 @@ static void on_eventfd(evutil_socket_t fd, short what, void *arg) {
   atomic_store(&b->signalled, false);
   if (atomic_load(&b->posted) && !atomic_exchange(&b->signalled, true))
     signal_eventfd(b->efd);
-  if (stop)
-    event_base_loopbreak(b->base);
+  return count;
 }
 
-static void *loop_main(void *arg) {
-  evmpi_pg_t *pg = arg;
-  struct event_base *base = pg->bridge.base;
-  event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY);
-  pthread_mutex_lock(&pg->bridge.mu);
-  bool self_closed = pg->bridge.dead;
-  pthread_mutex_unlock(&pg->bridge.mu);
-  if (self_closed) {
-    /* Destroyed from one of its own callbacks: clean up here, and only then
-     * is the teardown over (finalize and evmpi_pg_wait_destroyed wait for
-     * this). */
-    event_base_free(base);
-    evmpi__groups_remove(pg);
-  }
-  evmpi__pg_release(pg);
-  return NULL;
+bool evmpi__bridge_stopping(evmpi_bridge_t *b) {
+  if (atomic_load(&b->halted))
+    return true;
+  pthread_mutex_lock(&b->mu);
+  bool stop = b->stop;
+  pthread_mutex_unlock(&b->mu);
+  return stop;
 }
 
-/* One of the EVMPI_LOOP_* variables, in microseconds, into *ns. */
-static int loop_setting(const char *name, uint64_t min_us, int64_t def_ns, int64_t *ns) {
-  *ns = def_ns;
-  const char *v = getenv(name);
-  if (!v || !*v)
-    return EVMPI_OK;
-  uint64_t us = 0;
-  if (!evmpi__env_uint(v, EVMPI_LOOP_US_MAX, &us) || us < min_us)
-    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: %s=%s is not a number of microseconds "
-                       "in %llu..%d", name, v, (unsigned long long)min_us, EVMPI_LOOP_US_MAX);
-  *ns = (int64_t)us * 1000;
-  return EVMPI_OK;
-}
 
-int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg) {
+int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t loop,
+                       evmpi_pg_t *pg) {
   memset(b, 0, sizeof *b);
   b->efd = -1;
   pthread_mutex_init(&b->mu, NULL);
   b->made = true;
   atomic_init(&b->halted, false);
-  int rc = loop_setting("EVMPI_LOOP_P2P_POLL_US", 0, EVMPI_LOOP_P2P_SPIN_NS, &b->p2p_poll_ns);
-  if (rc == EVMPI_OK)
-    rc = loop_setting("EVMPI_LOOP_HOLD_US", 1, EVMPI_LOOP_MAX_NS, &b->hold_ns);
-  if (rc != EVMPI_OK)
-    return rc;
+  atomic_init(&b->attached, false);
+  /* Ranges checked by options.c's table. */
+  b->p2p_poll_ns = pg->settings.loop_p2p_poll_us * 1000;
+  b->hold_ns = pg->settings.loop_hold_us * 1000;
   atomic_init(&b->posted, NULL);
   atomic_init(&b->signalled, false);
   atomic_init(&b->closed, false);
@@ -225,34 +194,19 @@ int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *p
   b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (b->efd < 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: eventfd failed: %s", strerror(errno));
-  if (!base) {
-    b->own_loop = true;
-    base = event_base_new();
-    if (!base)
-      goto fail;
+  b->external = loop == EVMPI_LOOP_EXTERNAL;
+  int rc = EVMPI_OK;
+  if (base)
+    rc = evmpi__loop_event_attach(b, base, pg);
+  else if (!b->external)
+    rc = evmpi__loop_thread_start(b, pg);
+  if (rc != EVMPI_OK) {
+    close(b->efd);
+    b->efd = -1;
+    return rc;
   }
-  b->base = base;
-  b->ev = event_new(base, b->efd, EV_READ | EV_PERSIST, on_eventfd, pg);
-  if (!b->ev || event_add(b->ev, NULL) != 0)
-    goto fail;
-  if (b->own_loop) {
-    evmpi__pg_retain(pg); /* the loop thread's */
-    if (pthread_create(&b->loop_thread, NULL, loop_main, pg) != 0) {
-      evmpi__pg_release(pg);
-      goto fail;
-    }
-  }
+  atomic_store(&b->attached, true);
   return EVMPI_OK;
-fail:
-  if (b->ev)
-    event_free(b->ev);
-  b->ev = NULL;
-  if (b->own_loop && base)
-    event_base_free(base);
-  b->base = NULL;
-  close(b->efd);
-  b->efd = -1;
-  return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot attach to the event loop");
 }
 
 /* Lock-free, so that a worker or poller finishing works never waits for
@@ -284,7 +238,7 @@ bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b) {
 }
 
 void evmpi__bridge_close(evmpi_bridge_t *b) {
-  if (!b->ev)
+  if (!atomic_exchange(&b->attached, false))
     return; /* never opened, or closed already */
   bool self = evmpi__bridge_on_loop_thread(b);
   if (b->own_loop && !self) {
@@ -303,36 +257,76 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
   atomic_store(&b->closed, true);
   while (atomic_load(&b->posting) != 0)
     sched_yield();
-  deliver_list(b, take_posted(b));
-  event_free(b->ev);
-  b->ev = NULL;
+  int count = 0;
+  deliver_list(b, take_posted(b), &count);
+  /* The loop stops watching the fd before it is closed: libevent's event
+   * goes, an external loop's adapter is told (evmpi_pg_set_detach). */
+  if (b->ev)
+    evmpi__loop_event_detach(b);
+  if (b->detach_cb) {
+    void (*cb)(evmpi_pg_t *, void *) = b->detach_cb;
+    b->detach_cb = NULL;
+    cb(b->detach_pg, b->detach_arg);
+  }
   close(b->efd);
   b->efd = -1;
-  if (b->own_loop) {
-    if (self) {
-      /* We are in a callback on our own loop thread: stop the loop; the
-       * thread frees the base as it leaves and nobody joins it. */
-      event_base_loopbreak(b->base);
-      pthread_detach(b->loop_thread);
-    } else {
-      event_base_free(b->base);
-    }
-  }
+  if (b->own_loop)
+    evmpi__loop_thread_closed(b, self);
 }
 
 void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns) {
   atomic_store(&b->halted, true);
-  if (!b->ev || !b->own_loop || evmpi__bridge_on_loop_thread(b))
+  if (!atomic_load(&b->attached) || !b->own_loop || evmpi__bridge_on_loop_thread(b))
     return;
   pthread_mutex_lock(&b->mu);
   b->stop = true;
   pthread_mutex_unlock(&b->mu);
   signal_eventfd(b->efd);
-  /* A callback that never returns must not hold the process's exit. */
-  int64_t left = deadline_ns - evmpi__now_ns();
-  struct timespec ts = evmpi__timespec_after(CLOCK_REALTIME, left > 0 ? left : 0);
-  if (pthread_timedjoin_np(b->loop_thread, NULL, &ts) != 0)
-    pthread_detach(b->loop_thread);
+  evmpi__loop_thread_join(b, deadline_ns);
+}
+
+/* ---- the public core: any loop drives a group with these ------------------ */
+
+int evmpi_pg_fd(evmpi_pg_t *pg) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_fd: pg is NULL");
+  if (!atomic_load(&pg->bridge.attached))
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_fd: the group is being destroyed");
+  return pg->bridge.efd;
+}
+
+int evmpi_pg_dispatch(evmpi_pg_t *pg) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_dispatch: pg is NULL");
+  evmpi_bridge_t *b = &pg->bridge;
+  if (b->own_loop && !evmpi__bridge_on_loop_thread(b))
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_dispatch: the group's own loop thread dispatches "
+                       "its callbacks (it was created with a NULL base and EVMPI_LOOP_DEFAULT)");
+  if (b->dispatching)
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_dispatch: called from one of the group's "
+                       "callbacks (dispatch is not re-entrant)");
+  if (!atomic_load(&b->attached))
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_dispatch: the group is being destroyed");
+  bool gone;
+  return evmpi__bridge_dispatch(pg, &gone);
+}
+
+int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, void *arg), void *arg) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_set_detach: pg is NULL");
+  evmpi_bridge_t *b = &pg->bridge;
+  if (!b->external)
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: the group was not created with "
+                       "EVMPI_LOOP_EXTERNAL (its loop is evmpi's to detach)");
+  if (!atomic_load(&b->attached))
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: the group is being destroyed");
+  if (cb && b->detach_cb)
+    return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: a detach callback is set already "
+                       "(the group is attached to a loop; set NULL first to replace it)");
+  b->detach_cb = cb;
+  b->detach_pg = pg;
+  b->detach_arg = arg;
+  return EVMPI_OK;
 }
 
 void evmpi__bridge_fini(evmpi_bridge_t *b) {

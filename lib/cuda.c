@@ -20,33 +20,15 @@
  * is (pieces.c): so every element size divides it, and rounded up to a
  * multiple of the largest whole message it stays a multiple of every
  * piece, which a 96-byte chunk with 56-byte pieces was not. */
-#define DEFAULT_CHUNK ((size_t)4 << 20)
-#define MIN_CHUNK ((size_t)16)
-#define MAX_CHUNK ((size_t)1 << 30)
+/* (The default and the range are EVMPI_CUDA_CHUNK's row in options.c.) */
 
 int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
   pg->cuda_path = EVMPI_CUDA_NONE;
-  pg->cuda_chunk = DEFAULT_CHUNK;
+  pg->cuda_chunk = (size_t)pg->settings.cuda_chunk;
 #ifdef EVMPI_HAVE_CUDA
-  const char *aware_env = getenv("EVMPI_CUDA_AWARE");
-  const char *staging_env = getenv("EVMPI_CUDA_STAGING");
-  const char *chunk_env = getenv("EVMPI_CUDA_CHUNK");
-  int aware = evmpi__env_tristate(aware_env, 2);
-  if (aware < 0)
-    return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_AWARE=%s is not auto, 0 or 1", op,
-                       aware_env);
-  int staging = evmpi__env_tristate(staging_env, 1);
-  if (staging < 0)
-    return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_STAGING=%s is not 0 or 1", op,
-                       staging_env);
-  if (chunk_env && *chunk_env) {
-    size_t chunk = evmpi__env_bytes(chunk_env);
-    if (!evmpi__pow2_in(chunk, MIN_CHUNK, MAX_CHUNK))
-      return evmpi__fail(EVMPI_ERR_INVALID, "%s: EVMPI_CUDA_CHUNK=%s is not a power of two "
-                         "from %zu to %zu bytes (K, M and G suffixes allowed)", op, chunk_env,
-                         MIN_CHUNK, MAX_CHUNK);
-    pg->cuda_chunk = chunk;
-  }
+  /* Parsed and range-checked by options.c's table (EVMPI_CUDA_*). */
+  int aware = (int)pg->settings.cuda_aware;
+  int staging = (int)pg->settings.cuda_staging;
   /* A chunk is a multiple of the largest whole message (and so of every
    * piece), so that a staged tensor is cut where a host tensor on another
    * rank is (pieces.c). Both are powers of two: this is the larger. */
@@ -58,9 +40,8 @@ int evmpi__cuda_configure(const char *op, evmpi_pg_t *pg) {
     pg->cuda_path = EVMPI_CUDA_DIRECT;
   else
     pg->cuda_path = staging ? EVMPI_CUDA_STAGED : EVMPI_CUDA_REFUSED;
-#else
-  (void)op;
 #endif
+  (void)op;
   return EVMPI_OK;
 }
 

@@ -10,18 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static bool detail;
+/* Whether any group of the process has EVMPI_DEBUG=detail (its
+ * settings, options.c): a worker asks once as it starts (worker.c), and a
+ * process that never turns it on pays nothing per collective. */
+static atomic_bool any_detail;
 
-static void read_env(void) {
-  const char *v = getenv("EVMPI_DEBUG");
-  detail = v && strcmp(v, "detail") == 0;
-}
+void evmpi__debug_enable(void) { atomic_store(&any_detail, true); }
 
-bool evmpi__debug_detail(void) {
-  pthread_once(&once, read_env);
-  return detail;
-}
+bool evmpi__debug_detail(void) { return atomic_load(&any_detail); }
 
 /* What one rank is about to call. The operation's name travels with its
  * id, so that a report names what another rank called without a table
@@ -80,6 +76,8 @@ static int describe(char *buf, size_t len, const sig_t *s) {
 }
 
 int evmpi__debug_check(evmpi_work_t *w) {
+  if (!w->pg->settings.debug)
+    return EVMPI_OK; /* another group of the process has it on */
   int size = w->pg->size;
   sig_t mine = sign(w);
   sig_t *all = malloc((size_t)size * sizeof *all);

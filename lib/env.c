@@ -1,28 +1,30 @@
-/* env.c: parsing the environment variables a group reads when it is
- * created (EVMPI_PIECE, EVMPI_LOOP_*, EVMPI_CUDA_*). Each caller names its
- * variable in its own error message. */
+/* env.c: the one place evmpi reads the environment, and the two parsers
+ * every variable goes through: sizes and durations. Which variable means
+ * what, and its range, is options.c's table. */
 #include "evmpi-internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 
-int evmpi__env_tristate(const char *value, int def) {
-  if (!value || !*value || strcmp(value, "auto") == 0)
-    return def;
-  if (strcmp(value, "0") == 0)
-    return 0;
-  if (strcmp(value, "1") == 0)
-    return 1;
-  return -1;
+const char *evmpi__env_get(const char *name) {
+  const char *v = getenv(name);
+  return v && *v ? v : NULL;
 }
 
-size_t evmpi__env_bytes(const char *s) {
+/* Digits only: strtoull would take a sign or leading blanks. */
+static bool parse_digits(const char *s, unsigned long long *v, char **end) {
+  if (!s || s[0] < '0' || s[0] > '9')
+    return false;
   errno = 0;
+  *v = strtoull(s, end, 10);
+  return errno == 0;
+}
+
+bool evmpi__parse_size(const char *s, uint64_t max, uint64_t *out) {
+  unsigned long long v;
   char *end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || s[0] == '-')
-    return 0;
+  if (!parse_digits(s, &v, &end))
+    return false;
   unsigned shift = 0;
   if (*end == 'K' || *end == 'k')
     shift = 10, end++;
@@ -30,18 +32,16 @@ size_t evmpi__env_bytes(const char *s) {
     shift = 20, end++;
   else if (*end == 'G' || *end == 'g')
     shift = 30, end++;
-  if (*end || v > (SIZE_MAX >> shift))
-    return 0;
-  return (size_t)v << shift;
+  if (*end || v > (max >> shift))
+    return false;
+  *out = (uint64_t)v << shift;
+  return true;
 }
 
-bool evmpi__env_uint(const char *s, uint64_t max, uint64_t *out) {
-  if (!s || !*s || s[0] < '0' || s[0] > '9')
-    return false;
-  errno = 0;
+bool evmpi__parse_duration(const char *s, uint64_t max, uint64_t *out) {
+  unsigned long long v;
   char *end = NULL;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || *end || v > max)
+  if (!parse_digits(s, &v, &end) || *end || v > max)
     return false;
   *out = v;
   return true;

@@ -92,14 +92,9 @@ void evmpi__block_free(evmpi_block_t *b);
  * chunks of at most this many elements. */
 #define EVMPI_CHUNK_ELEMS ((int64_t)1 << 30)
 
-/* ---- env.c: the variables read at group creation ------------------------ */
+/* ---- env.c, options.c: settings (settings.h) ---------------------------- */
 
-/* "auto", "0" or "1" (unset or empty: def); -1 for anything else. */
-int evmpi__env_tristate(const char *value, int def);
-/* Bytes with an optional K, M or G suffix; 0 when malformed. */
-size_t evmpi__env_bytes(const char *s);
-/* A decimal integer in 0..max into *out; false when malformed or larger. */
-bool evmpi__env_uint(const char *s, uint64_t max, uint64_t *out);
+#include "settings.h"
 
 /* ---- clock ----------------------------------------------------------------- */
 
@@ -134,14 +129,23 @@ static inline struct timespec evmpi__timespec_after(clockid_t clock, int64_t ns)
 
 /* ---- debug.c: EVMPI_DEBUG=detail, mismatched collectives ------------------ */
 
-/* True when EVMPI_DEBUG=detail was set when MPI was first used. */
+/* Whether a worker must ask evmpi__debug_check before each collective:
+ * true once any group of the process was created with EVMPI_DEBUG=detail
+ * (evmpi__debug_enable, before that group's worker starts). */
 bool evmpi__debug_detail(void);
+void evmpi__debug_enable(void);
 /* Compares w's signature with every rank's (on the worker, before w
- * runs); on a mismatch sets w's message and returns EVMPI_ERR_INVALID. */
+ * runs) when w's group has EVMPI_DEBUG=detail (EVMPI_OK at once
+ * otherwise); on a mismatch sets w's message and returns
+ * EVMPI_ERR_INVALID. */
 int evmpi__debug_check(evmpi_work_t *w);
 
 /* ---- timeline.c: EVMPI_TIMELINE=path, a Chrome trace per rank -------------- */
 
+/* Opens the process's trace file at path, unless one is open already
+ * (the first group with a path opens it); on failure says so on stderr. */
+void evmpi__timeline_open(const char *path);
+/* Records w when its group was created with a timeline. */
 void evmpi__timeline_record(const evmpi_work_t *w, int status);
 /* Writes out what is buffered (at group destroy). */
 void evmpi__timeline_flush(void);
@@ -149,6 +153,10 @@ void evmpi__timeline_flush(void);
 /* ---- mpi_env.c: MPI initialised once, finalised once ------------------- */
 
 int evmpi__mpi_ensure_init(void);
+/* EVMPI_EXIT_WAIT_MS, process-wide: set by each group created with it
+ * set (options.c resolves it), read at MPI_Finalize. */
+void evmpi__mpi_set_exit_wait_ms(int ms);
+int evmpi__mpi_exit_wait_ms(void);
 
 /* ---- mpi_ext.c: extensions of one MPI, behind one guard ------------------ */
 
@@ -512,9 +520,15 @@ void evmpi__stager_free(evmpi_stager_t *s);
 /* ---- bridge.c: completions to the loop --------------------------------- */
 
 typedef struct evmpi_bridge {
-  struct event_base *base;
-  struct event *ev;
-  int efd;
+  struct event_base *base;  /* libevent's (loop_event.c), NULL for an external loop */
+  struct event *ev;         /* on efd in base, NULL for an external loop */
+  int efd;                  /* evmpi_pg_fd: readable while completions wait */
+  atomic_bool attached;     /* open succeeded, close has not begun (evmpi_pg_fd
+                               reads it on any thread) */
+  bool external;            /* EVMPI_LOOP_EXTERNAL: the application dispatches */
+  void (*detach_cb)(evmpi_pg_t *, void *); /* external: evmpi_pg_set_detach's */
+  evmpi_pg_t *detach_pg;
+  void *detach_arg;
   int64_t p2p_poll_ns;      /* EVMPI_LOOP_P2P_POLL_US: the polling window while
                                sends and receives are active */
   int64_t hold_ns;          /* EVMPI_LOOP_HOLD_US: the most one wake-up holds
@@ -537,7 +551,17 @@ typedef struct evmpi_bridge {
                                end of their eventfd write */
 } evmpi_bridge_t;
 
-int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
+/* Opens the core and attaches it to its loop: base's (libevent), a loop
+ * thread of the group's own (NULL base), or none (EVMPI_LOOP_EXTERNAL). */
+int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t loop,
+                       evmpi_pg_t *pg);
+/* The core of evmpi_pg_dispatch, for the adapters: runs what is posted,
+ * in batches, and polls on within the group's windows; returns how many
+ * futures it delivered. *gone: a callback destroyed the group, which is
+ * now torn down (pg must not be touched). */
+int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone);
+/* Destroy or MPI_Finalize wants the group's own loop thread to stop. */
+bool evmpi__bridge_stopping(evmpi_bridge_t *b);
 /* Frees what open made, once the group's last reference is gone. */
 void evmpi__bridge_fini(evmpi_bridge_t *b);
 /* MPI is being finalized: no callback runs from now on (what is posted
@@ -552,6 +576,18 @@ bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f);
  * loop thread). Called by destroy, on the loop thread; once. */
 void evmpi__bridge_close(evmpi_bridge_t *b);
 bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b);
+
+/* ---- loop_event.c: the libevent adapters ---------------------------------- */
+
+/* An event on b's fd in base that dispatches the group. */
+int evmpi__loop_event_attach(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
+void evmpi__loop_event_detach(evmpi_bridge_t *b);
+/* The group's own event_base and the thread that runs it (a NULL base). */
+int evmpi__loop_thread_start(evmpi_bridge_t *b, evmpi_pg_t *pg);
+/* After close (self: on that thread, from a callback). */
+void evmpi__loop_thread_closed(evmpi_bridge_t *b, bool self);
+/* Joins the thread, waiting until deadline_ns at most (then detaches). */
+void evmpi__loop_thread_join(evmpi_bridge_t *b, int64_t deadline_ns);
 
 /* ---- worker.c: collectives in order ------------------------------------ */
 
@@ -717,6 +753,7 @@ struct evmpi_pg {
   evmpi_cuda_path_t cuda_path; /* how device tensors move, fixed at creation */
   size_t piece_bytes;        /* allreduce/reduce/broadcast go to MPI in pieces of this */
   size_t cuda_chunk;         /* bytes per staged pipeline chunk, a multiple of it */
+  evmpi_settings_t settings; /* what it was created with (options.c) */
 #ifdef EVMPI_HAVE_CUDA
   evmpi_stager_t *stager;    /* the worker's pinned buffers and streams, lazily */
 #endif

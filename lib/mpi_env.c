@@ -31,10 +31,10 @@ static const char *level_name(int level) {
 /* How long finalize waits, in all, for live groups to stop, teardowns
  * under way to end and broken groups' workers to come back out of MPI
  * (their peers arrived late) before it gives up on them:
- * EVMPI_EXIT_WAIT_MS, read when MPI is first used. */
+ * EVMPI_EXIT_WAIT_MS (options.c's table), set by each group created with
+ * it set. */
 #define EXIT_WAIT_MS_DEFAULT 5000
-#define EXIT_WAIT_MS_MAX 3600000
-static int exit_wait_ms = EXIT_WAIT_MS_DEFAULT;
+static atomic_int exit_wait_ms = EXIT_WAIT_MS_DEFAULT; /* options.c sets it */
 static bool workers_stuck; /* a detached worker never came out: skip MPI_Finalize */
 
 /* Once, whether from evmpi's exit handler or from the MPI_Finalize it (or
@@ -44,9 +44,10 @@ static void stop_groups(void) {
   if (atomic_exchange(&done, true))
     return;
   int64_t start = evmpi__now_ns();
-  if (!evmpi__groups_stop_all(exit_wait_ms))
+  int wait_ms = atomic_load(&exit_wait_ms);
+  if (!evmpi__groups_stop_all(wait_ms))
     workers_stuck = true; /* a teardown still running may be inside MPI */
-  int left = exit_wait_ms - (int)((evmpi__now_ns() - start) / 1000000);
+  int left = wait_ms - (int)((evmpi__now_ns() - start) / 1000000);
   /* Finalising under a thread that is still inside a collective would
    * unload the code it runs (and hang or crash). */
   if (!evmpi__worker_wait_detached(left > 0 ? left : 0))
@@ -123,17 +124,8 @@ static void finalize_at_exit(void) {
     MPI_Finalize();
 }
 
-static int read_exit_wait(void) {
-  const char *v = getenv("EVMPI_EXIT_WAIT_MS");
-  if (!v || !*v)
-    return EVMPI_OK;
-  uint64_t ms = 0;
-  if (!evmpi__env_uint(v, EXIT_WAIT_MS_MAX, &ms))
-    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: EVMPI_EXIT_WAIT_MS=%s is not a number of "
-                       "milliseconds in 0..%d", v, EXIT_WAIT_MS_MAX);
-  exit_wait_ms = (int)ms;
-  return EVMPI_OK;
-}
+void evmpi__mpi_set_exit_wait_ms(int ms) { atomic_store(&exit_wait_ms, ms); }
+int evmpi__mpi_exit_wait_ms(void) { return atomic_load(&exit_wait_ms); }
 
 /* Registers on_finalize, once MPI is initialised, and what one MPI needs
  * for its request errors to be values (mpi_ext.c). */
@@ -181,8 +173,7 @@ int evmpi__mpi_ensure_init(void) {
   int finalized = 0;
   MPI_Finalized(&finalized); /* callable at any time, even after MPI_Finalize */
   int rc = finalized ? evmpi__fail(EVMPI_ERR_STATE, "MPI has already been finalized")
-           : env_ready ? EVMPI_OK
-                       : read_exit_wait();
+                     : EVMPI_OK;
   if (rc == EVMPI_OK && !env_ready)
     rc = init_locked();
   if (rc == EVMPI_OK)

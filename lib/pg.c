@@ -32,14 +32,31 @@ static int mpi_fail(const char *op, const char *call, int rc) {
   return evmpi__fail(EVMPI_ERR_MPI, "%s: %s failed: %s", op, call, text);
 }
 
+/* What the settings reach beyond the group: the process's debug flag
+ * (before the worker starts, which reads it), its timeline file and its
+ * exit wait. */
+static void apply_process_settings(const evmpi_settings_t *s) {
+  if (s->debug)
+    evmpi__debug_enable();
+  if (s->timeline[0])
+    evmpi__timeline_open(s->timeline);
+  if (s->explicit_mask & (1u << EVMPI_SETTING_EXIT_WAIT))
+    evmpi__mpi_set_exit_wait_ms((int)s->exit_wait_ms);
+}
+
 /* Takes ownership of comm (a communicator of evmpi's own). */
-static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi_pg_t **out) {
+static int pg_open(const char *op, struct event_base *base, MPI_Comm comm,
+                   const evmpi_pg_options_t *opts, evmpi_pg_t **out) {
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   evmpi_pg_t *pg = calloc(1, sizeof *pg);
-  if (!pg) {
+  int src = pg ? evmpi__settings_resolve(op, opts, &pg->settings)
+               : evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", op);
+  if (src != EVMPI_OK) {
+    free(pg);
     MPI_Comm_free(&comm);
-    return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", op);
+    return src;
   }
+  apply_process_settings(&pg->settings);
   atomic_init(&pg->refs, 1);
   atomic_init(&pg->closing, false);
   atomic_init(&pg->next_seq, 0);
@@ -60,10 +77,12 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm, evmpi
     rc = evmpi__cuda_configure(op, pg);
   if (rc == EVMPI_OK) {
     MPI_Comm_set_errhandler(pg->internal, MPI_ERRORS_RETURN);
-    rc = evmpi__bridge_open(&pg->bridge, base, pg);
+    rc = evmpi__bridge_open(&pg->bridge, base, evmpi__options_loop(opts), pg);
   }
   if (rc == EVMPI_OK)
     rc = evmpi__worker_start(&pg->worker, pg);
+  if (rc == EVMPI_OK && pg->settings.timeout_ms > 0)
+    rc = evmpi__worker_set_timeout(&pg->worker, pg, (int)pg->settings.timeout_ms);
   if (rc == EVMPI_OK)
     rc = evmpi__poller_start(&pg->poller, pg);
   evmpi__groups_add(pg); /* a failed open is torn down as a group too */
@@ -92,11 +111,26 @@ static int check_ranks(const int *ranks, int nranks, int world) {
   return EVMPI_OK;
 }
 
+/* A base and no loop at once cannot both be meant. */
+static int check_loop(const char *op, struct event_base *base, const evmpi_pg_options_t *opts) {
+  if (base && evmpi__options_loop(opts) == EVMPI_LOOP_EXTERNAL)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: base is given but the options say "
+                       "EVMPI_LOOP_EXTERNAL (pass a NULL base)", op);
+  return EVMPI_OK;
+}
+
 int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks, evmpi_pg_t **pg) {
+  return evmpi_pg_create_with(base, ranks, nranks, NULL, pg);
+}
+
+int evmpi_pg_create_with(struct event_base *base, const int *ranks, int nranks,
+                         const evmpi_pg_options_t *opts, evmpi_pg_t **pg) {
   if (!pg)
     return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: pg is NULL");
   *pg = NULL;
-  int rc = evmpi__mpi_ensure_init();
+  int rc = check_loop("pg_create", base, opts);
+  if (rc == EVMPI_OK)
+    rc = evmpi__mpi_ensure_init();
   if (rc != EVMPI_OK)
     return rc;
   MPI_Comm comm = MPI_COMM_NULL;
@@ -104,7 +138,7 @@ int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks, evmpi
     rc = MPI_Comm_dup(MPI_COMM_WORLD, &comm);
     if (rc != MPI_SUCCESS)
       return mpi_fail("pg_create", "MPI_Comm_dup", rc);
-    return pg_open("pg_create", base, comm, pg);
+    return pg_open("pg_create", base, comm, opts, pg);
   }
   int world = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -122,14 +156,21 @@ int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks, evmpi
     return mpi_fail("pg_create", "MPI_Comm_create", rc);
   if (comm == MPI_COMM_NULL)
     return EVMPI_OK; /* not a member: no group, as in the seed */
-  return pg_open("pg_create", base, comm, pg);
+  return pg_open("pg_create", base, comm, opts, pg);
 }
 
 int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t **pg) {
+  return evmpi_pg_create_from_comm_with(base, comm, NULL, pg);
+}
+
+int evmpi_pg_create_from_comm_with(struct event_base *base, MPI_Comm comm,
+                                   const evmpi_pg_options_t *opts, evmpi_pg_t **pg) {
   if (!pg)
     return evmpi__fail(EVMPI_ERR_INVALID, "pg_create_from_comm: pg is NULL");
   *pg = NULL;
-  int rc = evmpi__mpi_ensure_init();
+  int rc = check_loop("pg_create_from_comm", base, opts);
+  if (rc == EVMPI_OK)
+    rc = evmpi__mpi_ensure_init();
   if (rc != EVMPI_OK)
     return rc;
   if (comm == MPI_COMM_NULL)
@@ -138,7 +179,22 @@ int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t
   rc = MPI_Comm_dup(comm, &dup);
   if (rc != MPI_SUCCESS)
     return mpi_fail("pg_create_from_comm", "MPI_Comm_dup", rc);
-  return pg_open("pg_create_from_comm", base, dup, pg);
+  return pg_open("pg_create_from_comm", base, dup, opts, pg);
+}
+
+int evmpi_pg_get_setting(const evmpi_pg_t *pg, const char *name, char *buf, size_t len) {
+  if (!pg || !buf || len == 0)
+    return evmpi__fail(EVMPI_ERR_INVALID, "pg_get_setting: %s is NULL or empty",
+                       !pg ? "pg" : "buf");
+  int i = evmpi__settings_index("pg_get_setting", name);
+  if (i < 0)
+    return EVMPI_ERR_INVALID;
+  /* The two that change after creation are read where they live now. */
+  evmpi_settings_t now = pg->settings;
+  now.timeout_ms = evmpi__worker_timeout((evmpi_worker_t *)&pg->worker);
+  now.exit_wait_ms = evmpi__mpi_exit_wait_ms();
+  evmpi__settings_format(&now, i, buf, len);
+  return EVMPI_OK;
 }
 
 int evmpi_pg_rank(const evmpi_pg_t *pg) { return pg ? pg->rank : -1; }

@@ -40,8 +40,7 @@
  * whole, 3 complex128 elements a piece) or a 384 MiB one (whole messages
  * capped at 1 GiB) did not do. 1 GiB keeps the count of one MPI call
  * within an int for every element size. */
-#define DEFAULT_PIECE ((size_t)1 << 20)
-#define MIN_PIECE ((size_t)16)
+/* (The default and the range are EVMPI_PIECE's row in options.c.) */
 #define MAX_PIECE ((size_t)1 << 30)
 #define WHOLE_PIECES 4
 
@@ -50,16 +49,8 @@ bool evmpi__pow2_in(size_t v, size_t lo, size_t hi) {
 }
 
 int evmpi__pieces_configure(const char *op, evmpi_pg_t *pg) {
-  pg->piece_bytes = DEFAULT_PIECE;
-  const char *env = getenv("EVMPI_PIECE");
-  if (!env || !*env)
-    return EVMPI_OK;
-  size_t piece = evmpi__env_bytes(env);
-  if (!evmpi__pow2_in(piece, MIN_PIECE, MAX_PIECE))
-    return evmpi__fail(EVMPI_ERR_INVALID,
-                       "%s: EVMPI_PIECE=%s is not a power of two from %zu to %zu bytes "
-                       "(K, M and G suffixes allowed)", op, env, MIN_PIECE, MAX_PIECE);
-  pg->piece_bytes = piece;
+  (void)op; /* EVMPI_PIECE's range is checked by options.c's table */
+  pg->piece_bytes = (size_t)pg->settings.piece_bytes;
   return EVMPI_OK;
 }
 

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static FILE *out;
 static bool first = true;
@@ -26,10 +25,15 @@ static void close_file(void) {
   pthread_mutex_unlock(&lock);
 }
 
-static void open_file(void) {
-  const char *path = getenv("EVMPI_TIMELINE");
-  if (!path || !*path)
+static bool opened; /* under lock: the first path given is the file's */
+
+void evmpi__timeline_open(const char *path) {
+  pthread_mutex_lock(&lock);
+  if (opened) {
+    pthread_mutex_unlock(&lock);
     return;
+  }
+  opened = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
   char name[4096];
   const char *mark = strstr(path, "%r");
@@ -37,17 +41,20 @@ static void open_file(void) {
     snprintf(name, sizeof name, "%.*s%d%s", (int)(mark - path), path, world_rank, mark + 2);
   else
     snprintf(name, sizeof name, "%s.%d.json", path, world_rank);
-  out = fopen(name, "w");
-  if (!out) {
+  FILE *f = fopen(name, "w");
+  if (!f) {
     fprintf(stderr, "evmpi: EVMPI_TIMELINE: cannot open %s\n", name);
+    pthread_mutex_unlock(&lock);
     return;
   }
+  out = f;
   fputs("[\n", out);
   fprintf(out, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d\"}},\n"
                "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":1,\"args\":{\"name\":\"collectives\"}},\n"
                "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":2,\"args\":{\"name\":\"point to point\"}}",
           world_rank, world_rank, world_rank, world_rank);
   first = false;
+  pthread_mutex_unlock(&lock);
   atexit(close_file);
 }
 
@@ -59,9 +66,8 @@ void evmpi__timeline_flush(void) {
 }
 
 void evmpi__timeline_record(const evmpi_work_t *w, int status) {
-  pthread_once(&once, open_file);
-  if (!out)
-    return;
+  if (!w->pg->settings.timeline[0])
+    return; /* its group has no timeline (another may have one) */
   double start = (double)atomic_load(&w->t_started) / 1e3;
   double end = (double)atomic_load(&w->t_finished) / 1e3;
   pthread_mutex_lock(&lock);
