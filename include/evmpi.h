@@ -69,7 +69,7 @@ EVMPI_API const char *evmpi_last_error(void);
 
 /* ---- buffers ----------------------------------------------------------- */
 
-/** Element types. The first seven are the seed's. */
+/** Element types. The first seven are PyTorch's ProcessGroupMPI's. */
 typedef enum {
   EVMPI_UINT8, EVMPI_INT8, EVMPI_INT16, EVMPI_INT32, EVMPI_INT64,
   EVMPI_FLOAT32, EVMPI_FLOAT64,
@@ -81,7 +81,7 @@ typedef enum {
 /** Size in bytes of one element of dtype; 0 for a value outside the enum. */
 EVMPI_API size_t evmpi_dtype_size(evmpi_dtype_t dtype);
 
-/** Reduction operators. The first four are the seed's. */
+/** Reduction operators. The first four are PyTorch's ProcessGroupMPI's. */
 typedef enum {
   EVMPI_SUM, EVMPI_PRODUCT, EVMPI_MIN, EVMPI_MAX,
   EVMPI_AVG, EVMPI_BAND, EVMPI_BOR, EVMPI_BXOR,
@@ -452,7 +452,7 @@ EVMPI_API int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, voi
 EVMPI_API int evmpi_pg_rank(const evmpi_pg_t *pg);
 /** The number of ranks in the group; -1 for NULL. */
 EVMPI_API int evmpi_pg_size(const evmpi_pg_t *pg);
-/** "mpi", as the seed's backend is named. */
+/** "mpi", as PyTorch's ProcessGroupMPI's backend is named. */
 EVMPI_API const char *evmpi_pg_backend_name(const evmpi_pg_t *pg);
 
 /** How this group moves CUDA tensors (see evmpi_cuda_path_t); chosen when
@@ -769,12 +769,12 @@ EVMPI_API const char *evmpi_work_error(evmpi_work_t *work);
 /** The group rank a completed receive came from; -1 for other works and
  * before completion. */
 EVMPI_API int evmpi_work_source_rank(evmpi_work_t *work);
-/** The output tensors (the seed's result()), as each operation lists under
+/** The output tensors (PyTorch's ProcessGroupMPI's result()), as each operation lists under
  * "Result"; for recv the buffer, none for send and barrier. Sets *tensors to
  * an array owned by the work and returns its length; 0 and NULL before a
  * successful completion. */
 EVMPI_API size_t evmpi_work_result(evmpi_work_t *work, const evmpi_tensor_t **tensors);
-/** The operation's name as the seed gives it ("mpi:all_reduce"). */
+/** The operation's name as PyTorch's ProcessGroupMPI gives it ("mpi:all_reduce"). */
 EVMPI_API const char *evmpi_work_name(evmpi_work_t *work);
 
 /** When a work was queued, started and finished. */

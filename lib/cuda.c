@@ -107,7 +107,7 @@ static size_t tensor_bytes(const evmpi_work_t *w) {
 int evmpi__cuda_p2p_enter(evmpi_work_t *w, void **buf, int *saved_device) {
   const evmpi_tensor_t *t = &w->tensors[0];
   *buf = t->data;
-  /* As the seed's DeviceGuard: the tensor's device is current on this
+  /* As PyTorch's ProcessGroupMPI's DeviceGuard: the tensor's device is current on this
    * (the caller's) thread while MPI sees the buffer, and the caller's own
    * current device is given back afterwards. */
   *saved_device = evmpi__cuda_current_device();

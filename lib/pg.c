@@ -155,7 +155,7 @@ int evmpi_pg_create_with(struct event_base *base, const int *ranks, int nranks,
   if (rc != MPI_SUCCESS)
     return mpi_fail("pg_create", "MPI_Comm_create", rc);
   if (comm == MPI_COMM_NULL)
-    return EVMPI_OK; /* not a member: no group, as in the seed */
+    return EVMPI_OK; /* not a member: no group, as in PyTorch's ProcessGroupMPI */
   return pg_open("pg_create", base, comm, opts, pg);
 }
 

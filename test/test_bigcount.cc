@@ -1,4 +1,4 @@
-// test_bigcount.cc: element counts beyond INT_MAX, which the seed truncated
+// test_bigcount.cc: element counts beyond INT_MAX, which PyTorch's ProcessGroupMPI truncated
 // silently, in INT_MAX + 4099 one-byte elements per tensor. allreduce and
 // broadcast go to MPI in pieces; every other operation moves such a tensor
 // as one element of a derived datatype (lib/bigcount.c), which only these

@@ -286,7 +286,7 @@ TEST_F(Validation, StatusStrings) {
 }
 
 
-// The seed's checks on lists, roots and splits, one by one.
+// PyTorch's ProcessGroupMPI's checks on lists, roots and splits, one by one.
 TEST_F(Validation, ListOperations) {
   int rank = evmpi_pg_rank(pg);
   std::vector<int32_t> store(8 * size, 0);
