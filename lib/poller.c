@@ -126,9 +126,11 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
       return EVMPI_ERR_ABORTED;
     }
     atomic_store(&w->source_rank, st->MPI_SOURCE);
-    /* How much arrived: a staged CUDA receive copies only that back. */
+    /* How much arrived: a staged CUDA receive copies only that back (and
+     * only it needs to know: a call per receive). */
     MPI_Count bytes = 0;
-    if (MPI_Get_elements_x(st, MPI_BYTE, &bytes) == MPI_SUCCESS && bytes != MPI_UNDEFINED)
+    if (w->p2p_stage && MPI_Get_elements_x(st, MPI_BYTE, &bytes) == MPI_SUCCESS &&
+        bytes != MPI_UNDEFINED)
       w->recv_bytes = (int64_t)bytes;
   }
   return EVMPI_OK;
