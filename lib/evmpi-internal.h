@@ -153,6 +153,10 @@ int evmpi__mpi_query_cuda_support(void);
 void evmpi__mpi_test_begin(void);
 void evmpi__mpi_test_end(void);
 int evmpi__mpi_hook_request_errors(void);
+/* Whether a large (rendezvous) message progresses only while MPI is
+ * called on its sides, so that the poller should keep testing while one
+ * is pending (poller.c) rather than sleep. */
+bool evmpi__mpi_rendezvous_needs_polling(void);
 
 /* ---- future.c ---------------------------------------------------------- */
 

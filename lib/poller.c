@@ -50,10 +50,12 @@
  * rendezvous that needs both sides' progress) is pending, the poller
  * yields instead of sleeping for up to SPIN_NS plus one nanosecond per
  * pending large byte (a transfer at 1 GB/s; LARGE_SPIN_MAX_NS at most)
- * since the last activity: MPICH moves such a message only inside MPI
- * calls, a pipeline step per call, so sleeping between tests stretched a
- * 16 MiB transfer almost tenfold; Open MPI's single-copy rendezvous also
- * waits for the receiver's progress. A large receive that nobody sends to
+ * since the last activity, on an MPI that needs it
+ * (evmpi__mpi_rendezvous_needs_polling): MPICH moves such a message only
+ * inside MPI calls, a pipeline step per call, so sleeping between tests
+ * stretched a 16 MiB transfer almost tenfold. On Open MPI the yielding
+ * made large ping-pongs slower on a loaded machine (its rendezvous is a
+ * single copy), so it is off there. A large receive that nobody sends to
  * costs that much yielding once, then backs off as any other. */
 enum {
   SPIN_NS = 50000,
@@ -244,7 +246,7 @@ static void sleep_backoff(evmpi_poller_t *p) {
   int64_t quiet = now - p->last_activity;
   int64_t deadline = p->next_deadline;
   int64_t spin = SPIN_NS;
-  if (p->large)
+  if (p->large && evmpi__mpi_rendezvous_needs_polling())
     spin += p->large_bytes < LARGE_SPIN_MAX_NS ? p->large_bytes : LARGE_SPIN_MAX_NS;
   pthread_mutex_unlock(&p->mu);
   if (waited)
