@@ -170,6 +170,10 @@ int evmpi__mpi_query_cuda_support(void);
 void evmpi__mpi_test_begin(void);
 void evmpi__mpi_test_end(void);
 int evmpi__mpi_hook_request_errors(void);
+/* Whether a large (rendezvous) message progresses only while MPI is
+ * called on its sides, so that the poller should keep testing while one
+ * is pending (poller.c) rather than sleep. */
+bool evmpi__mpi_rendezvous_needs_polling(void);
 
 /* ---- future.c ---------------------------------------------------------- */
 
@@ -662,9 +666,14 @@ typedef struct evmpi_poller {
    * loop thread both test, and this keeps their completions in the order
    * of their tests (never held while waiting for MPI). */
   pthread_mutex_t finish_mu;
-  evmpi_work_t *incoming, *incoming_tail; /* under mu: issued, not yet tested,
-                                             oldest first */
-  bool sleeping;             /* under mu: waiting on cv */
+  /* Issued, not yet tested: a lock-free stack, newest first (pushed by
+   * the submitting threads, taken whole by whoever adopts under mu), then
+   * in issue order in the adopting thread's FIFO until the arrays have
+   * room for them. */
+  _Atomic(evmpi_work_t *) incoming;
+  evmpi_work_t *adopt_head, *adopt_tail; /* under mu */
+  atomic_bool sleeping;      /* waiting on cv: a submission must signal */
+  atomic_bool refusing;      /* stop has begun: submissions are refused */
   bool stopping;             /* under mu */
   int64_t stop_deadline;     /* under mu: when stopping, abandon sends left after
                                 this (evmpi__now_ns; 0 = wait for them) */
@@ -689,8 +698,11 @@ typedef struct evmpi_poller {
                                 the poller, so no device copy runs on it */
   /* Deadlines of sends and receives (evmpi_pg_set_p2p_timeout,
    * evmpi_work_set_deadline). */
-  int timeout_ms;            /* under mu: the group's p2p timeout for works issued
-                                from now on (0 = none) */
+  size_t large;              /* under mu: pending works of at least LARGE_BYTES
+                                (poller.c), whose transfers need MPI's progress */
+  int64_t large_bytes;       /* under mu: their bytes in all */
+  atomic_int timeout_ms;     /* the group's p2p timeout for works issued from now
+                                on (0 = none) */
   int64_t next_deadline;     /* under mu: the earliest deadline of a pending work,
                                 INT64_MAX when none; the poller wakes for it */
   char *broken;              /* under mu: why a p2p timeout broke the group, or NULL */

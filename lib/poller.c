@@ -38,15 +38,37 @@
  * submitted), from 1 us up to MAX_SLEEP_NS. A transfer that takes D is so
  * seen at most about D/8 after it ends; sleeps that doubled per empty poll
  * reached 500 us within a 4 MiB transfer and added up to 35% to large
- * ping-pongs (16 MiB: +530 us a half round trip, now +300 us). A receive
- * left posted for long still costs only a test every 500 us. The thread's
- * timer slack is 1 us (Linux): with the default 50 us a 5 us sleep lasted
- * 55 us, which made short sleeps slower than the doubling ones. */
+ * ping-pongs. A receive left posted for long costs a test every
+ * MAX_SLEEP_NS: each wake-up (timer, context switch, MPI_Testsome with
+ * its progress pass) costs about 10 us here, so 4 ms keeps a posted
+ * receive under half a percent of a core, and a message that ends a quiet
+ * spell of Q is still seen within Q/8. The thread's timer slack is 1 us
+ * (Linux): with the default 50 us a 5 us sleep lasted 55 us, which made
+ * short sleeps slower than the doubling ones.
+ *
+ * While a large message (LARGE_BYTES or more: past the eager limits, a
+ * rendezvous that needs both sides' progress) is pending, the poller
+ * yields instead of sleeping for up to SPIN_NS plus one nanosecond per
+ * pending large byte (a transfer at 1 GB/s; LARGE_SPIN_MAX_NS at most)
+ * since the last activity, on an MPI that needs it
+ * (evmpi__mpi_rendezvous_needs_polling): MPICH moves such a message only
+ * inside MPI calls, a pipeline step per call, so sleeping between tests
+ * stretched a 16 MiB transfer almost tenfold. On Open MPI the yielding
+ * made large ping-pongs slower on a loaded machine (its rendezvous is a
+ * single copy), so it is off there. A large receive that nobody sends to
+ * costs that much yielding once, then backs off as any other. */
 enum {
   SPIN_NS = 50000,
   MIN_SLEEP_NS = 1000,
-  MAX_SLEEP_NS = 500000,
+  MAX_SLEEP_NS = 8000000,
+  LARGE_BYTES = 65536,
+  LARGE_SPIN_MAX_NS = 100000000,
 };
+
+/* A work's message size in bytes. */
+static int64_t work_bytes(const evmpi_work_t *w) {
+  return w->numel * (int64_t)evmpi_dtype_size(w->tensors[0].dtype);
+}
 
 typedef struct {
   int *idx;
@@ -111,32 +133,78 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
   }
   if (w->kind == EVMPI_WORK_RECV) {
     atomic_store(&w->source_rank, st->MPI_SOURCE);
-    /* How much arrived: a staged CUDA receive copies only that back. */
+    /* How much arrived: a staged CUDA receive copies only that back (and
+     * only it needs to know: a call per receive). */
     MPI_Count bytes = 0;
-    if (MPI_Get_elements_x(st, MPI_BYTE, &bytes) == MPI_SUCCESS && bytes != MPI_UNDEFINED)
+    if (w->p2p_stage && MPI_Get_elements_x(st, MPI_BYTE, &bytes) == MPI_SUCCESS &&
+        bytes != MPI_UNDEFINED)
       w->recv_bytes = (int64_t)bytes;
   }
   return EVMPI_OK;
 }
 
-/* Moves issued requests from the incoming list into the arrays (under
- * mu); new requests count as activity for the back-off. */
-static void adopt_incoming(evmpi_poller_t *p) {
-  if (p->incoming)
+/* Moves issued requests from the incoming stack into the arrays (under
+ * mu), in issue order; new requests count as activity for the back-off.
+ * Returns whether any came. */
+static bool adopt_incoming(evmpi_poller_t *p) {
+  evmpi_work_t *stack = atomic_exchange(&p->incoming, NULL);
+  bool fresh = stack != NULL;
+  if (fresh) {
+    evmpi_work_t *fifo = NULL, *last = stack; /* reversed: oldest first */
+    while (stack) {
+      evmpi_work_t *next = stack->next;
+      stack->next = fifo;
+      fifo = stack;
+      stack = next;
+    }
+    if (p->adopt_tail)
+      p->adopt_tail->next = fifo;
+    else
+      p->adopt_head = fifo;
+    p->adopt_tail = last;
     p->last_activity = evmpi__now_ns();
-  while (p->incoming) {
+  }
+  while (p->adopt_head) {
     if (grow_arrays(p, p->n + 1) != 0)
-      return; /* out of memory: try again on the next round */
-    evmpi_work_t *w = p->incoming;
-    p->incoming = w->next;
-    if (!p->incoming)
-      p->incoming_tail = NULL;
+      break; /* out of memory: try again on the next round */
+    evmpi_work_t *w = p->adopt_head;
+    p->adopt_head = w->next;
+    if (!p->adopt_head)
+      p->adopt_tail = NULL;
     w->next = NULL;
     p->reqs[p->n] = w->request;
     p->works[p->n] = w;
     p->n++;
     p->staged += w->p2p_stage != NULL;
+    int64_t bytes = work_bytes(w);
+    if (bytes >= LARGE_BYTES) {
+      p->large++;
+      p->large_bytes += bytes;
+    }
+    if (w->p2p_deadline_ns && w->p2p_deadline_ns < p->next_deadline)
+      p->next_deadline = w->p2p_deadline_ns;
   }
+  return fresh;
+}
+
+/* Whether submissions are waiting to be adopted (under mu). */
+static bool incoming_waiting(evmpi_poller_t *p) {
+  return atomic_load(&p->incoming) != NULL || p->adopt_head != NULL;
+}
+
+/* Sleeps on cv until until (NULL: until signalled), unless a submission
+ * is waiting (under mu). sleeping is set before incoming is looked at,
+ * and a submission pushes before it looks at sleeping (both sequentially
+ * consistent), so one of them sees the other: no wake-up is lost. */
+static void sleep_on_cv_locked(evmpi_poller_t *p, const struct timespec *until) {
+  atomic_store(&p->sleeping, true);
+  if (!incoming_waiting(p)) {
+    if (until)
+      pthread_cond_timedwait(&p->cv, &p->mu, until);
+    else
+      pthread_cond_wait(&p->cv, &p->mu);
+  }
+  atomic_store(&p->sleeping, false);
 }
 
 /* A send to the group's own rank can only be matched by a receive of this
@@ -191,10 +259,13 @@ static void sleep_backoff(evmpi_poller_t *p) {
   int64_t now = evmpi__now_ns();
   int64_t quiet = now - p->last_activity;
   int64_t deadline = p->next_deadline;
+  int64_t spin = SPIN_NS;
+  if (p->large && evmpi__mpi_rendezvous_needs_polling())
+    spin += p->large_bytes < LARGE_SPIN_MAX_NS ? p->large_bytes : LARGE_SPIN_MAX_NS;
   pthread_mutex_unlock(&p->mu);
   if (waited)
     return;
-  if (quiet < SPIN_NS) {
+  if (quiet < spin) {
     sched_yield();
     return;
   }
@@ -206,11 +277,7 @@ static void sleep_backoff(evmpi_poller_t *p) {
     return;
   struct timespec until = evmpi__timespec_after(CLOCK_MONOTONIC, ns);
   pthread_mutex_lock(&p->mu);
-  if (!p->incoming) { /* stopping too: destroy may wait long for sends */
-    p->sleeping = true;
-    pthread_cond_timedwait(&p->cv, &p->mu, &until);
-    p->sleeping = false;
-  }
+  sleep_on_cv_locked(p, &until); /* stopping too: destroy may wait long for sends */
   pthread_mutex_unlock(&p->mu);
 }
 
@@ -221,6 +288,11 @@ typedef struct {
 
 static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
   p->staged -= w->p2p_stage != NULL;
+  int64_t bytes = work_bytes(w);
+  if (bytes >= LARGE_BYTES) {
+    p->large--;
+    p->large_bytes -= bytes;
+  }
   w->state = EVMPI_WORK_DONE;
   w->next = NULL;
   if (d->tail)
@@ -515,8 +587,7 @@ static void *poller_main(void *arg) {
   scratch_t s = {0};
   for (;;) {
     pthread_mutex_lock(&p->mu);
-    bool fresh = p->incoming != NULL;
-    adopt_incoming(p);
+    bool fresh = adopt_incoming(p);
     done_list_t d = {0};
     expire_locked(p, &d);
     if (p->stopping) {
@@ -544,9 +615,7 @@ static void *poller_main(void *arg) {
         pthread_mutex_unlock(&p->mu);
         continue;
       }
-      p->sleeping = true;
-      pthread_cond_wait(&p->cv, &p->mu);
-      p->sleeping = false;
+      sleep_on_cv_locked(p, NULL);
       pthread_mutex_unlock(&p->mu);
       continue;
     }
@@ -597,6 +666,10 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   pthread_mutex_init(&p->finish_mu, NULL);
   atomic_init(&p->loop_until, 0);
   atomic_init(&p->is_broken, false);
+  atomic_init(&p->incoming, NULL);
+  atomic_init(&p->sleeping, false);
+  atomic_init(&p->refusing, false);
+  atomic_init(&p->timeout_ms, 0);
   p->next_deadline = INT64_MAX;
   evmpi__cond_init_monotonic(&p->cv);
   p->made = true;
@@ -606,33 +679,35 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   return EVMPI_OK;
 }
 
+/* Lock-free: a stream of sends and receives issued from callbacks, while
+ * the loop thread or the poller holds mu for its tests, made every
+ * submission wait for that lock (and hand it back with a futex wake). */
 int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
-  pthread_mutex_lock(&p->mu);
-  if (p->exited || p->stopping) {
-    /* Raced with destroy: nobody will test this request any more. */
-    pthread_mutex_unlock(&p->mu);
+  /* Destroy closes the group's gate and waits for the submissions past it
+   * before it stops the poller, so none is pushed after the thread left;
+   * this check is for evmpi_pg_abort's path, which does not wait. */
+  if (atomic_load_explicit(&p->refusing, memory_order_acquire)) {
     if (unmatchable_at_stop(w))
       MPI_Cancel(&w->request);
     MPI_Request_free(&w->request);
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->op->opname);
   }
   w->state = EVMPI_WORK_RUNNING;
-  if (p->timeout_ms > 0) {
-    w->p2p_timeout_ms = p->timeout_ms;
-    w->p2p_deadline_ns = w->t_started + (int64_t)p->timeout_ms * 1000000;
-    if (w->p2p_deadline_ns < p->next_deadline)
-      p->next_deadline = w->p2p_deadline_ns; /* a sleeping poller sees it when signalled */
+  int timeout_ms = atomic_load_explicit(&p->timeout_ms, memory_order_relaxed);
+  if (timeout_ms > 0) { /* the adopter makes it the next deadline if it is */
+    w->p2p_timeout_ms = timeout_ms;
+    w->p2p_deadline_ns = w->t_started + (int64_t)timeout_ms * 1000000;
   }
   atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
-  w->next = NULL;
-  if (p->incoming_tail)
-    p->incoming_tail->next = w;
-  else
-    p->incoming = w;
-  p->incoming_tail = w;
-  if (p->sleeping)
+  evmpi_work_t *head = atomic_load_explicit(&p->incoming, memory_order_relaxed);
+  do
+    w->next = head;
+  while (!atomic_compare_exchange_weak(&p->incoming, &head, w));
+  if (atomic_load(&p->sleeping)) {
+    pthread_mutex_lock(&p->mu);
     pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->mu);
+  }
   return EVMPI_OK;
 }
 
@@ -688,6 +763,7 @@ void evmpi__poller_stop(evmpi_poller_t *p, const char *abandon_why, int64_t dead
   if (abandon_why)
     evmpi__poller_fail_pending(p, EVMPI_ERR_ABORTED, abandon_why);
   pthread_mutex_lock(&p->mu);
+  atomic_store(&p->refusing, true);
   p->stopping = true;
   p->stop_deadline = deadline_ns;
   pthread_cond_signal(&p->cv);
@@ -703,9 +779,7 @@ void evmpi__poller_fail_pending(evmpi_poller_t *p, int status, const char *why) 
 }
 
 void evmpi__poller_set_timeout(evmpi_poller_t *p, int timeout_ms) {
-  pthread_mutex_lock(&p->mu);
-  p->timeout_ms = timeout_ms;
-  pthread_mutex_unlock(&p->mu);
+  atomic_store(&p->timeout_ms, timeout_ms);
 }
 
 int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_ms) {
@@ -720,7 +794,7 @@ int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_m
   w->p2p_deadline_ns = timeout_ms > 0 ? w->t_started + (int64_t)timeout_ms * 1000000 : 0;
   if (w->p2p_deadline_ns && w->p2p_deadline_ns < p->next_deadline) {
     p->next_deadline = w->p2p_deadline_ns;
-    if (p->sleeping || p->loop_wait)
+    if (atomic_load(&p->sleeping) || p->loop_wait)
       pthread_cond_signal(&p->cv); /* it may sleep past the new deadline */
   }
   pthread_mutex_unlock(&p->mu);
