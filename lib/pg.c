@@ -119,18 +119,25 @@ static int check_loop(const char *op, struct event_base *base, const evmpi_pg_op
   return EVMPI_OK;
 }
 
+/* What every create function checks first: pg, the loop, MPI. */
+static int create_begin(const char *op, struct event_base *base, const evmpi_pg_options_t *opts,
+                        evmpi_pg_t **pg) {
+  if (!pg)
+    return evmpi__fail(EVMPI_ERR_INVALID, "%s: pg is NULL", op);
+  *pg = NULL;
+  int rc = check_loop(op, base, opts);
+  if (rc == EVMPI_OK)
+    rc = evmpi__mpi_ensure_init();
+  return rc;
+}
+
 int evmpi_pg_create(struct event_base *base, const int *ranks, int nranks, evmpi_pg_t **pg) {
   return evmpi_pg_create_with(base, ranks, nranks, NULL, pg);
 }
 
 int evmpi_pg_create_with(struct event_base *base, const int *ranks, int nranks,
                          const evmpi_pg_options_t *opts, evmpi_pg_t **pg) {
-  if (!pg)
-    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create: pg is NULL");
-  *pg = NULL;
-  int rc = check_loop("pg_create", base, opts);
-  if (rc == EVMPI_OK)
-    rc = evmpi__mpi_ensure_init();
+  int rc = create_begin("pg_create", base, opts, pg);
   if (rc != EVMPI_OK)
     return rc;
   MPI_Comm comm = MPI_COMM_NULL;
@@ -165,12 +172,7 @@ int evmpi_pg_create_from_comm(struct event_base *base, MPI_Comm comm, evmpi_pg_t
 
 int evmpi_pg_create_from_comm_with(struct event_base *base, MPI_Comm comm,
                                    const evmpi_pg_options_t *opts, evmpi_pg_t **pg) {
-  if (!pg)
-    return evmpi__fail(EVMPI_ERR_INVALID, "pg_create_from_comm: pg is NULL");
-  *pg = NULL;
-  int rc = check_loop("pg_create_from_comm", base, opts);
-  if (rc == EVMPI_OK)
-    rc = evmpi__mpi_ensure_init();
+  int rc = create_begin("pg_create_from_comm", base, opts, pg);
   if (rc != EVMPI_OK)
     return rc;
   if (comm == MPI_COMM_NULL)

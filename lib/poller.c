@@ -76,42 +76,42 @@ typedef struct {
   size_t cap;
 } scratch_t;
 
-/* Room for need requests in the poller's arrays. */
-static int grow_arrays(evmpi_poller_t *p, size_t need) {
-  if (need <= p->cap)
+/* Room for need entries in two parallel arrays of *cap entries (element
+ * sizes asz and bsz), doubled as they fill: the poller's requests and
+ * works, and its MPI_Testsome scratch. On failure nothing is lost: an
+ * array that grew keeps its old entries, *cap stays what both hold. */
+static int grow_pair(void **a, size_t asz, void **b, size_t bsz, size_t *cap, size_t need) {
+  if (need <= *cap)
     return 0;
-  size_t cap = p->cap ? p->cap * 2 : 16;
-  while (cap < need)
-    cap *= 2;
-  MPI_Request *r = realloc(p->reqs, cap * sizeof *r);
-  if (!r)
+  size_t n = *cap ? *cap * 2 : 16;
+  while (n < need)
+    n *= 2;
+  void *na = realloc(*a, n * asz);
+  if (!na)
     return -1;
-  p->reqs = r;
-  evmpi_work_t **w = realloc(p->works, cap * sizeof *w);
-  if (!w)
+  *a = na;
+  void *nb = realloc(*b, n * bsz);
+  if (!nb)
     return -1;
-  p->works = w;
-  p->cap = cap;
+  *b = nb;
+  *cap = n;
   return 0;
 }
 
-/* Room for need results in the poller thread's MPI_Testsome scratch. */
+static int grow_arrays(evmpi_poller_t *p, size_t need) {
+  void *reqs = p->reqs, *works = p->works;
+  int rc = grow_pair(&reqs, sizeof *p->reqs, &works, sizeof *p->works, &p->cap, need);
+  p->reqs = reqs;
+  p->works = works;
+  return rc;
+}
+
 static int grow_scratch(scratch_t *s, size_t need) {
-  if (need <= s->cap)
-    return 0;
-  size_t cap = s->cap ? s->cap * 2 : 16;
-  while (cap < need)
-    cap *= 2;
-  int *idx = realloc(s->idx, cap * sizeof *idx);
-  if (!idx)
-    return -1;
+  void *idx = s->idx, *st = s->st;
+  int rc = grow_pair(&idx, sizeof *s->idx, &st, sizeof *s->st, &s->cap, need);
   s->idx = idx;
-  MPI_Status *st = realloc(s->st, cap * sizeof *st);
-  if (!st)
-    return -1;
   s->st = st;
-  s->cap = cap;
-  return 0;
+  return rc;
 }
 
 /* The outcome of a finished request: status and message for its work. */
