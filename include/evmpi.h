@@ -507,9 +507,15 @@ EVMPI_API void evmpi_pg_destroy(evmpi_pg_t *pg);
  * callbacks run any more, and evmpi_pg_destroy on them is a no-op.
  * MPI_Finalize waits EVMPI_EXIT_WAIT_MS in all (default 5000, 0..3600000;
  * process-wide, given by the last group created with it set, in the
- * environment or evmpi_pg_options_set_exit_wait_ms) for those groups to stop and deferred
- * teardowns to end; a collective still stuck in MPI after that (a broken
- * group's) makes evmpi's own exit handler skip MPI_Finalize. */
+ * environment or evmpi_pg_options_set_exit_wait_ms) for those groups to
+ * stop and deferred teardowns to end; a collective still stuck in MPI
+ * after that (a broken group's) makes evmpi's own exit handler skip
+ * MPI_Finalize. After any group broke (a collective, send or receive
+ * timed out: a peer may be unreachable), evmpi's own exit handler runs
+ * MPI_Finalize under a guard: if it has not returned within the exit wait,
+ * the process ends with status 1 and a line on stderr, instead of hanging
+ * across a dead link (doc/multihost.md). An MPI_Finalize the application
+ * calls itself is not guarded. */
 EVMPI_API int evmpi_pg_wait_destroyed(int timeout_ms);
 
 /** Sets the operation timeout of the group's collectives: one that runs
