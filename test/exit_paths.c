@@ -13,6 +13,12 @@
  *   app-mpi     the application initialises MPI and calls MPI_Finalize
  *               with a live group and a posted receive; evmpi_pg_create
  *               after that returns EVMPI_ERR_STATE
+ *   broken-peer-gone  (2 ranks; exit_paths.sh expects status 1 here) rank
+ *               0's receive from rank 1 misses its deadline, which breaks
+ *               the group, and main returns; rank 1 never reaches
+ *               MPI_Finalize (it sleeps 60 s, as a hung or unreachable
+ *               peer would), so rank 0's MPI_Finalize cannot complete and
+ *               evmpi's guard must end the process within the exit wait
  * It prints "FAIL: ..." and exits 1 when a call it makes misbehaves. */
 #include <event2/event.h>
 #include <evmpi.h>
@@ -181,6 +187,29 @@ static int mode_app_mpi(void) {
   return 0;
 }
 
+static int mode_broken_peer_gone(void) {
+  evmpi_pg_t *pg;
+  if (evmpi_pg_create(NULL, NULL, 0, &pg) != EVMPI_OK)
+    return fail("pg_create");
+  if (evmpi_pg_size(pg) != 2) {
+    fprintf(stderr, "FAIL: broken-peer-gone needs 2 ranks, not %d\n", evmpi_pg_size(pg));
+    return 1;
+  }
+  if (evmpi_pg_rank(pg) == 1) {
+    struct timespec ts = {60, 0};
+    nanosleep(&ts, NULL);
+    _Exit(0);
+  }
+  evmpi_tensor_t t = evmpi_tensor_flat(&rbuf, EVMPI_INT32, 1);
+  evmpi_work_t *w;
+  if (evmpi_pg_set_p2p_timeout(pg, 100) != EVMPI_OK || evmpi_recv(pg, &t, 1, 4243, &w) != EVMPI_OK)
+    return fail("recv with a deadline");
+  if (evmpi_work_wait(w, 20000) != EVMPI_ERR_TIMEOUT)
+    return fail("the receive's deadline");
+  evmpi_work_release(w);
+  return 0; /* evmpi's exit handler: MPI_Finalize, guarded */
+}
+
 int main(int argc, char **argv) {
   const char *mode = argc > 1 ? argv[1] : "";
   if (strcmp(mode, "live") == 0)
@@ -193,6 +222,8 @@ int main(int argc, char **argv) {
     return mode_exit_in_cb();
   if (strcmp(mode, "app-mpi") == 0)
     return mode_app_mpi();
-  fprintf(stderr, "usage: exit_paths live|live-null|deferred|exit-in-cb|app-mpi\n");
+  if (strcmp(mode, "broken-peer-gone") == 0)
+    return mode_broken_peer_gone();
+  fprintf(stderr, "usage: exit_paths live|live-null|deferred|exit-in-cb|app-mpi|broken-peer-gone\n");
   return 2;
 }

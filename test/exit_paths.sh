@@ -30,4 +30,25 @@ for mode in live live-null deferred exit-in-cb app-mpi; do
   echo "exit_paths $mode: $((runs - bad)) of $runs runs exited 0"
   [ "$bad" = 0 ] || status=1
 done
+
+# After a group broke, MPI_Finalize at exit runs under a guard: with rank 1
+# never finalizing (asleep for 60 s), rank 0 must end by itself within the
+# exit wait (1 s here), with status 1 and the guard's line, and the job
+# must end long before rank 1 would wake; without the guard rank 0 waits
+# in MPI_Finalize for rank 1.
+for i in 1 2 3; do
+  start=$(date +%s)
+  out=$(EVMPI_EXIT_WAIT_MS=1000 EVMPI_TEST_NPROCS=2 EVMPI_TEST_TIMEOUT=50 \
+        test/mpi-run.sh test/exit_paths broken-peer-gone 2>&1)
+  rc=$?
+  took=$(($(date +%s) - start))
+  if [ "$rc" = 0 ] || [ "$took" -ge 40 ] ||
+     ! echo "$out" | grep -q "MPI_Finalize did not return within EVMPI_EXIT_WAIT_MS"; then
+    echo "FAIL: exit_paths broken-peer-gone, run $i: status $rc after $took s (want nonzero, the guard's line, well under 40 s):"
+    echo "$out" | tail -n 20
+    status=1
+  else
+    echo "exit_paths broken-peer-gone, run $i: the guard ended rank 0; the job ended after $took s"
+  fi
+done
 exit $status
