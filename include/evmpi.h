@@ -297,6 +297,12 @@ EVMPI_API int evmpi_pg_options_set_timeout_ms(evmpi_pg_options_t *opts, int64_t 
 /** The mismatched-collective check (EVMPI_DEBUG; the same on every rank of
  * the group). */
 EVMPI_API int evmpi_pg_options_set_debug(evmpi_pg_options_t *opts, evmpi_debug_t level);
+/** Whether collectives pass the arrival gate (EVMPI_ARRIVAL_GATE, 0 or 1,
+ * default 1; the same on every rank of the group): with it, a collective
+ * that waits for a late peer sleeps instead of spinning in MPI, at the
+ * price of a few microseconds on each small collective run one at a time
+ * (doc/performance.md; doc/design.md, "Arrival gate"). */
+EVMPI_API int evmpi_pg_options_set_arrival_gate(evmpi_pg_options_t *opts, int on);
 /** A Chrome trace of the group's operations (EVMPI_TIMELINE; NULL or ""
  * = none; at most 4095 bytes). Process-wide file: the first group created
  * with a path opens it, "%r" in it becomes the world rank; later groups

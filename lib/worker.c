@@ -246,7 +246,7 @@ static void *worker_main(void *arg) {
     }
 
     int status = EVMPI_OK;
-    if (credit == 0 && pg->size > 1)
+    if (credit == 0 && pg->size > 1 && pg->settings.arrival_gate)
       status = pass_gate(wk, w, &credit);
     if (credit > 0)
       credit--;
