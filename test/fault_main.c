@@ -2,8 +2,11 @@
  *   fault_main kill   rank 1 kills itself with SIGKILL in the middle of a
  *                     run of allreduces (group timeout 5 s on every rank)
  *   fault_main abort  rank 0 has a pending receive and queued collectives
- *                     and calls evmpi_pg_abort; the others wait in a
- *                     collective that will never complete
+ *                     and calls evmpi_pg_abort; the others wait for a
+ *                     message from rank 0 that never comes (not in a
+ *                     collective: a barrier against an allreduce is a
+ *                     mismatch, which MPICH may complete, and the others
+ *                     would then exit before the abort)
  * Either way the job must end by itself, with a failure status, and not
  * hang. Rank 0 prints what it saw before the end.
  *   fault_main exit   rank 0's allreduce times out (200 ms) because the
@@ -61,7 +64,7 @@ static int run_abort(evmpi_pg_t *pg) {
   if (rank == 0) {
     evmpi_work_t *r, *q;
     evmpi_recv_anysource(pg, &t, 77, &r);
-    evmpi_barrier(pg, &w);       /* never completes: the others are in allreduce */
+    evmpi_barrier(pg, &w);       /* never completes: the others call no collective */
     evmpi_allreduce(pg, &tx, EVMPI_SUM, &q);
     printf("rank 0: calling evmpi_pg_abort with a receive and two collectives pending\n");
     fflush(stdout);
@@ -69,7 +72,7 @@ static int run_abort(evmpi_pg_t *pg) {
     printf("rank 0: evmpi_pg_abort returned\n");
     return 0;
   }
-  evmpi_allreduce(pg, &tx, EVMPI_SUM, &w);
+  evmpi_recv(pg, &t, 0, 78, &w); /* rank 0 sends nothing */
   evmpi_work_wait(w, -1);
   return 0;
 }
