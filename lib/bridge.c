@@ -115,7 +115,7 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
        * go. b must not be touched after this. */
-      evmpi__pg_teardown(pg);
+      b->teardown(pg);
       *gone = true;
       return count;
     }
@@ -176,9 +176,14 @@ bool evmpi__bridge_stopping(evmpi_bridge_t *b) {
 }
 
 
-int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t loop,
-                       evmpi_pg_t *pg) {
+static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f);
+
+int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t *loop,
+                       struct event_base *base, void (*teardown)(evmpi_pg_t *pg)) {
   memset(b, 0, sizeof *b);
+  b->sink.ref = &pg->ref;
+  b->sink.post = sink_post;
+  b->teardown = teardown;
   b->efd = -1;
   pthread_mutex_init(&b->mu, NULL);
   b->made = true;
@@ -194,12 +199,9 @@ int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t 
   b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (b->efd < 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: eventfd failed: %s", strerror(errno));
-  b->external = loop == EVMPI_LOOP_EXTERNAL;
-  int rc = EVMPI_OK;
-  if (base)
-    rc = evmpi__loop_event_attach(b, base, pg);
-  else if (!b->external)
-    rc = evmpi__loop_thread_start(b, pg);
+  b->external = loop == NULL;
+  b->loop = loop;
+  int rc = loop ? loop->attach(b, base, pg) : EVMPI_OK;
   if (rc != EVMPI_OK) {
     close(b->efd);
     b->efd = -1;
@@ -207,6 +209,10 @@ int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t 
   }
   atomic_store(&b->attached, true);
   return EVMPI_OK;
+}
+
+static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f) {
+  return evmpi__bridge_post(evmpi__container_of(sink, evmpi_bridge_t, sink), f);
 }
 
 /* Lock-free, so that a worker or poller finishing works never waits for
@@ -262,7 +268,7 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
   /* The loop stops watching the fd before it is closed: libevent's event
    * goes, an external loop's adapter is told (evmpi_pg_set_detach). */
   if (b->ev)
-    evmpi__loop_event_detach(b);
+    b->loop->detach(b);
   if (b->detach_cb) {
     void (*cb)(evmpi_pg_t *, void *) = b->detach_cb;
     b->detach_cb = NULL;
@@ -271,7 +277,7 @@ void evmpi__bridge_close(evmpi_bridge_t *b) {
   close(b->efd);
   b->efd = -1;
   if (b->own_loop)
-    evmpi__loop_thread_closed(b, self);
+    b->loop->closed(b, self);
 }
 
 void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns) {
@@ -282,7 +288,7 @@ void evmpi__bridge_halt(evmpi_bridge_t *b, int64_t deadline_ns) {
   b->stop = true;
   pthread_mutex_unlock(&b->mu);
   signal_eventfd(b->efd);
-  evmpi__loop_thread_join(b, deadline_ns);
+  b->loop->join(b, deadline_ns);
 }
 
 /* ---- the public core: any loop drives a group with these ------------------ */

@@ -1,4 +1,5 @@
-/* dtype_mpi.c: the tables from evmpi's dtypes and reduce ops to MPI's, and
+/* dtype_mpi.c: the dtypes' sizes and names, the tables from them and the
+ * reduce ops to MPI's, and
  * the refusal of pairs that make no sense. */
 #include "evmpi-internal.h"
 
@@ -24,6 +25,17 @@ MPI_Datatype evmpi__mpi_datatype(evmpi_dtype_t dtype) {
   case EVMPI_COMPLEX128: return MPI_C_DOUBLE_COMPLEX;
   }
   return MPI_DATATYPE_NULL;
+}
+
+size_t evmpi_dtype_size(evmpi_dtype_t dtype) {
+  switch (dtype) {
+  case EVMPI_UINT8: case EVMPI_INT8: case EVMPI_BOOL: return 1;
+  case EVMPI_INT16: case EVMPI_UINT16: case EVMPI_FLOAT16: case EVMPI_BFLOAT16: return 2;
+  case EVMPI_INT32: case EVMPI_UINT32: case EVMPI_FLOAT32: return 4;
+  case EVMPI_INT64: case EVMPI_UINT64: case EVMPI_FLOAT64: case EVMPI_COMPLEX64: return 8;
+  case EVMPI_COMPLEX128: return 16;
+  }
+  return 0;
 }
 
 const char *evmpi__dtype_name(evmpi_dtype_t dtype) {

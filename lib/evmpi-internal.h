@@ -13,6 +13,8 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
+#include "ref-internal.h"
+
 struct event;
 
 /* ---- status.c: errors as values ---------------------------------------- */
@@ -152,7 +154,23 @@ void evmpi__timeline_flush(void);
 
 /* ---- mpi_env.c: MPI initialised once, finalised once ------------------- */
 
-int evmpi__mpi_ensure_init(void);
+/* What MPI_Finalize (the application's, or evmpi's own at exit) has the
+ * groups do first. The group layer (pg.c) gives it: mpi_env.c sits below
+ * the groups and reaches them only through these. */
+typedef struct {
+  /* Stops every live group and waits for the teardowns under way, wait_ms
+   * at most in all; false when one was still running. */
+  bool (*stop_groups)(int wait_ms);
+  /* Waits up to ms for the workers that broken groups left inside MPI to
+   * leave it; false when some are still there. */
+  bool (*wait_detached)(int ms);
+  /* Whether a group was broken by a timeout: MPI_Finalize is then bounded. */
+  bool (*any_broken)(void);
+} evmpi_finalize_hooks_t;
+
+/* Initialises MPI once (MPI_THREAD_MULTIPLE) and hooks MPI_Finalize;
+ * hooks are kept from the first call. */
+int evmpi__mpi_ensure_init(const evmpi_finalize_hooks_t *hooks);
 /* EVMPI_EXIT_WAIT_MS, process-wide: set by each group created with it
  * set (options.c resolves it), read at MPI_Finalize. */
 void evmpi__mpi_set_exit_wait_ms(int ms);
@@ -194,10 +212,21 @@ struct evmpi_cont {
   void *arg;
 };
 
+/* Where a future's callbacks run: a group's loop (bridge.c makes one per
+ * group). A future that may post to a sink holds a reference on ref, the
+ * group's count. */
+typedef struct evmpi_future_sink {
+  evmpi_ref_t *ref;
+  /* Hands f to the loop (the caller has taken a reference on f for it);
+   * false when the loop is gone, and the caller delivers f itself. */
+  bool (*post)(struct evmpi_future_sink *sink, evmpi_future_t *f);
+} evmpi_future_sink_t;
+
 struct evmpi_future {
-  atomic_int refs;          /* standalone futures only (owner == NULL) */
-  evmpi_work_t *owner;      /* a work's future shares the work's count */
-  evmpi_pg_t *pg;           /* whose loop runs the continuations (a ref) */
+  evmpi_ref_t *ref;         /* the count: the owning work's, or own_ref */
+  evmpi_ref_t own_ref;      /* standalone futures (joins) only */
+  evmpi_work_t *owner;      /* the work whose future this is, or NULL */
+  evmpi_future_sink_t *sink; /* whose loop runs the continuations (a ref on it) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   bool done;                /* under mu */
@@ -220,11 +249,12 @@ struct evmpi_future {
   bool inline_cont_taken;   /* under mu */
 };
 
-/* A new future: zeroed, its mutex and condition variable made, reset. */
-void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
-/* The fields of a future whose memory is zero but for mu and cv, which a
- * pooled work keeps made from one use to the next (work.c). */
-void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg);
+/* The fields of a work's future, whose memory is zero but for mu and cv
+ * (made by evmpi__future_sync_init, and kept made from one use of a pooled
+ * work to the next, work.c): it counts with owner_ref, the work's, and
+ * posts to sink (NULL: its callbacks run where it completes). */
+void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_ref_t *owner_ref,
+                         evmpi_future_sink_t *sink);
 void evmpi__future_sync_init(evmpi_future_t *f);
 void evmpi__future_sync_destroy(evmpi_future_t *f);
 /* Frees what the future holds (callbacks, links, error text, its group
@@ -387,7 +417,7 @@ evmpi_run_t evmpi__run_alltoall_base, evmpi__run_alltoall;
 /* ---- work.c ------------------------------------------------------------ */
 
 struct evmpi_work {
-  atomic_int refs;
+  evmpi_ref_t ref;
   evmpi_pg_t *pg;             /* a ref */
   const evmpi_op_t *op;       /* what it is: its row of evmpi__ops */
   evmpi_work_kind_t kind;     /* op->kind, which the engines test on every completion */
@@ -445,7 +475,7 @@ static inline evmpi_tensor_t *evmpi__work_inputs(evmpi_work_t *w) {
 int evmpi__work_new(evmpi_pg_t *pg, const evmpi_op_t *op, size_t ntensors, evmpi_work_t **out);
 /* Frees a work that was never queued (both refs). */
 void evmpi__work_discard(evmpi_work_t *w);
-void evmpi__work_retain(evmpi_work_t *w);
+static inline void evmpi__work_retain(evmpi_work_t *w) { evmpi__ref_get(&w->ref); }
 /* Completes the work: status, message (error_text or a copy of msg), result
  * tensors, future. Then drops the in-flight reference. */
 void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg);
@@ -523,7 +553,24 @@ void evmpi__stager_free(evmpi_stager_t *s);
 
 /* ---- bridge.c: completions to the loop --------------------------------- */
 
-typedef struct evmpi_bridge {
+typedef struct evmpi_bridge evmpi_bridge_t;
+
+/* A loop that watches a bridge's fd (loop_event.c has libevent's and the
+ * group's own loop thread's): pg.c chooses one, the bridge calls it. */
+typedef struct evmpi_loop_ops {
+  /* At open: watch b's fd (in base, or in a loop of the group's own). */
+  int (*attach)(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
+  /* At close, before the fd is closed: stop watching it. */
+  void (*detach)(evmpi_bridge_t *b);
+  /* The group's own loop thread only: after close (self: on that thread,
+   * from a callback), and joining it, waiting until deadline_ns at most. */
+  void (*closed)(evmpi_bridge_t *b, bool self);
+  void (*join)(evmpi_bridge_t *b, int64_t deadline_ns);
+} evmpi_loop_ops_t;
+
+struct evmpi_bridge {
+  const evmpi_loop_ops_t *loop; /* NULL for an external loop */
+  void (*teardown)(evmpi_pg_t *pg); /* pg.c's: a callback destroyed the group */
   struct event_base *base;  /* libevent's (loop_event.c), NULL for an external loop */
   struct event *ev;         /* on efd in base, NULL for an external loop */
   int efd;                  /* evmpi_pg_fd: readable while completions wait */
@@ -545,6 +592,7 @@ typedef struct evmpi_bridge {
   bool dispatching;         /* loop thread only */
   bool destroy_requested;   /* loop thread only */
   bool made;                /* mu is made (bridge_fini destroys it) */
+  evmpi_future_sink_t sink; /* what the group's futures post to */
   atomic_bool halted;       /* MPI is being finalized: no callback runs again */
   /* The delivery list is lock-free (bridge.c says why): posters push onto
    * `posted` (newest first) with a CAS, the loop thread takes it whole. */
@@ -553,12 +601,13 @@ typedef struct evmpi_bridge {
   atomic_bool closed;       /* close has begun: posters deliver inline */
   atomic_int posting;       /* posters between their closed check and the
                                end of their eventfd write */
-} evmpi_bridge_t;
+};
 
-/* Opens the core and attaches it to its loop: base's (libevent), a loop
- * thread of the group's own (NULL base), or none (EVMPI_LOOP_EXTERNAL). */
-int evmpi__bridge_open(evmpi_bridge_t *b, struct event_base *base, evmpi_loop_t loop,
-                       evmpi_pg_t *pg);
+/* Opens the core and attaches it to loop (NULL: EVMPI_LOOP_EXTERNAL, the
+ * application watches the fd), giving it base. teardown is run after a
+ * batch in which a callback destroyed the group. */
+int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t *loop,
+                       struct event_base *base, void (*teardown)(evmpi_pg_t *pg));
 /* The core of evmpi_pg_dispatch, for the adapters: runs what is posted,
  * in batches, and polls on within the group's windows; returns how many
  * futures it delivered. *gone: a callback destroyed the group, which is
@@ -583,15 +632,10 @@ bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b);
 
 /* ---- loop_event.c: the libevent adapters ---------------------------------- */
 
-/* An event on b's fd in base that dispatches the group. */
-int evmpi__loop_event_attach(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg);
-void evmpi__loop_event_detach(evmpi_bridge_t *b);
-/* The group's own event_base and the thread that runs it (a NULL base). */
-int evmpi__loop_thread_start(evmpi_bridge_t *b, evmpi_pg_t *pg);
-/* After close (self: on that thread, from a callback). */
-void evmpi__loop_thread_closed(evmpi_bridge_t *b, bool self);
-/* Joins the thread, waiting until deadline_ns at most (then detaches). */
-void evmpi__loop_thread_join(evmpi_bridge_t *b, int64_t deadline_ns);
+/* libevent's event on the fd in the application's event_base, and the
+ * group's own event_base with the thread that runs it (a NULL base). */
+extern const evmpi_loop_ops_t evmpi__loop_event_ops;
+extern const evmpi_loop_ops_t evmpi__loop_thread_ops;
 
 /* ---- worker.c: collectives in order ------------------------------------ */
 
@@ -749,7 +793,7 @@ void evmpi__poller_fini(evmpi_poller_t *p);
 /* ---- pg.c -------------------------------------------------------------- */
 
 struct evmpi_pg {
-  atomic_int refs;           /* the user's handle + every work and future */
+  evmpi_ref_t ref;           /* the user's handle + every work and future */
   MPI_Comm comm;
   MPI_Comm internal;         /* a second duplicate, for evmpi's own messages
                                 (list alltoall), never seen by user tags */
@@ -777,8 +821,8 @@ struct evmpi_pg {
   evmpi_poller_t poller;
 };
 
-void evmpi__pg_retain(evmpi_pg_t *pg);
-void evmpi__pg_release(evmpi_pg_t *pg);
+static inline void evmpi__pg_retain(evmpi_pg_t *pg) { evmpi__ref_get(&pg->ref); }
+static inline void evmpi__pg_release(evmpi_pg_t *pg) { evmpi__ref_put(&pg->ref); }
 /* The real teardown, once destroy has claimed it: engines stopped (within
  * the group timeout when one is set), leftover callbacks delivered,
  * communicators freed, the group unregistered and the user's reference
@@ -788,6 +832,8 @@ void evmpi__pg_teardown(evmpi_pg_t *pg);
 /* MPI is being finalised with pg alive (claimed by the caller): its
  * engines stop without running any more callbacks (groups.c). */
 void evmpi__pg_stop_at_finalize(evmpi_pg_t *pg, int64_t deadline_ns);
+/* MPI initialised (evmpi__mpi_ensure_init) with the groups' finalize hooks. */
+int evmpi__pg_mpi_init(void);
 /* Common submission checks: pg and out not NULL, group not closing. */
 int evmpi__pg_check(const char *op, evmpi_pg_t *pg, evmpi_work_t **out);
 int evmpi__pg_check_rank(const char *op, const char *arg, const evmpi_pg_t *pg, int rank);
@@ -814,10 +860,12 @@ bool evmpi__groups_claim(evmpi_pg_t *pg);
 /* The teardown starts: DEFERRED -> RUNNING; false when finalize stopped
  * the group first. */
 bool evmpi__groups_begin_teardown(evmpi_pg_t *pg);
-/* Before MPI_Finalize: stops every live group and waits for teardowns
- * under way, for at most wait_ms in all; false when one was still running
- * (a thread of it may still be in MPI). */
-bool evmpi__groups_stop_all(int wait_ms);
+/* Before MPI_Finalize: stops every live group with stop (pg.c's
+ * evmpi__pg_stop_at_finalize, given from above so that the registry calls
+ * no module above it) and waits for teardowns under way, for at most
+ * wait_ms in all; false when one was still running (a thread of it may
+ * still be in MPI). */
+bool evmpi__groups_stop_all(int wait_ms, void (*stop)(evmpi_pg_t *pg, int64_t deadline_ns));
 /* Whether a group of the process was broken by a timeout (a peer may be
  * unreachable, and MPI_Finalize may wait for it): one still registered
  * whose collective timed out, or any whose send or receive missed its

@@ -30,20 +30,34 @@ void evmpi__future_sync_destroy(evmpi_future_t *f) {
   pthread_cond_destroy(&f->cv);
 }
 
-void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
-  atomic_init(&f->refs, 1);
+static void standalone_last(evmpi_ref_t *ref) {
+  evmpi_future_t *f = evmpi__container_of(ref, evmpi_future_t, own_ref);
+  evmpi__future_cleanup(f);
+  evmpi__future_sync_destroy(f);
+  free(f);
+}
+
+void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_ref_t *owner_ref,
+                         evmpi_future_sink_t *sink) {
   atomic_init(&f->pending, 0);
   f->owner = owner;
-  f->pg = pg;
-  if (pg)
-    evmpi__pg_retain(pg);
+  if (owner_ref) {
+    f->ref = owner_ref;
+  } else {
+    evmpi__ref_init(&f->own_ref, 1, standalone_last);
+    f->ref = &f->own_ref;
+  }
+  f->sink = sink;
+  if (sink)
+    evmpi__ref_get(sink->ref);
   f->status = EVMPI_ERR_STATE;
 }
 
-void evmpi__future_init(evmpi_future_t *f, evmpi_work_t *owner, evmpi_pg_t *pg) {
+/* A standalone future (a join), one reference, posting to sink's loop. */
+static void future_init(evmpi_future_t *f, evmpi_future_sink_t *sink) {
   memset(f, 0, sizeof *f);
   evmpi__future_sync_init(f);
-  evmpi__future_reset(f, owner, pg);
+  evmpi__future_reset(f, NULL, NULL, sink);
 }
 
 void evmpi__future_cleanup(evmpi_future_t *f) {
@@ -60,29 +74,18 @@ void evmpi__future_cleanup(evmpi_future_t *f) {
     evmpi_future_release(f->children[i]);
   free(f->children);
   free(f->error);
-  if (f->pg)
-    evmpi__pg_release(f->pg);
+  if (f->sink)
+    evmpi__ref_put(f->sink->ref);
 }
 
 void evmpi_future_retain(evmpi_future_t *f) {
-  if (!f)
-    return;
-  if (f->owner)
-    evmpi__work_retain(f->owner);
-  else
-    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  if (f)
+    evmpi__ref_get(f->ref);
 }
 
 void evmpi_future_release(evmpi_future_t *f) {
-  if (!f)
-    return;
-  if (f->owner) {
-    evmpi_work_release(f->owner);
-  } else if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
-    evmpi__future_cleanup(f);
-    evmpi__future_sync_destroy(f);
-    free(f);
-  }
+  if (f)
+    evmpi__ref_put(f->ref);
 }
 
 /* Hands f's callbacks to its loop. A join whose first group is gone goes
@@ -92,11 +95,11 @@ void evmpi_future_release(evmpi_future_t *f) {
  * (their destroy completed f) do they run here, on the destroying thread. */
 static void schedule(evmpi_future_t *f) {
   evmpi_future_retain(f);
-  if (f->pg && evmpi__bridge_post(&f->pg->bridge, f))
+  if (f->sink && f->sink->post(f->sink, f))
     return;
   for (size_t i = 0; i < f->nchildren; i++) {
-    evmpi_pg_t *pg = f->children[i]->pg;
-    if (pg && pg != f->pg && evmpi__bridge_post(&pg->bridge, f))
+    evmpi_future_sink_t *sink = f->children[i]->sink;
+    if (sink && sink != f->sink && sink->post(sink, f))
       return;
   }
   evmpi__future_deliver(f);
@@ -307,7 +310,7 @@ int evmpi_future_all(evmpi_future_t *const *futures, size_t count, evmpi_future_
     free(j);
     return evmpi__fail(EVMPI_ERR_NOMEM, "future_all: out of memory");
   }
-  evmpi__future_init(j, NULL, count ? futures[0]->pg : NULL);
+  future_init(j, count ? futures[0]->sink : NULL);
   j->children = children;
   j->nchildren = count;
   /* One extra count keeps the join open while children are linked. */

@@ -85,7 +85,7 @@ static bool wait_teardowns(int64_t deadline_ns) {
   return !busy;
 }
 
-bool evmpi__groups_stop_all(int wait_ms) {
+bool evmpi__groups_stop_all(int wait_ms, void (*stop)(evmpi_pg_t *pg, int64_t deadline_ns)) {
   pthread_once(&reg_once, reg_init);
   int64_t deadline = evmpi__now_ns() + (int64_t)wait_ms * 1000000;
   for (;;) {
@@ -104,7 +104,7 @@ bool evmpi__groups_stop_all(int wait_ms) {
     pthread_mutex_unlock(&reg_mu);
     if (!victim)
       break;
-    evmpi__pg_stop_at_finalize(victim, deadline);
+    stop(victim, deadline);
     pthread_mutex_lock(&reg_mu);
     pthread_cond_broadcast(&reg_cv);
     pthread_mutex_unlock(&reg_mu);

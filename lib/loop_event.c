@@ -19,7 +19,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg) {
     event_base_loopbreak(b->base); /* destroy or MPI_Finalize waits for it */
 }
 
-int evmpi__loop_event_attach(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg) {
+static int event_attach(evmpi_bridge_t *b, struct event_base *base, evmpi_pg_t *pg) {
   b->base = base;
   b->ev = event_new(base, b->efd, EV_READ | EV_PERSIST, on_readable, pg);
   if (!b->ev || event_add(b->ev, NULL) != 0) {
@@ -31,7 +31,7 @@ int evmpi__loop_event_attach(evmpi_bridge_t *b, struct event_base *base, evmpi_p
   return EVMPI_OK;
 }
 
-void evmpi__loop_event_detach(evmpi_bridge_t *b) {
+static void event_detach(evmpi_bridge_t *b) {
   event_free(b->ev);
   b->ev = NULL;
 }
@@ -56,11 +56,12 @@ static void *loop_main(void *arg) {
   return NULL;
 }
 
-int evmpi__loop_thread_start(evmpi_bridge_t *b, evmpi_pg_t *pg) {
+static int thread_start(evmpi_bridge_t *b, struct event_base *given, evmpi_pg_t *pg) {
+  (void)given; /* NULL: the base is the thread's own */
   struct event_base *base = event_base_new();
   if (!base)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: cannot attach to the event loop");
-  int rc = evmpi__loop_event_attach(b, base, pg);
+  int rc = event_attach(b, base, pg);
   if (rc != EVMPI_OK) {
     event_base_free(base);
     b->base = NULL;
@@ -70,7 +71,7 @@ int evmpi__loop_thread_start(evmpi_bridge_t *b, evmpi_pg_t *pg) {
   evmpi__pg_retain(pg); /* the loop thread's */
   if (pthread_create(&b->loop_thread, NULL, loop_main, pg) != 0) {
     evmpi__pg_release(pg);
-    evmpi__loop_event_detach(b);
+    event_detach(b);
     event_base_free(base);
     b->base = NULL;
     b->own_loop = false;
@@ -79,7 +80,7 @@ int evmpi__loop_thread_start(evmpi_bridge_t *b, evmpi_pg_t *pg) {
   return EVMPI_OK;
 }
 
-void evmpi__loop_thread_closed(evmpi_bridge_t *b, bool self) {
+static void thread_closed(evmpi_bridge_t *b, bool self) {
   if (self) {
     /* We are in a callback on our own loop thread: stop the loop; the
      * thread frees the base as it leaves and nobody joins it. */
@@ -90,10 +91,15 @@ void evmpi__loop_thread_closed(evmpi_bridge_t *b, bool self) {
   }
 }
 
-void evmpi__loop_thread_join(evmpi_bridge_t *b, int64_t deadline_ns) {
+static void thread_join(evmpi_bridge_t *b, int64_t deadline_ns) {
   /* A callback that never returns must not hold the process's exit. */
   int64_t left = deadline_ns - evmpi__now_ns();
   struct timespec ts = evmpi__timespec_after(CLOCK_REALTIME, left > 0 ? left : 0);
   if (pthread_timedjoin_np(b->loop_thread, NULL, &ts) != 0)
     pthread_detach(b->loop_thread);
 }
+
+const evmpi_loop_ops_t evmpi__loop_event_ops = {.attach = event_attach, .detach = event_detach};
+
+const evmpi_loop_ops_t evmpi__loop_thread_ops = {
+    .attach = thread_start, .detach = event_detach, .closed = thread_closed, .join = thread_join};

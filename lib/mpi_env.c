@@ -36,6 +36,10 @@ static const char *level_name(int level) {
 #define EXIT_WAIT_MS_DEFAULT 5000
 static atomic_int exit_wait_ms = EXIT_WAIT_MS_DEFAULT; /* options.c sets it */
 static bool workers_stuck; /* a detached worker never came out: skip MPI_Finalize */
+/* The group layer's part of finalize (pg.c gives it with the first
+ * evmpi__mpi_ensure_init; set under env_lock before MPI can be finalized
+ * by evmpi, read at finalize). */
+static const evmpi_finalize_hooks_t *hooks;
 
 /* Once, whether from evmpi's exit handler or from the MPI_Finalize it (or
  * the application) calls: the wait is not spent twice. */
@@ -45,12 +49,14 @@ static void stop_groups(void) {
     return;
   int64_t start = evmpi__now_ns();
   int wait_ms = atomic_load(&exit_wait_ms);
-  if (!evmpi__groups_stop_all(wait_ms))
+  if (!hooks)
+    return; /* no group was ever made */
+  if (!hooks->stop_groups(wait_ms))
     workers_stuck = true; /* a teardown still running may be inside MPI */
   int left = wait_ms - (int)((evmpi__now_ns() - start) / 1000000);
   /* Finalising under a thread that is still inside a collective would
    * unload the code it runs (and hang or crash). */
-  if (!evmpi__worker_wait_detached(left > 0 ? left : 0))
+  if (!hooks->wait_detached(left > 0 ? left : 0))
     workers_stuck = true;
 }
 
@@ -118,7 +124,7 @@ static void finalize_at_exit(void) {
    * end without MPI_Finalize. */
   if (workers_stuck)
     return;
-  if (evmpi__groups_any_broken())
+  if (hooks && hooks->any_broken())
     finalize_bounded(exit_wait_ms);
   else
     MPI_Finalize();
@@ -168,8 +174,10 @@ static int init_locked(void) {
   return hook_finalize();
 }
 
-int evmpi__mpi_ensure_init(void) {
+int evmpi__mpi_ensure_init(const evmpi_finalize_hooks_t *h) {
   pthread_mutex_lock(&env_lock);
+  if (!hooks)
+    hooks = h;
   int finalized = 0;
   MPI_Finalized(&finalized); /* callable at any time, even after MPI_Finalize */
   int rc = finalized ? evmpi__fail(EVMPI_ERR_STATE, "MPI has already been finalized")

@@ -133,3 +133,23 @@ int evmpi_alltoall(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t
   evmpi_op_call_t c = {.outputs = outputs, .inputs = inputs};
   return submit(EVMPI_OP_ALLTOALL, pg, &c, out);
 }
+
+/* A queued collective leaves the worker's queue; a pending receive is
+ * cancelled by the poller; a send cannot be taken back. */
+int evmpi_work_abort(evmpi_work_t *w) {
+  if (!w)
+    return evmpi__fail(EVMPI_ERR_INVALID, "work_abort: work is NULL");
+  switch (w->kind) {
+  case EVMPI_WORK_COLLECTIVE:
+    if (evmpi__worker_cancel(&w->pg->worker, w))
+      return EVMPI_OK;
+    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already started", w->op->name,
+                       (unsigned long long)w->seq);
+  case EVMPI_WORK_RECV:
+    return evmpi__poller_cancel(&w->pg->poller, w);
+  case EVMPI_WORK_SEND:
+    break;
+  }
+  return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) cannot be cancelled once issued",
+                     w->op->name, (unsigned long long)w->seq);
+}

@@ -6,11 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void evmpi__pg_retain(evmpi_pg_t *pg) { atomic_fetch_add_explicit(&pg->refs, 1, memory_order_relaxed); }
-
-void evmpi__pg_release(evmpi_pg_t *pg) {
-  if (atomic_fetch_sub_explicit(&pg->refs, 1, memory_order_acq_rel) != 1)
-    return;
+/* The group's last reference is gone. */
+static void pg_last(evmpi_ref_t *ref) {
+  evmpi_pg_t *pg = evmpi__container_of(ref, evmpi_pg_t, ref);
   evmpi__bridge_fini(&pg->bridge);
   evmpi__worker_fini(&pg->worker);
   evmpi__poller_fini(&pg->poller);
@@ -57,7 +55,7 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm,
     return src;
   }
   apply_process_settings(&pg->settings);
-  atomic_init(&pg->refs, 1);
+  evmpi__ref_init(&pg->ref, 1, pg_last);
   atomic_init(&pg->closing, false);
   atomic_init(&pg->next_seq, 0);
   atomic_init(&pg->inflight, 0);
@@ -77,7 +75,11 @@ static int pg_open(const char *op, struct event_base *base, MPI_Comm comm,
     rc = evmpi__cuda_configure(op, pg);
   if (rc == EVMPI_OK) {
     MPI_Comm_set_errhandler(pg->internal, MPI_ERRORS_RETURN);
-    rc = evmpi__bridge_open(&pg->bridge, base, evmpi__options_loop(opts), pg);
+    const evmpi_loop_ops_t *loop = base ? &evmpi__loop_event_ops
+                                   : evmpi__options_loop(opts) == EVMPI_LOOP_EXTERNAL
+                                       ? NULL
+                                       : &evmpi__loop_thread_ops;
+    rc = evmpi__bridge_open(&pg->bridge, pg, loop, base, evmpi__pg_teardown);
   }
   if (rc == EVMPI_OK)
     rc = evmpi__worker_start(&pg->worker, pg);
@@ -119,6 +121,19 @@ static int check_loop(const char *op, struct event_base *base, const evmpi_pg_op
   return EVMPI_OK;
 }
 
+/* What MPI_Finalize does first, on the groups (mpi_env.c calls it). */
+static bool stop_all_groups(int wait_ms) {
+  return evmpi__groups_stop_all(wait_ms, evmpi__pg_stop_at_finalize);
+}
+
+static const evmpi_finalize_hooks_t finalize_hooks = {
+    .stop_groups = stop_all_groups,
+    .wait_detached = evmpi__worker_wait_detached,
+    .any_broken = evmpi__groups_any_broken,
+};
+
+int evmpi__pg_mpi_init(void) { return evmpi__mpi_ensure_init(&finalize_hooks); }
+
 /* What every create function checks first: pg, the loop, MPI. */
 static int create_begin(const char *op, struct event_base *base, const evmpi_pg_options_t *opts,
                         evmpi_pg_t **pg) {
@@ -127,7 +142,7 @@ static int create_begin(const char *op, struct event_base *base, const evmpi_pg_
   *pg = NULL;
   int rc = check_loop(op, base, opts);
   if (rc == EVMPI_OK)
-    rc = evmpi__mpi_ensure_init();
+    rc = evmpi__pg_mpi_init();
   return rc;
 }
 

@@ -48,7 +48,7 @@ int evmpi_pg_create_members(struct event_base *base, const int *ranks, int nrank
   if (!pg)
     return evmpi__fail(EVMPI_ERR_INVALID, "pg_create_members: pg is NULL");
   *pg = NULL;
-  int rc = evmpi__mpi_ensure_init();
+  int rc = evmpi__pg_mpi_init();
   if (rc != EVMPI_OK)
     return rc;
   int world = 0, me = -1;

@@ -420,7 +420,12 @@ static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, d
 static void finish_list(evmpi_work_t *done) {
   while (done) {
     evmpi_work_t *next = done->next;
-    evmpi__work_finish(done, done->outcome, NULL);
+    int status = done->outcome;
+#ifdef EVMPI_HAVE_CUDA
+    if (done->p2p_stage) /* the arrived message goes to the device first */
+      status = evmpi__cuda_p2p_finish(done, status);
+#endif
+    evmpi__work_finish(done, status, NULL);
     done = next;
   }
 }

@@ -1,4 +1,4 @@
-/* tensor.c: tensor descriptors, their sizes and the checks every operation
+/* tensor.c: tensor descriptors, their element counts and the checks every operation
  * makes before anything is queued. */
 #include "evmpi-internal.h"
 
@@ -6,17 +6,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-
-size_t evmpi_dtype_size(evmpi_dtype_t dtype) {
-  switch (dtype) {
-  case EVMPI_UINT8: case EVMPI_INT8: case EVMPI_BOOL: return 1;
-  case EVMPI_INT16: case EVMPI_UINT16: case EVMPI_FLOAT16: case EVMPI_BFLOAT16: return 2;
-  case EVMPI_INT32: case EVMPI_UINT32: case EVMPI_FLOAT32: return 4;
-  case EVMPI_INT64: case EVMPI_UINT64: case EVMPI_FLOAT64: case EVMPI_COMPLEX64: return 8;
-  case EVMPI_COMPLEX128: return 16;
-  }
-  return 0;
-}
 
 evmpi_tensor_t evmpi_tensor_flat(void *data, evmpi_dtype_t dtype, int64_t count) {
   evmpi_tensor_t t;

@@ -86,6 +86,8 @@ __attribute__((destructor)) static void pool_cleanup(void) {
   }
 }
 
+static void work_last(evmpi_ref_t *ref);
+
 int evmpi__work_new(evmpi_pg_t *pg, const evmpi_op_t *op, size_t ntensors, evmpi_work_t **out) {
   size_t extra = ntensors > 1 ? (ntensors - 1) * sizeof(evmpi_tensor_t) : 0;
   evmpi_work_t *w = extra == 0 ? pool_get() : NULL;
@@ -96,7 +98,7 @@ int evmpi__work_new(evmpi_pg_t *pg, const evmpi_op_t *op, size_t ntensors, evmpi
     return evmpi__fail(EVMPI_ERR_NOMEM, "%s: out of memory", op->opname);
   if (!pooled)
     evmpi__future_sync_init(&w->future);
-  atomic_init(&w->refs, 2); /* the caller's and the in-flight one */
+  evmpi__ref_init(&w->ref, 2, work_last); /* the caller's and the in-flight one */
   w->pg = pg;
   evmpi__pg_retain(pg);
   w->op = op;
@@ -111,7 +113,7 @@ int evmpi__work_new(evmpi_pg_t *pg, const evmpi_op_t *op, size_t ntensors, evmpi
   w->request = MPI_REQUEST_NULL;
   atomic_init(&w->source_rank, -1);
   w->recv_bytes = -1;
-  evmpi__future_reset(&w->future, w, pg);
+  evmpi__future_reset(&w->future, w, &w->ref, &pg->bridge.sink);
   *out = w;
   return EVMPI_OK;
 }
@@ -129,6 +131,8 @@ static void work_free(evmpi_work_t *w) {
   }
   evmpi__pg_release(pg);
 }
+
+static void work_last(evmpi_ref_t *ref) { work_free(evmpi__container_of(ref, evmpi_work_t, ref)); }
 
 void evmpi__work_discard(evmpi_work_t *w) { work_free(w); }
 
@@ -157,13 +161,9 @@ int evmpi__work_place(evmpi_work_t *w) {
                      "built without CUDA", w->op->opname, w->device.index);
 }
 
-void evmpi__work_retain(evmpi_work_t *w) {
-  atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
-}
-
 void evmpi_work_release(evmpi_work_t *w) {
-  if (w && atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
-    work_free(w);
+  if (w)
+    evmpi__ref_put(&w->ref);
 }
 
 void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
@@ -179,10 +179,6 @@ void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t
   if (!w->t_started)
     w->t_started = w->t_finished; /* never ran: aborted in the queue */
   evmpi__timeline_record(w, status);
-#ifdef EVMPI_HAVE_CUDA
-  if (w->p2p_stage)
-    status = evmpi__cuda_p2p_finish(w, status);
-#endif
   const char *text = NULL;
   if (status != EVMPI_OK)
     text = w->error_text ? w->error_text : msg;
@@ -261,21 +257,3 @@ int evmpi_work_get_record(evmpi_work_t *w, evmpi_work_record_t *rec) {
 }
 
 evmpi_future_t *evmpi_work_get_future(evmpi_work_t *w) { return w ? &w->future : NULL; }
-
-int evmpi_work_abort(evmpi_work_t *w) {
-  if (!w)
-    return evmpi__fail(EVMPI_ERR_INVALID, "work_abort: work is NULL");
-  switch (w->kind) {
-  case EVMPI_WORK_COLLECTIVE:
-    if (evmpi__worker_cancel(&w->pg->worker, w))
-      return EVMPI_OK;
-    return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has already started", w->op->name,
-                       (unsigned long long)w->seq);
-  case EVMPI_WORK_RECV:
-    return evmpi__poller_cancel(&w->pg->poller, w);
-  case EVMPI_WORK_SEND:
-    break;
-  }
-  return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) cannot be cancelled once issued",
-                     w->op->name, (unsigned long long)w->seq);
-}
