@@ -2,7 +2,8 @@
  * buffer moves as one element of a derived type: whole chunks of 2^30
  * elements, then the remainder, resized so that its extent is exactly the
  * buffer's size (displacements in collectives stay right). */
-#include "evmpi-internal.h"
+#include "bigcount-internal.h"
+#include "dtype_mpi-internal.h"
 
 #include <limits.h>
 

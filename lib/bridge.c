@@ -5,7 +5,14 @@
  * thread. The loops themselves are adapters: libevent and the group's own
  * loop thread in loop_event.c, libuv and GLib in loop_uv.c and
  * loop_glib.c, or the application's own code. */
-#include "evmpi-internal.h"
+#include "bridge-internal.h"
+#include "clock-internal.h"
+#include "future-internal.h"
+#include "pg-internal.h"
+#include "poller-internal.h"
+#include "status-internal.h"
+#include "work-internal.h"
+#include "worker-internal.h"
 
 #include <errno.h>
 #include <sched.h>

@@ -4,7 +4,11 @@
  * receives of device tensors are in cuda_p2p.c, collectives are staged in
  * cuda_stage.c. Without CUDA only the configuration is built:
  * every group's path is then EVMPI_CUDA_NONE. */
-#include "evmpi-internal.h"
+#include "cuda-internal.h"
+#include "mpi_ext-internal.h"
+#include "pg-internal.h"
+#include "pieces-internal.h"
+#include "status-internal.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -3,7 +3,11 @@
  * staged one), with the tensor's device current meanwhile, and the copy of
  * an arrived message back to the device when the receive finishes. Built
  * with CUDA only. */
-#include "evmpi-internal.h"
+#include "cuda_p2p-internal.h"
+#include "cuda-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
+#include "work-internal.h"
 
 #include <stdint.h>
 

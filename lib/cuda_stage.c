@@ -18,7 +18,11 @@
  *    that is an output's slot) and back-to-back outputs stay what they are.
  * A CUDA failure fails the work with EVMPI_ERR_CUDA on this rank; its peers
  * then wait in the collective (evmpi_pg_set_timeout bounds that). */
-#include "evmpi-internal.h"
+#include "cuda_stage-internal.h"
+#include "cuda-internal.h"
+#include "pg-internal.h"
+#include "pieces-internal.h"
+#include "work-internal.h"
 
 #include <cuda_runtime_api.h>
 #include <stdlib.h>

@@ -4,7 +4,10 @@
  * mismatch fails the work on every rank with a message that lists what
  * each rank called, instead of a hang or corrupt data. It costs one small
  * allgather per collective; every rank must run with the same setting. */
-#include "evmpi-internal.h"
+#include "debug-internal.h"
+#include "dtype_mpi-internal.h"
+#include "pg-internal.h"
+#include "work-internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

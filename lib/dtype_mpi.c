@@ -1,7 +1,9 @@
 /* dtype_mpi.c: the dtypes' sizes and names, the tables from them and the
  * reduce ops to MPI's, and
  * the refusal of pairs that make no sense. */
-#include "evmpi-internal.h"
+#include "dtype_mpi-internal.h"
+#include "half_ops-internal.h"
+#include "status-internal.h"
 
 #include <complex.h>
 

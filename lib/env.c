@@ -1,7 +1,7 @@
 /* env.c: the one place evmpi reads the environment, and the two parsers
  * every variable goes through: sizes and durations. Which variable means
  * what, and its range, is options.c's table. */
-#include "evmpi-internal.h"
+#include "env-internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

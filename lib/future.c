@@ -3,7 +3,10 @@
  * A future is marked done on whichever thread finishes its work (so that
  * blocking waits need no loop), and its callbacks are handed to the loop of
  * its group through the bridge, which runs them on the loop thread. */
-#include "evmpi-internal.h"
+#include "future-internal.h"
+#include "clock-internal.h"
+#include "status-internal.h"
+#include "work-internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

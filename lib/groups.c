@@ -3,7 +3,12 @@
  * application's, or evmpi's own at exit) first stops every group still
  * alive and waits for the teardowns still running: no library thread calls
  * MPI after MPI_Finalize, and no communicator is freed after it. */
-#include "evmpi-internal.h"
+#include "groups-internal.h"
+#include "clock-internal.h"
+#include "pg-internal.h"
+#include "poller-internal.h"
+#include "status-internal.h"
+#include "worker-internal.h"
 
 #include <errno.h>
 #include <stdlib.h>

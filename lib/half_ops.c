@@ -4,7 +4,9 @@
  * The loops are branch-free so that the compiler vectorises them, and on
  * x86-64 a second copy is built for CPUs with F16C/AVX2 (x86-64-v3),
  * chosen at load time. */
-#include "evmpi-internal.h"
+#include "half_ops-internal.h"
+
+#include <pthread.h>
 
 #include <math.h>
 #include <string.h>

@@ -3,7 +3,12 @@
  * group created with a NULL base, an event_base of the group's own and a
  * thread that runs it. */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
-#include "evmpi-internal.h"
+#include "loop_event-internal.h"
+#include "bridge-internal.h"
+#include "clock-internal.h"
+#include "groups-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
 
 #include <event2/event.h>
 

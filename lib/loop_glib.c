@@ -2,7 +2,7 @@
  * evmpi_pg_dispatch, evmpi_pg_set_detach): a GSource that watches the
  * group's fd and dispatches, destroyed by the detach callback before the
  * teardown closes the fd. Built when configure finds GLib. */
-#include "evmpi-internal.h"
+#include "status-internal.h"
 
 #include "evmpi/glib.h"
 

@@ -3,7 +3,7 @@
  * whose callback dispatches, stopped and closed by the detach callback
  * before the teardown closes the fd (libuv must stop polling an fd before
  * it is closed). Built when configure finds libuv. */
-#include "evmpi-internal.h"
+#include "status-internal.h"
 
 #include "evmpi/uv.h"
 

@@ -3,7 +3,11 @@
  * it, every live group is stopped first: evmpi hangs a callback on
  * MPI_COMM_SELF, whose attributes MPI_Finalize deletes before anything
  * else (MPI-2.2 and later), while MPI still works. */
-#include "evmpi-internal.h"
+#include "mpi_env-internal.h"
+#include "clock-internal.h"
+#include "mpi_ext-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* mpi_ext.c: what one MPI offers or does beyond the standard, behind one
  * guard each, so that another MPI adds its own branch here and nowhere
  * else. */
-#include "evmpi-internal.h"
+#include "mpi_ext-internal.h"
 
 #include <stdio.h>
 

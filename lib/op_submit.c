@@ -1,10 +1,17 @@
-/* op_submit.c: the public collectives and their one submit path. Each
+/* op_submit.c: every public operation and their one submit path. Each
  * entry point packs its arguments into a call; submit checks the group,
  * has the operation's prepare check the call and plan the work, then
  * fills the work from the plan and the operation's row (op_table.c) and
- * queues it for the worker. Nothing is queued, and nothing is left
+ * queues it for the worker, or, for a send or a receive, has the row's
+ * issue start it at once. Nothing is queued, and nothing is left
  * allocated, when any check fails. */
-#include "evmpi-internal.h"
+#include "op_table-internal.h"
+#include "pg-internal.h"
+#include "pieces-internal.h"
+#include "poller-internal.h"
+#include "status-internal.h"
+#include "work-internal.h"
+#include "worker-internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -49,8 +56,12 @@ static int submit(evmpi_op_id_t id, evmpi_pg_t *pg, const evmpi_op_call_t *call,
   w->noutputs = p.noutputs;
   w->numel = p.numel;
   w->args = p.args; /* the work owns what the plan did */
-  plan_staging(w, &p);
-  rc = evmpi__worker_submit(&pg->worker, w);
+  if (op->issue) {
+    rc = op->issue(w);
+  } else {
+    plan_staging(w, &p);
+    rc = evmpi__worker_submit(&pg->worker, w);
+  }
   if (rc != EVMPI_OK) {
     evmpi__work_discard(w);
     return rc;
@@ -132,6 +143,21 @@ int evmpi_alltoall(evmpi_pg_t *pg, evmpi_tensor_t *outputs, const evmpi_tensor_t
                    evmpi_work_t **out) {
   evmpi_op_call_t c = {.outputs = outputs, .inputs = inputs};
   return submit(EVMPI_OP_ALLTOALL, pg, &c, out);
+}
+
+int evmpi_send(evmpi_pg_t *pg, const evmpi_tensor_t *tensor, int dst, int tag, evmpi_work_t **out) {
+  evmpi_op_call_t c = {.input = tensor, .peer = dst, .tag = tag};
+  return submit(EVMPI_OP_SEND, pg, &c, out);
+}
+
+int evmpi_recv(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int src, int tag, evmpi_work_t **out) {
+  evmpi_op_call_t c = {.output = tensor, .peer = src, .tag = tag};
+  return submit(EVMPI_OP_RECV, pg, &c, out);
+}
+
+int evmpi_recv_anysource(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int tag, evmpi_work_t **out) {
+  evmpi_op_call_t c = {.output = tensor, .tag = tag};
+  return submit(EVMPI_OP_RECV_ANYSOURCE, pg, &c, out);
 }
 
 /* A queued collective leaves the worker's queue; a pending receive is

@@ -1,14 +1,16 @@
 /* op_table.c: every operation, described once: its identity (id and the
  * two names it is known by), the MPI call it makes, what kind of work it
  * is, how the generic submit path (op_submit.c) treats it, and the
- * functions that check and run it. A new collective is a row here, a
- * prepare and a run function, and a public entry point in op_submit.c.
+ * functions that check and run it (or, for sends and receives, issue it).
+ * A new collective is a row here, a prepare and a run function, and a
+ * public entry point in op_submit.c.
  *
  * The work names are those of PyTorch's ProcessGroupMPI
  * (torch/csrc/distributed/c10d/ProcessGroupMPI.cpp), so that a trace
  * reads like one of torch's; both alltoall forms are "mpi:all_to_all"
  * there too. */
-#include "evmpi-internal.h"
+#include "op_table-internal.h"
+#include "ops-internal.h"
 
 #define COLL EVMPI_WORK_COLLECTIVE, EVMPI_ARGS_COLL
 
@@ -60,10 +62,10 @@ const evmpi_op_t evmpi__ops[EVMPI_OP_COUNT] = {
     [EVMPI_OP_ALLTOALL] = {EVMPI_OP_ALLTOALL, "alltoall", "mpi:all_to_all", "MPI_Waitall", COLL, 0,
                            evmpi__prepare_alltoall, evmpi__run_alltoall, NULL},
     [EVMPI_OP_SEND] = {EVMPI_OP_SEND, "send", "mpi:send", "MPI_Isend", EVMPI_WORK_SEND,
-                       EVMPI_ARGS_P2P, 0, NULL, NULL, NULL},
+                       EVMPI_ARGS_P2P, 0, evmpi__prepare_p2p, NULL, NULL, evmpi__issue_p2p},
     [EVMPI_OP_RECV] = {EVMPI_OP_RECV, "recv", "mpi:recv", "MPI_Irecv", EVMPI_WORK_RECV,
-                       EVMPI_ARGS_P2P, 0, NULL, NULL, NULL},
+                       EVMPI_ARGS_P2P, 0, evmpi__prepare_p2p, NULL, NULL, evmpi__issue_p2p},
     [EVMPI_OP_RECV_ANYSOURCE] = {EVMPI_OP_RECV_ANYSOURCE, "recv_anysource", "mpi:recvAnySource",
-                                 "MPI_Irecv", EVMPI_WORK_RECV, EVMPI_ARGS_P2P, 0, NULL, NULL,
-                                 NULL},
+                                 "MPI_Irecv", EVMPI_WORK_RECV, EVMPI_ARGS_P2P, 0,
+                                 evmpi__prepare_p2p, NULL, NULL, evmpi__issue_p2p},
 };

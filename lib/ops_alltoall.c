@@ -1,7 +1,13 @@
 /* ops_alltoall.c: alltoall_base (one tensor split along dim 0, equally or
  * by split sizes counted in rows) and alltoall in list form (a tensor per
  * peer, lengths free per peer). */
-#include "evmpi-internal.h"
+#include "ops-internal.h"
+#include "bigcount-internal.h"
+#include "mpi_ext-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
+#include "tensor-internal.h"
+#include "work-internal.h"
 
 #include <inttypes.h>
 #include <limits.h>

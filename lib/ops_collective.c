@@ -3,7 +3,12 @@
  * pieces and hands each to the operation's chunk function) and barrier.
  * Their rows are in op_table.c; allreduce's and reduce's chunk functions
  * are with the other reductions in ops_reduce.c. */
-#include "evmpi-internal.h"
+#include "ops-internal.h"
+#include "dtype_mpi-internal.h"
+#include "pg-internal.h"
+#include "pieces-internal.h"
+#include "tensor-internal.h"
+#include "work-internal.h"
 
 /* Whether a reduction's run touches the data on the host: an average's
  * division, and the 16-bit float kernels (MPI_Op_create'd functions that

@@ -4,7 +4,12 @@
  * block travels as one MPI element pair from evmpi__block_make, so counts
  * beyond INT_MAX need no chunking. Per-rank tensors that lie back to back
  * in memory are used directly; others go through one packing buffer. */
-#include "evmpi-internal.h"
+#include "ops-internal.h"
+#include "bigcount-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
+#include "tensor-internal.h"
+#include "work-internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,14 @@
  * (ops_collective.c runs them piece by piece), reduce_scatter and
  * allreduce_coalesced. reduce_scatter's counts beyond INT_MAX go in
  * chunks of EVMPI_CHUNK_ELEMS elements. */
-#include "evmpi-internal.h"
+#include "ops-internal.h"
+#include "bigcount-internal.h"
+#include "dtype_mpi-internal.h"
+#include "pg-internal.h"
+#include "pieces-internal.h"
+#include "status-internal.h"
+#include "tensor-internal.h"
+#include "work-internal.h"
 
 #include <inttypes.h>
 #include <sched.h>

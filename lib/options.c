@@ -5,7 +5,9 @@
  * variable is parsed by one of env.c's two parsers and checked by its row,
  * so a value means the same in code, in the environment and in
  * doc/settings.md, which test_options checks against this table. */
-#include "evmpi-internal.h"
+#include "options-internal.h"
+#include "env-internal.h"
+#include "status-internal.h"
 
 #include <inttypes.h>
 #include <limits.h>

@@ -1,6 +1,20 @@
 /* pg.c: process groups: creation over the world, a subset of it or a
  * communicator of the application's; rank, size; destroy and abort. */
-#include "evmpi-internal.h"
+#include "pg-internal.h"
+#include "bridge-internal.h"
+#include "clock-internal.h"
+#include "cuda-internal.h"
+#include "cuda_stage-internal.h"
+#include "debug-internal.h"
+#include "groups-internal.h"
+#include "loop_event-internal.h"
+#include "mpi_env-internal.h"
+#include "options-internal.h"
+#include "pieces-internal.h"
+#include "poller-internal.h"
+#include "status-internal.h"
+#include "timeline-internal.h"
+#include "worker-internal.h"
 
 #include <sched.h>
 #include <stdlib.h>

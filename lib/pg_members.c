@@ -6,7 +6,8 @@
  * never learn of it. The communicator then goes the way of the
  * application's own: evmpi_pg_create_from_comm duplicates it (collective
  * over the members only) and the group is opened on the duplicate. */
-#include "evmpi-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
 
 #include <stdio.h>
 #include <string.h>

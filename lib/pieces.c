@@ -20,7 +20,9 @@
  * the broadcast's piece, evmpi__cuda_configure) all cut at multiples of
  * the operation's piece. So EVMPI_PIECE must be the same on every rank of
  * a group. */
-#include "evmpi-internal.h"
+#include "pieces-internal.h"
+#include "pg-internal.h"
+#include "work-internal.h"
 
 #include <sched.h>
 #include <stdint.h>

@@ -19,7 +19,14 @@
  * that has not finished, abandoned to MPI), a send abandoned (MPI may still
  * deliver it), and the group is broken, since a peer that missed a
  * deadline may be gone (evmpi__poller_broken is the hook). */
-#include "evmpi-internal.h"
+#include "poller-internal.h"
+#include "clock-internal.h"
+#include "cuda_p2p-internal.h"
+#include "mpi_ext-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
+#include "work-internal.h"
+#include "cuda_p2p-internal.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -1,5 +1,7 @@
 /* status.c: status codes, their text, and the per-thread last error. */
-#include "evmpi-internal.h"
+#include "status-internal.h"
+
+#include <stdarg.h>
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,10 @@
 /* tensor.c: tensor descriptors, their element counts and the checks every operation
  * makes before anything is queued. */
-#include "evmpi-internal.h"
+#include "tensor-internal.h"
+#include "bigcount-internal.h"
+#include "cuda-internal.h"
+#include "dtype_mpi-internal.h"
+#include "status-internal.h"
 
 #include <inttypes.h>
 #include <limits.h>

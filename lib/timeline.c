@@ -4,7 +4,9 @@
  * path.<rank>.json. chrome://tracing and Perfetto open it; each rank is a
  * process (pid = world rank), collectives and point-to-point messages are
  * two threads of it. Times are CLOCK_MONOTONIC microseconds. */
-#include "evmpi-internal.h"
+#include "timeline-internal.h"
+#include "pg-internal.h"
+#include "work-internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

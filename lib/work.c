@@ -1,7 +1,13 @@
 /* work.c: the work object: one submitted operation, reference counted, with
  * its embedded future. */
-#include "evmpi-internal.h"
+#include "work-internal.h"
+#include "clock-internal.h"
+#include "future-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
+#include "timeline-internal.h"
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -23,7 +23,14 @@
  * group broken. MPI cannot cancel a collective: the worker stays inside
  * the call until the peers arrive (or the job ends), holding its own
  * references, and leaves as soon as the call returns. */
-#include "evmpi-internal.h"
+#include "worker-internal.h"
+#include "clock-internal.h"
+#include "cuda_stage-internal.h"
+#include "debug-internal.h"
+#include "mpi_ext-internal.h"
+#include "pg-internal.h"
+#include "status-internal.h"
+#include "work-internal.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,25 +1,13 @@
-/* settings.h: the tunables of a group (options.c) and the environment
- * parsers under them (env.c). Internal; included by evmpi-internal.h. */
-#ifndef EVMPI_SETTINGS_H
-#define EVMPI_SETTINGS_H
+/*
+ * options-internal.h: what one group is created with: the settings table
+ * resolved. Private to lib/; names with a double underscore are hidden from
+ * the shared library.
+ */
+#ifndef EVMPI_OPTIONS_INTERNAL_H
+#define EVMPI_OPTIONS_INTERNAL_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-
-/* ---- env.c: the one reader of the environment, and its parsers ---------- */
-
-/* The value of variable name, or NULL when unset or empty. Every variable
- * evmpi reads goes through here (and through the table in options.c). */
-const char *evmpi__env_get(const char *name);
-/* Bytes with an optional K, M or G suffix (powers of 1024); false when
- * malformed or larger than max. */
-bool evmpi__parse_size(const char *s, uint64_t max, uint64_t *out);
-/* A duration: a plain decimal integer, counted in the unit its variable
- * names (_US, _MS); false when malformed or larger than max. */
-bool evmpi__parse_duration(const char *s, uint64_t max, uint64_t *out);
-
-/* ---- options.c: what one group is created with ------------------------- */
+#include "config.h" /* EVMPI_HAVE_CUDA */
+#include "evmpi.h"
 
 /* Every tunable, resolved: the defaults, then the options set in code,
  * then the environment (unless the options ignore it). One field per row
@@ -61,4 +49,4 @@ evmpi_loop_t evmpi__options_loop(const struct evmpi_pg_options *opts);
 /* The value of row i in s, as its variable would spell it, into buf. */
 void evmpi__settings_format(const evmpi_settings_t *s, int i, char *buf, size_t len);
 
-#endif /* EVMPI_SETTINGS_H */
+#endif /* EVMPI_OPTIONS_INTERNAL_H */

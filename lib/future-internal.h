@@ -1,0 +1,89 @@
+/*
+ * future-internal.h: futures, their callbacks and joins. Private to lib/;
+ * names with a double underscore are hidden from the shared library.
+ */
+#ifndef EVMPI_FUTURE_INTERNAL_H
+#define EVMPI_FUTURE_INTERNAL_H
+
+#include "config.h" /* EVMPI_HAVE_CUDA */
+#include "evmpi.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ref-internal.h"
+
+typedef struct evmpi_cont evmpi_cont_t;
+typedef struct evmpi_join_link evmpi_join_link_t;
+
+/* One callback registered on a future. Defined here (not in future.c) so
+ * that a future can hold its first callback inline: most works get exactly
+ * one, and a malloc + free per operation was a tenth of the per-operation
+ * cost of queued small collectives. */
+struct evmpi_cont {
+  evmpi_cont_t *next;
+  bool for_work;
+  union {
+    evmpi_work_cb work;
+    evmpi_future_cb future;
+  } fn;
+  void *arg;
+};
+
+/* Where a future's callbacks run: a group's loop (bridge.c makes one per
+ * group). A future that may post to a sink holds a reference on ref, the
+ * group's count. */
+typedef struct evmpi_future_sink {
+  evmpi_ref_t *ref;
+  /* Hands f to the loop (the caller has taken a reference on f for it);
+   * false when the loop is gone, and the caller delivers f itself. */
+  bool (*post)(struct evmpi_future_sink *sink, evmpi_future_t *f);
+} evmpi_future_sink_t;
+
+struct evmpi_future {
+  evmpi_ref_t *ref;         /* the count: the owning work's, or own_ref */
+  evmpi_ref_t own_ref;      /* standalone futures (joins) only */
+  evmpi_work_t *owner;      /* the work whose future this is, or NULL */
+  evmpi_future_sink_t *sink; /* whose loop runs the continuations (a ref on it) */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool done;                /* under mu */
+  int status;               /* under mu, final once done */
+  char *error;              /* under mu, final once done */
+  const evmpi_tensor_t *value;
+  size_t nvalue;
+  evmpi_cont_t *conts, *conts_tail; /* under mu: callbacks not yet run */
+  bool queued;              /* under mu: on the bridge's delivery list */
+  evmpi_join_link_t *parents; /* under mu: joins waiting on this one */
+  evmpi_future_t *next_delivery; /* bridge list link, set before the push */
+  /* joins (evmpi_future_all) only: */
+  atomic_size_t pending;
+  evmpi_future_t **children;
+  size_t nchildren;
+  /* The first callback's storage (see struct evmpi_cont). Taken once, under
+   * mu, and never reused for the future's life: a callback that registers
+   * another on the same future while it runs gets a malloc'ed one. */
+  evmpi_cont_t inline_cont;
+  bool inline_cont_taken;   /* under mu */
+};
+
+/* The fields of a work's future, whose memory is zero but for mu and cv
+ * (made by evmpi__future_sync_init, and kept made from one use of a pooled
+ * work to the next, work.c): it counts with owner_ref, the work's, and
+ * posts to sink (NULL: its callbacks run where it completes). */
+void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_ref_t *owner_ref,
+                         evmpi_future_sink_t *sink);
+void evmpi__future_sync_init(evmpi_future_t *f);
+void evmpi__future_sync_destroy(evmpi_future_t *f);
+/* Frees what the future holds (callbacks, links, error text, its group
+ * reference); not mu and cv (evmpi__future_sync_destroy). */
+void evmpi__future_cleanup(evmpi_future_t *f);
+/* Marks f done (any thread), wakes waiters, counts down joins and hands
+ * its callbacks to the loop. error is copied. */
+void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
+                            const evmpi_tensor_t *value, size_t nvalue);
+/* Runs f's pending callbacks; called on the loop thread by the bridge
+ * (or inline once the group is gone). Drops the delivery's reference. */
+void evmpi__future_deliver(evmpi_future_t *f);
+
+#endif /* EVMPI_FUTURE_INTERNAL_H */

@@ -1,0 +1,26 @@
+/*
+ * mpi_ext-internal.h: extensions of one MPI, behind one guard. Private to
+ * lib/; names with a double underscore are hidden from the shared library.
+ */
+#ifndef EVMPI_MPI_EXT_INTERNAL_H
+#define EVMPI_MPI_EXT_INTERNAL_H
+
+#include "config.h" /* EVMPI_HAVE_CUDA */
+#include "evmpi.h"
+
+/* 1 when the MPI says it takes CUDA device pointers; 0 when it says it does
+ * not or has no way to say. Call after MPI is initialised. */
+int evmpi__mpi_query_cuda_support(void);
+/* Around every MPI test call of evmpi's (Testsome, Test): an error of a
+ * completed request is returned there, never raised as fatal, also on an
+ * MPI that raises it on MPI_COMM_WORLD's handler (MPICH), once
+ * evmpi__mpi_hook_request_errors has run (when MPI is first used). */
+void evmpi__mpi_test_begin(void);
+void evmpi__mpi_test_end(void);
+int evmpi__mpi_hook_request_errors(void);
+/* Whether a large (rendezvous) message progresses only while MPI is
+ * called on its sides, so that the poller should keep testing while one
+ * is pending (poller.c) rather than sleep. */
+bool evmpi__mpi_rendezvous_needs_polling(void);
+
+#endif /* EVMPI_MPI_EXT_INTERNAL_H */
