@@ -143,10 +143,8 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       }
       if (until > give_up)
         until = give_up;
-      if (!polled || atomic_load_explicit(&pg->poller.loop_until, memory_order_relaxed) < until) {
-        polled = true;
-        atomic_store_explicit(&pg->poller.loop_until, until, memory_order_relaxed);
-      }
+      evmpi__poller_loop_window(&pg->poller, until, !polled);
+      polled = true;
       int64_t now = evmpi__now_ns();
       if (atomic_load_explicit(&b->posted, memory_order_relaxed) || now >= until)
         break;
@@ -160,7 +158,6 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       break;
   }
   if (polled) { /* the poller may be asleep until our window's end */
-    atomic_store_explicit(&pg->poller.loop_until, 0, memory_order_relaxed);
     evmpi__poller_loop_done(&pg->poller);
   }
   /* Leaving: a post from now on must write the eventfd. One that came after

@@ -4,6 +4,7 @@
  * blocking waits need no loop), and its callbacks are handed to the loop of
  * its group through the bridge, which runs them on the loop thread. */
 #include "future-internal.h"
+#include "fifo-internal.h"
 #include "clock-internal.h"
 #include "status-internal.h"
 #include "work-internal.h"
@@ -178,12 +179,7 @@ static int add_cont(evmpi_future_t *f, const evmpi_cont_t *tmpl, const char *opn
     pthread_mutex_lock(&f->mu);
   }
   *c = *tmpl;
-  c->next = NULL;
-  if (f->conts_tail)
-    f->conts_tail->next = c;
-  else
-    f->conts = c;
-  f->conts_tail = c;
+  EVMPI__FIFO_PUSH(f->conts, f->conts_tail, c);
   bool post = f->done && !f->queued;
   if (post)
     f->queued = true;

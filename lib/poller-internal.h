@@ -81,8 +81,15 @@ void evmpi__poller_fail_pending(evmpi_poller_t *p, int status, const char *why);
  * thread while it polls); never waits for the poller's lock. True when
  * some work completed; *pending says whether requests are left. */
 bool evmpi__poller_test(evmpi_poller_t *p, bool *pending);
-/* The loop thread has stopped polling (loop_until is in the past): wakes
- * the poller if it sleeps until the end of the loop's window. */
+/* The loop thread polls and tests the requests itself until until
+ * (evmpi__now_ns): the poller sleeps rather than spins meanwhile. The
+ * window only grows, unless first (the dispatch's first poll) sets it. */
+static inline void evmpi__poller_loop_window(evmpi_poller_t *p, int64_t until, bool first) {
+  if (first || atomic_load_explicit(&p->loop_until, memory_order_relaxed) < until)
+    atomic_store_explicit(&p->loop_until, until, memory_order_relaxed);
+}
+/* The loop thread has stopped polling: its window ends now, and the
+ * poller is woken if it sleeps until the end of that window. */
 void evmpi__poller_loop_done(evmpi_poller_t *p);
 /* Sets the group's p2p timeout for works issued from now on (0 = none). */
 void evmpi__poller_set_timeout(evmpi_poller_t *p, int timeout_ms);

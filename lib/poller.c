@@ -20,6 +20,7 @@
  * deliver it), and the group is broken, since a peer that missed a
  * deadline may be gone (evmpi__poller_broken is the hook). */
 #include "poller-internal.h"
+#include "fifo-internal.h"
 #include "clock-internal.h"
 #include "cuda_p2p-internal.h"
 #include "mpi_ext-internal.h"
@@ -254,6 +255,7 @@ static bool wait_for_loop_locked(evmpi_poller_t *p) {
 }
 
 void evmpi__poller_loop_done(evmpi_poller_t *p) {
+  atomic_store_explicit(&p->loop_until, 0, memory_order_relaxed);
   pthread_mutex_lock(&p->mu);
   if (p->loop_wait)
     pthread_cond_signal(&p->cv);
@@ -301,12 +303,7 @@ static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
     p->large_bytes -= bytes;
   }
   w->state = EVMPI_WORK_DONE;
-  w->next = NULL;
-  if (d->tail)
-    d->tail->next = w;
-  else
-    d->head = w;
-  d->tail = w;
+  EVMPI__FIFO_PUSH(d->head, d->tail, w);
 }
 
 static bool same_channel(const evmpi_work_t *a, const evmpi_work_t *b) {

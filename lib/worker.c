@@ -24,6 +24,7 @@
  * the call until the peers arrive (or the job ends), holding its own
  * references, and leaves as soon as the call returns. */
 #include "worker-internal.h"
+#include "fifo-internal.h"
 #include "clock-internal.h"
 #include "cuda_stage-internal.h"
 #include "debug-internal.h"
@@ -403,12 +404,7 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
     return rc;
   }
   w->state = EVMPI_WORK_QUEUED;
-  w->next = NULL;
-  if (wk->tail)
-    wk->tail->next = w;
-  else
-    wk->head = w;
-  wk->tail = w;
+  EVMPI__FIFO_PUSH(wk->head, wk->tail, w);
   atomic_fetch_add_explicit(&wk->queued, 1, memory_order_release);
   atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
   if (wk->waiting) /* a spinning worker sees the count; a sleeping one needs this */
