@@ -26,6 +26,7 @@ typedef struct evmpi_worker {
   int running_timeout_ms;    /* under mu: the timeout that deadline came from */
   int timeout_ms;            /* under mu: 0 = none; for collectives that start later */
   char *broken;              /* under mu: why the group is broken, or NULL */
+  atomic_bool is_broken;     /* broken != NULL, for submissions to check without mu */
   bool closing;              /* under mu */
   bool waiting;              /* under mu: asleep on cv (submit must signal) */
   atomic_int queued;         /* works in the queue, read without mu while spinning */

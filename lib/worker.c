@@ -202,6 +202,7 @@ static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *
   wk->broken = strdup(why);
   if (!wk->broken)
     wk->broken = strdup("out of memory");
+  atomic_store(&wk->is_broken, true);
   evmpi_work_t *w = wk->running;
   if (w)
     evmpi__work_retain(w);
@@ -335,6 +336,7 @@ int evmpi__worker_start(evmpi_worker_t *wk, evmpi_pg_t *pg) {
   memset(wk, 0, sizeof *wk);
   atomic_init(&wk->queued, 0);
   atomic_init(&wk->in_mpi, false);
+  atomic_init(&wk->is_broken, false);
   pthread_mutex_init(&wk->mu, NULL);
   pthread_cond_init(&wk->cv, NULL);
   evmpi__cond_init_monotonic(&wk->wd_cv);
@@ -382,6 +384,8 @@ bool evmpi__worker_active(evmpi_worker_t *wk) {
 }
 
 bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len) {
+  if (!atomic_load(&wk->is_broken))
+    return false; /* every submission asks: no lock on that path */
   pthread_mutex_lock(&wk->mu);
   bool broken = wk->broken != NULL;
   if (broken)
