@@ -47,9 +47,11 @@ struct evmpi_future {
   evmpi_future_sink_t *sink; /* whose loop runs the continuations (a ref on it) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  bool done;                /* under mu */
-  int status;               /* under mu, final once done */
-  char *error;              /* under mu, final once done */
+  atomic_bool done;         /* set under mu after status, error and value, with
+                               release: once it reads true they are final and
+                               are read without mu */
+  int status;               /* written under mu before done */
+  char *error;              /* written under mu before done */
   const evmpi_tensor_t *value;
   size_t nvalue;
   evmpi_cont_t *conts, *conts_tail; /* under mu: callbacks not yet run */

@@ -19,6 +19,12 @@ struct evmpi_join_link {
   evmpi_future_t *parent; /* a reference */
 };
 
+/* Whether f is done; its status, error and value are final then, and read
+ * without its lock. */
+static bool is_done(evmpi_future_t *f) {
+  return atomic_load_explicit(&f->done, memory_order_acquire);
+}
+
 static void cont_free(evmpi_future_t *f, evmpi_cont_t *c) {
   if (c != &f->inline_cont)
     free(c);
@@ -117,16 +123,17 @@ void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
   if (status != EVMPI_OK)
     copy = strdup(error ? error : evmpi_strerror(status));
   pthread_mutex_lock(&f->mu);
-  if (f->done) {
+  if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
     pthread_mutex_unlock(&f->mu);
     free(copy);
     return;
   }
-  f->done = true;
   f->status = status;
   f->error = copy;
   f->value = status == EVMPI_OK ? value : NULL;
   f->nvalue = status == EVMPI_OK ? nvalue : 0;
+  /* After the result: whoever sees done (acquire) reads it without mu. */
+  atomic_store_explicit(&f->done, true, memory_order_release);
   evmpi_join_link_t *parents = f->parents;
   f->parents = NULL;
   bool post = f->conts && !f->queued;
@@ -180,7 +187,7 @@ static int add_cont(evmpi_future_t *f, const evmpi_cont_t *tmpl, const char *opn
   }
   *c = *tmpl;
   EVMPI__FIFO_PUSH(f->conts, f->conts_tail, c);
-  bool post = f->done && !f->queued;
+  bool post = atomic_load_explicit(&f->done, memory_order_relaxed) && !f->queued;
   if (post)
     f->queued = true;
   pthread_mutex_unlock(&f->mu);
@@ -209,15 +216,17 @@ int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {
   struct timespec deadline = {0, 0};
   if (timeout_ms > 0)
     deadline = evmpi__timespec_after(CLOCK_MONOTONIC, (int64_t)timeout_ms * 1000000);
+  if (is_done(f))
+    return f->status;
   pthread_mutex_lock(&f->mu);
-  while (!f->done && timeout_ms != 0) {
+  while (!atomic_load_explicit(&f->done, memory_order_relaxed) && timeout_ms != 0) {
     if (timeout_ms < 0) {
       pthread_cond_wait(&f->cv, &f->mu);
     } else if (pthread_cond_timedwait(&f->cv, &f->mu, &deadline) == ETIMEDOUT) {
       break;
     }
   }
-  int rc = f->done ? f->status : EVMPI_ERR_TIMEOUT;
+  int rc = atomic_load_explicit(&f->done, memory_order_relaxed) ? f->status : EVMPI_ERR_TIMEOUT;
   pthread_mutex_unlock(&f->mu);
   return rc;
 }
@@ -225,31 +234,21 @@ int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {
 int evmpi_future_status(evmpi_future_t *f) {
   if (!f)
     return EVMPI_ERR_INVALID;
-  pthread_mutex_lock(&f->mu);
-  int rc = f->done ? f->status : EVMPI_ERR_STATE;
-  pthread_mutex_unlock(&f->mu);
-  return rc;
+  return is_done(f) ? f->status : EVMPI_ERR_STATE;
 }
 
 bool evmpi_future_is_done(evmpi_future_t *f) {
   if (!f)
     return false;
-  pthread_mutex_lock(&f->mu);
-  bool done = f->done;
-  pthread_mutex_unlock(&f->mu);
-  return done;
+  return is_done(f);
 }
 
 size_t evmpi_future_value(evmpi_future_t *f, const evmpi_tensor_t **tensors) {
   size_t n = 0;
   const evmpi_tensor_t *v = NULL;
-  if (f) {
-    pthread_mutex_lock(&f->mu);
-    if (f->done && f->status == EVMPI_OK) {
-      v = f->value;
-      n = f->nvalue;
-    }
-    pthread_mutex_unlock(&f->mu);
+  if (f && is_done(f) && f->status == EVMPI_OK) {
+    v = f->value;
+    n = f->nvalue;
   }
   if (tensors)
     *tensors = n ? v : NULL;
@@ -259,10 +258,7 @@ size_t evmpi_future_value(evmpi_future_t *f, const evmpi_tensor_t **tensors) {
 const char *evmpi_future_error(evmpi_future_t *f) {
   if (!f)
     return NULL;
-  pthread_mutex_lock(&f->mu);
-  const char *e = f->done && f->status != EVMPI_OK ? f->error : NULL;
-  pthread_mutex_unlock(&f->mu);
-  return e;
+  return is_done(f) && f->status != EVMPI_OK ? f->error : NULL;
 }
 
 /* The last child of a join is done: the join takes the first failure. */
