@@ -2,17 +2,16 @@
  *
  * Open MPI's blocking MPI_Allreduce gets slower per byte above a few MiB
  * on shared memory (its temporaries no longer stay in cache and are
- * faulted in afresh on every call): here, one 64 MiB float32 allreduce at
- * 2 ranks takes 29 ms, 64 allreduces of 1 MiB over the same bytes 9.6 ms.
- * Pieces also give the worker a point, every piece, where it yields its
- * core: the loop thread shares it, and a blocking collective otherwise
- * holds the core for the whole message (tens of ms at 64 MiB).
+ * faulted in afresh on every call), so a large allreduce is faster as many
+ * 1 MiB ones over the same bytes. Pieces also give the worker a point,
+ * every piece, where it yields its core: the loop thread shares it, and a
+ * blocking collective otherwise holds the core for the whole message.
  *
- * Up to WHOLE_PIECES pieces (4 MiB) a message goes whole: a 4 MiB
- * allreduce takes 0.43 ms in one call and 0.47 ms in four. A broadcast
- * gains no speed from pieces (its own pipeline runs best over a whole
- * message: 1 MiB pieces cost it 5-8% here, 4 MiB ones 1-2%), so it goes
- * in pieces of WHOLE_PIECES pieces, for the yields alone.
+ * Up to WHOLE_PIECES pieces (4 MiB) a message goes whole: cutting it
+ * gains nothing there. A broadcast gains no speed from pieces (its own
+ * pipeline runs best over a whole message, and small pieces slow it), so
+ * it goes in pieces of WHOLE_PIECES pieces, for the yields alone.
+ * doc/performance.md ("Where the time goes") has the figures.
  *
  * Every rank must cut a message at the same element offsets, whatever the
  * tensor's device: host tensors, device pointers given to a CUDA-aware

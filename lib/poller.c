@@ -43,16 +43,15 @@
 /* After a poll that finished nothing, the poller yields while requests
  * were active within SPIN_NS, and then sleeps an eighth of the time since
  * they were (a request finished, on the poller or the loop thread, or was
- * submitted), from 1 us up to MAX_SLEEP_NS. A transfer that takes D is so
- * seen at most about D/8 after it ends; sleeps that doubled per empty poll
- * reached 500 us within a 4 MiB transfer and added up to 35% to large
+ * submitted), from MIN_SLEEP_NS up to MAX_SLEEP_NS. A transfer that takes
+ * D is so seen at most about D/8 after it ends; sleeps that doubled per
+ * empty poll grew long within a single large transfer and slowed large
  * ping-pongs. A receive left posted for long costs a test every
- * MAX_SLEEP_NS: each wake-up (timer, context switch, MPI_Testsome with
- * its progress pass) costs about 10 us here, so 4 ms keeps a posted
- * receive under half a percent of a core, and a message that ends a quiet
- * spell of Q is still seen within Q/8. The thread's timer slack is 1 us
- * (Linux): with the default 50 us a 5 us sleep lasted 55 us, which made
- * short sleeps slower than the doubling ones.
+ * MAX_SLEEP_NS (a timer, a context switch, MPI_Testsome with its progress
+ * pass), which keeps it near half a percent of a core, and a message that
+ * ends a quiet spell of Q is still seen within Q/8. The thread's timer
+ * slack is 1 us (Linux): the default 50 us stretched every short sleep by
+ * that much. doc/performance.md has the figures.
  *
  * While a large message (LARGE_BYTES or more: past the eager limits, a
  * rendezvous that needs both sides' progress) is pending, the poller

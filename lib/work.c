@@ -15,10 +15,10 @@
 
 /* A free list of works with at most one tensor slot (every operation but
  * the list collectives), shared by the whole process. A burst of queued
- * small collectives allocates and frees one 600-byte work per operation;
- * with 10,000 in flight glibc's per-thread cache (7 blocks per size) is
- * soon empty and calloc/free went through its bins, about 700 instructions
- * per operation. Kept works keep no reference to their group. The list
+ * small collectives allocates and frees one work per operation; with
+ * thousands in flight glibc's small per-thread cache is soon empty and
+ * calloc/free go through its bins, a large part of a small operation's
+ * cost. Kept works keep no reference to their group. The list
  * keeps up to WORK_POOL_MAX works (about 10 MiB), the most that were in
  * flight at once, as Open MPI's own free lists do; it is freed at exit.
  * Under AddressSanitizer the pool is off, so that a use after free of a
@@ -50,7 +50,7 @@ static evmpi_work_t *pool_get(void) {
   if (w) {
     /* All zero but the future's mutex and condition variable (adjacent),
      * which stay made while the work is pooled: making and unmaking them
-     * was a tenth of a queued operation's cost on the submitting thread. */
+     * per operation was a measurable part of a queued one's cost. */
     size_t keep_from = offsetof(evmpi_work_t, future) + offsetof(evmpi_future_t, mu);
     size_t keep_to = offsetof(evmpi_work_t, future) + offsetof(evmpi_future_t, cv) +
                      sizeof(pthread_cond_t);

@@ -1,6 +1,6 @@
 /* worker.c: the worker thread. It runs a group's collectives one at a time,
  * in submission order, with blocking MPI calls (the fastest path in Open
- * MPI, where the nonblocking collectives are up to 2x slower). It sleeps on
+ * MPI, whose nonblocking collectives are slower). It sleeps on
  * a condition variable when there is nothing to run.
  *
  * A blocking collective spins inside MPI until every peer has arrived: a
@@ -48,7 +48,8 @@
  * sleeps: a callback that submits the next operation at once (a chain of
  * small collectives) then needs no futex wake-up. Each poll yields the CPU,
  * so ranks that share cores still progress. A queue that is not empty
- * costs no clock read (22 ns here, a third of a queued operation's cost). */
+ * costs no clock read (a clock read is a sizeable part of a queued
+ * operation's cost). */
 #define WORKER_SPIN_NS 50000
 
 static void spin_for_work(evmpi_worker_t *wk) {
@@ -233,8 +234,8 @@ static void *worker_main(void *arg) {
    * without one. The same on every rank, which runs the same sequence. */
   int64_t credit = 0;
 #ifdef __linux__
-  /* The gate's sleeps are short at first: the default 50 us slack would
-   * stretch them. */
+  /* The gate's sleeps are short at first: the default timer slack (50 us)
+   * would stretch them. */
   prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
 #endif
   evmpi_work_t *w = NULL;
