@@ -121,10 +121,24 @@ static int grow_scratch(scratch_t *s, size_t need) {
   return rc;
 }
 
+/* "recv (#12) from rank 1, tag 7": the operation, its sequence number, the
+ * peer and the tag, as every p2p timeout message names them. */
+static void describe(char *buf, size_t len, const evmpi_work_t *w) {
+  if (w->kind == EVMPI_WORK_SEND)
+    snprintf(buf, len, "%s (#%llu) to rank %d, tag %d", w->op->opname, (unsigned long long)w->seq,
+             w->args.p2p.peer, w->args.p2p.tag);
+  else if (w->args.p2p.peer == MPI_ANY_SOURCE)
+    snprintf(buf, len, "%s (#%llu) from any rank, tag %d", w->op->opname,
+             (unsigned long long)w->seq, w->args.p2p.tag);
+  else
+    snprintf(buf, len, "%s (#%llu) from rank %d, tag %d", w->op->opname, (unsigned long long)w->seq,
+             w->args.p2p.peer, w->args.p2p.tag);
+}
+
 /* The outcome of a finished request: status and message for its work. */
 static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
   if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, w->kind == EVMPI_WORK_SEND ? "MPI_Isend" : "MPI_Irecv", rc);
+    return evmpi__work_mpi_result(w, rc); /* the row's MPI_Isend or MPI_Irecv */
   int cancelled = 0;
   MPI_Test_cancelled(st, &cancelled);
   if (cancelled) {
@@ -132,10 +146,12 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
     if (w->kind == EVMPI_WORK_RECV)
       w->error_text = evmpi__asprintf("%s: cancelled before a message matched (#%llu)",
                                       w->op->opname, (unsigned long long)w->seq);
-    else
-      w->error_text = evmpi__asprintf("%s (#%llu) to rank %d, tag %d: cancelled by destroy: "
-                                      "no receive of this group can match it any more",
-                                      w->op->opname, (unsigned long long)w->seq, w->args.p2p.peer, w->args.p2p.tag);
+    else {
+      char what[128];
+      describe(what, sizeof what, w);
+      w->error_text = evmpi__asprintf("%s: cancelled by destroy: no receive of this group can "
+                                      "match it any more", what);
+    }
     return EVMPI_ERR_ABORTED;
   }
   if (w->kind == EVMPI_WORK_RECV) {
@@ -460,11 +476,10 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
       MPI_Request_free(&p->reqs[i]);
       w->abandoned = true;
       free(w->error_text);
-      w->error_text = evmpi__asprintf(
-          "%s (#%llu) %s %d, tag %d: %s%s", w->op->opname, (unsigned long long)w->seq,
-          w->kind == EVMPI_WORK_SEND ? "to rank" : "from rank", w->args.p2p.peer,
-          w->args.p2p.tag, why,
-          w->kind == EVMPI_WORK_SEND ? "; MPI may still deliver it" : "");
+      char what[128];
+      describe(what, sizeof what, w);
+      w->error_text = evmpi__asprintf("%s: %s%s", what, why,
+                                      w->kind == EVMPI_WORK_SEND ? "; MPI may still deliver it" : "");
       w->outcome = status;
     }
     w->held = false;
@@ -478,20 +493,6 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
 static atomic_bool p2p_broken_any;
 
 bool evmpi__p2p_broken_any(void) { return atomic_load(&p2p_broken_any); }
-
-/* "recv (#12) from rank 1, tag 7": the operation, its sequence number, the
- * peer and the tag, as every p2p timeout message names them. */
-static void describe(char *buf, size_t len, const evmpi_work_t *w) {
-  if (w->kind == EVMPI_WORK_SEND)
-    snprintf(buf, len, "%s (#%llu) to rank %d, tag %d", w->op->opname, (unsigned long long)w->seq,
-             w->args.p2p.peer, w->args.p2p.tag);
-  else if (w->args.p2p.peer == MPI_ANY_SOURCE)
-    snprintf(buf, len, "%s (#%llu) from any rank, tag %d", w->op->opname,
-             (unsigned long long)w->seq, w->args.p2p.tag);
-  else
-    snprintf(buf, len, "%s (#%llu) from rank %d, tag %d", w->op->opname, (unsigned long long)w->seq,
-             w->args.p2p.peer, w->args.p2p.tag);
-}
 
 /* The group is broken by a missed deadline (under mu); the first reason
  * stays. */
