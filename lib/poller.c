@@ -471,8 +471,10 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
   for (size_t i = 0; i < p->n; i++) {
     evmpi_work_t *w = p->works[i];
     if (p->reqs[i] != MPI_REQUEST_NULL) {
-      if (unmatchable_at_stop(w))
+      if (unmatchable_at_stop(w) && !w->cancel_sent) { /* once: see evmpi__poller_cancel */
         MPI_Cancel(&p->reqs[i]);
+        w->cancel_sent = true;
+      }
       MPI_Request_free(&p->reqs[i]);
       w->abandoned = true;
       free(w->error_text);
@@ -735,7 +737,11 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
    * cannot be cancelled and completes normally, later, in the poller. */
   MPI_Status st;
   int flag = 0;
-  MPI_Cancel(&p->reqs[at]);
+  if (!w->cancel_sent) { /* a request is cancelled once: a second MPI_Cancel of
+                            an any-source receive crashed Open MPI */
+    MPI_Cancel(&p->reqs[at]);
+    w->cancel_sent = true;
+  }
   evmpi__mpi_test_begin();
   int rc = MPI_Test(&p->reqs[at], &flag, &st);
   evmpi__mpi_test_end();

@@ -45,7 +45,7 @@ struct evmpi_work {
   void *p2p_stage;            /* staged CUDA send or receive: its pinned buffer */
   int64_t recv_bytes;         /* a receive's arrived bytes (poller), -1 = unknown */
   bool abandoned;             /* request freed while pending: MPI may still use p2p_stage */
-  bool cancel_sent;           /* poller: MPI_Cancel was called on its receive */
+  bool cancel_sent;           /* poller: MPI_Cancel was called on its request (once only) */
   bool held;                  /* poller: its request completed, but an older send or
                                  receive of the same peer and tag has not: it is
                                  finished after that one (MPI's matching order) */

@@ -220,6 +220,12 @@ TEST_F(P2PDeadline, DestroyAfterASendTimedOutReturnsPromptly) {
     ASSERT_EQ(evmpi_send(pg, &t0, 1, 77, &s[0]), EVMPI_OK) << evmpi_last_error();
     ASSERT_EQ(evmpi_send(pg, &t1, 1, 78, &s[1]), EVMPI_OK) << evmpi_last_error();
     ASSERT_EQ(evmpi_work_set_deadline(s[1], 0), EVMPI_OK) << evmpi_last_error();
+    // A receive from any rank that nothing matches, pending at destroy too.
+    static int32_t sink;
+    evmpi_tensor_t ta = evmpi_tensor_flat(&sink, EVMPI_INT32, 1);
+    evmpi_work_t *any = nullptr;
+    ASSERT_EQ(evmpi_recv_anysource(pg, &ta, 79, &any), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_set_deadline(any, 0), EVMPI_OK) << evmpi_last_error();
     ASSERT_TRUE(evmpi_test_run_until_done(base, &s[0], 1, EVMPI_TEST_TIMEOUT_MS));
     char want[256];
     std::snprintf(want, sizeof want,
@@ -238,6 +244,13 @@ TEST_F(P2PDeadline, DestroyAfterASendTimedOutReturnsPromptly) {
     std::snprintf(want, sizeof want, "send (#%llu) to rank 1, tag 78: abandoned",
                   (unsigned long long)seq_of(s[1]));
     EXPECT_NE(error_of(s[1]).find(want), std::string::npos) << error_of(s[1]);
+    // Named as every send or receive is: "from any rank", not a rank -1.
+    EXPECT_TRUE(evmpi_work_is_completed(any));
+    EXPECT_NE(evmpi_work_status(any), EVMPI_OK);
+    std::snprintf(want, sizeof want, "recv_anysource (#%llu) from any rank, tag 79: ",
+                  (unsigned long long)seq_of(any));
+    EXPECT_NE(error_of(any).find(want), std::string::npos) << error_of(any);
+    evmpi_work_release(any);
     evmpi_work_release(s[0]);
     evmpi_work_release(s[1]);
     MPI_Barrier(MPI_COMM_WORLD); // now rank 1 receives
