@@ -13,6 +13,10 @@
  *   app-mpi     the application initialises MPI and calls MPI_Finalize
  *               with a live group and a posted receive; evmpi_pg_create
  *               after that returns EVMPI_ERR_STATE
+ *   broken-live both ranks' groups are broken by a receive that missed
+ *               its p2p deadline, with a receive from any rank still
+ *               pending (no deadline) when main returns; both reach
+ *               MPI_Finalize, which stops the group first
  *   broken-peer-gone  (2 ranks; exit_paths.sh expects status 1 here) rank
  *               0's receive from rank 1 misses its deadline, which breaks
  *               the group, and main returns; rank 1 never reaches
@@ -187,6 +191,30 @@ static int mode_app_mpi(void) {
   return 0;
 }
 
+static int mode_broken_live(void) {
+  evmpi_pg_t *pg;
+  if (evmpi_pg_create(NULL, NULL, 0, &pg) != EVMPI_OK)
+    return fail("pg_create");
+  evmpi_tensor_t t = evmpi_tensor_flat(&rbuf, EVMPI_INT32, 1);
+  evmpi_tensor_t v = evmpi_tensor_flat(&vbuf, EVMPI_INT32, 1);
+  evmpi_work_t *w, *any;
+  if (evmpi_recv_anysource(pg, &v, 4244, &any) != EVMPI_OK ||
+      evmpi_work_on_complete(any, never_cb, NULL) != EVMPI_OK)
+    return fail("recv_anysource");
+  if (evmpi_pg_set_p2p_timeout(pg, 100) != EVMPI_OK ||
+      evmpi_recv(pg, &t, evmpi_pg_rank(pg), 4243, &w) != EVMPI_OK)
+    return fail("recv with a deadline");
+  if (evmpi_work_wait(w, 20000) != EVMPI_ERR_TIMEOUT)
+    return fail("the receive's deadline");
+  evmpi_work_release(w);
+  evmpi_work_t *b = NULL;
+  if (evmpi_barrier(pg, &b) != EVMPI_ERR_ABORTED || !strstr(evmpi_last_error(), "broken")) {
+    fprintf(stderr, "FAIL: the missed deadline did not break the group\n");
+    return 1;
+  }
+  return 0; /* evmpi's exit handler stops the group, then MPI_Finalize */
+}
+
 static int mode_broken_peer_gone(void) {
   evmpi_pg_t *pg;
   if (evmpi_pg_create(NULL, NULL, 0, &pg) != EVMPI_OK)
@@ -222,8 +250,11 @@ int main(int argc, char **argv) {
     return mode_exit_in_cb();
   if (strcmp(mode, "app-mpi") == 0)
     return mode_app_mpi();
+  if (strcmp(mode, "broken-live") == 0)
+    return mode_broken_live();
   if (strcmp(mode, "broken-peer-gone") == 0)
     return mode_broken_peer_gone();
-  fprintf(stderr, "usage: exit_paths live|live-null|deferred|exit-in-cb|app-mpi|broken-peer-gone\n");
+  fprintf(stderr, "usage: exit_paths live|live-null|deferred|exit-in-cb|app-mpi|broken-live|"
+                  "broken-peer-gone\n");
   return 2;
 }

@@ -7,7 +7,7 @@
 # EVMPI_* variables on to the ranks it starts on this host.
 set -u
 status=0
-for mode in live live-null deferred exit-in-cb app-mpi; do
+for mode in live live-null deferred exit-in-cb app-mpi broken-live; do
   case $mode in
     live|deferred) runs=${EVMPI_EXIT_RUNS:-50} ;;
     *) runs=${EVMPI_EXIT_RUNS:-10} ;;
