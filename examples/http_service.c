@@ -65,6 +65,8 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 
+#include "example.h"
+
 enum { CMD_SUM = 1, CMD_QUIT = 2 };
 enum { DELAYED_RANK = 1, MAX_DELAY_MS = 60000, RELEASE_TAG = 17 };
 #define MAX_VALUE INT64_C(1000000000000) /* |N|: keeps the sum far from overflow */
@@ -438,13 +440,8 @@ int main(int argc, char **argv) {
   memset(&svc, 0, sizeof svc);
   int port = parse_port(argc, argv);
   svc.base = event_base_new();
-  if (!svc.base)
+  if (example_create_on(svc.base, &svc.pg))
     return 1;
-  int rc = evmpi_pg_create(svc.base, NULL, 0, &svc.pg);
-  if (rc != EVMPI_OK) {
-    fprintf(stderr, "evmpi_pg_create: %s: %s\n", evmpi_strerror(rc), evmpi_last_error());
-    return 1;
-  }
   svc.released_upto = -1; /* sequence numbers start at 0 */
   svc.rank = evmpi_pg_rank(svc.pg);
   svc.size = evmpi_pg_size(svc.pg);

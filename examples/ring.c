@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example.h"
+
 enum {
   TOKENS = 4,       /* tokens in flight at the same time */
   LAPS = 5,         /* times each token goes round the ring */
@@ -175,13 +177,8 @@ int main(void) {
   struct ring r;
   memset(&r, 0, sizeof r);
   r.base = event_base_new();
-  if (!r.base)
+  if (example_create_on(r.base, &r.pg))
     return 1;
-  int rc = evmpi_pg_create(r.base, NULL, 0, &r.pg);
-  if (rc != EVMPI_OK) {
-    fprintf(stderr, "evmpi_pg_create: %s: %s\n", evmpi_strerror(rc), evmpi_last_error());
-    return 1;
-  }
   r.rank = evmpi_pg_rank(r.pg);
   r.size = evmpi_pg_size(r.pg);
   r.right = (r.rank + 1) % r.size;

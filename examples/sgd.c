@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example.h"
+
 enum {
   DIM = 16,          /* features */
   SHARD = 512,       /* samples per rank */
@@ -253,11 +255,8 @@ int main(void) {
   if (!s)
     return 1;
   s->base = event_base_new();
-  int rc = evmpi_pg_create(s->base, NULL, 0, &s->pg);
-  if (rc != EVMPI_OK) {
-    fprintf(stderr, "evmpi_pg_create: %s: %s\n", evmpi_strerror(rc), evmpi_last_error());
+  if (example_create_on(s->base, &s->pg))
     return 1;
-  }
   s->rank = evmpi_pg_rank(s->pg);
   s->size = evmpi_pg_size(s->pg);
   s->rng = 1000 + (uint64_t)s->rank;

@@ -38,6 +38,34 @@ private:
 
 } // namespace
 
+bool evmpi_test_finish(struct event_base *base, evmpi_work_t *const *works, int n) {
+  bool done = evmpi_test_run_until_done(base, works, n, EVMPI_TEST_TIMEOUT_MS);
+  EXPECT_TRUE(done) << "not completed in " << EVMPI_TEST_TIMEOUT_MS << " ms";
+  if (!done)
+    return false;
+  for (int i = 0; i < n; i++) {
+    EXPECT_EQ(evmpi_work_status(works[i]), EVMPI_OK)
+        << evmpi_work_name(works[i]) << ": " << evmpi_work_error(works[i]);
+    evmpi_work_release(works[i]);
+  }
+  return true;
+}
+
+void evmpi_test_check_subgroup(struct event_base *base, evmpi_pg_t *pg,
+                               const std::vector<int> &ranks, int index) {
+  EXPECT_EQ(evmpi_pg_rank(pg), index);
+  EXPECT_EQ(evmpi_pg_size(pg), (int)ranks.size());
+  int64_t v = evmpi_test_world_rank();
+  evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_INT64, 1);
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_TRUE(evmpi_test_finish(base, &w, 1));
+  int64_t expect = 0;
+  for (int r : ranks)
+    expect += r;
+  EXPECT_EQ(v, expect);
+}
+
 TestLoop::TestLoop() : base(event_base_new()) {
   EXPECT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
 }
@@ -45,6 +73,65 @@ TestLoop::TestLoop() : base(event_base_new()) {
 TestLoop::~TestLoop() {
   evmpi_pg_destroy(pg);
   event_base_free(base);
+}
+
+void ExternalLoopTest::SetUp() {
+  evmpi_pg_options_t *opts = nullptr;
+  ASSERT_EQ(evmpi_pg_options_new(&opts), EVMPI_OK);
+  int rc = evmpi_pg_options_set_loop(opts, EVMPI_LOOP_EXTERNAL);
+  if (rc == EVMPI_OK)
+    rc = evmpi_pg_create_with(nullptr, nullptr, 0, opts, &pg);
+  evmpi_pg_options_free(opts); // the group does not need it once created
+  ASSERT_EQ(rc, EVMPI_OK) << evmpi_last_error();
+}
+
+void ExternalLoopTest::DestroyGroup() {
+  if (pg)
+    evmpi_pg_destroy(pg);
+  pg = nullptr;
+}
+
+void ExternalLoopTest::TearDown() {
+  DestroyGroup();
+  MpiTest::TearDown();
+}
+
+evmpi_work_t *ExternalLoopTest::AllreduceThatDestroys() {
+  evmpi_tensor_t t = evmpi_tensor_flat(&cb_x, EVMPI_INT32, 1);
+  evmpi_work_t *w = nullptr;
+  EXPECT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+  if (!w)
+    return nullptr;
+  cb_pg = pg;
+  int rc = evmpi_work_on_complete(w, [](evmpi_work_t *w, void *arg) {
+    auto *f = static_cast<ExternalLoopTest *>(arg);
+    f->cb_ran++;
+    f->cb_sum_ok = evmpi_work_is_success(w) && f->cb_x == evmpi_pg_size(f->cb_pg);
+    evmpi_pg_destroy(f->cb_pg);
+  }, this);
+  EXPECT_EQ(rc, EVMPI_OK) << evmpi_last_error();
+  if (rc != EVMPI_OK) {
+    evmpi_work_release(w);
+    return nullptr;
+  }
+  pg = nullptr; // the callback destroys it
+  return w;
+}
+
+evmpi_work_t *ExternalLoopTest::CountedBarrier() {
+  evmpi_work_t *w = nullptr;
+  EXPECT_EQ(evmpi_barrier(pg, &w), EVMPI_OK) << evmpi_last_error();
+  if (!w)
+    return nullptr;
+  int rc = evmpi_work_on_complete(w, [](evmpi_work_t *, void *arg) {
+    static_cast<ExternalLoopTest *>(arg)->cb_ran++;
+  }, this);
+  EXPECT_EQ(rc, EVMPI_OK) << evmpi_last_error();
+  if (rc != EVMPI_OK) {
+    evmpi_work_release(w);
+    return nullptr;
+  }
+  return w;
 }
 
 void MpiTest::TearDown() {

@@ -49,9 +49,23 @@ double evmpi_test_now_ms(void);
 
 #ifdef __cplusplus
 #include <gtest/gtest.h>
+
+#include <vector>
 /* Runs the tests with the MPI-aware listeners; returns the exit status
  * agreed by every rank. */
 int evmpi_test_main(int argc, char **argv, evmpi_test_mpi_mode_t mode);
+
+/* Runs base until every work in works has completed (EVMPI_TEST_TIMEOUT_MS
+ * at most), expects each to have succeeded and releases them. Returns
+ * false, with a failure reported and nothing released, when some did not
+ * complete. */
+bool evmpi_test_finish(struct event_base *base, evmpi_work_t *const *works, int n);
+
+/* Checks pg, a group of the world ranks in ranks of which this rank is
+ * ranks[index]: its rank and size, and an allreduce (sum, run on base)
+ * of the members' world ranks. */
+void evmpi_test_check_subgroup(struct event_base *base, evmpi_pg_t *pg,
+                               const std::vector<int> &ranks, int index);
 
 /* An event_base with a group over the world on it, for one test. */
 struct TestLoop {
@@ -66,6 +80,36 @@ struct TestLoop {
 class MpiTest : public ::testing::Test {
 protected:
   void TearDown() override;
+};
+
+/* The fixture of the tests of the loop-agnostic core and of its adapters:
+ * pg, a group over the world for a loop of the test's own
+ * (EVMPI_LOOP_EXTERNAL). A subclass that sets its loop up before the
+ * group calls ExternalLoopTest::SetUp after it, and one that must see the
+ * group gone before its loop is torn down calls DestroyGroup first. */
+class ExternalLoopTest : public MpiTest {
+protected:
+  void SetUp() override;
+  void TearDown() override; /* DestroyGroup, then MpiTest's */
+  /* Destroys pg unless the test did (and set it to nullptr). */
+  void DestroyGroup();
+  /* Submits an allreduce of 1 from every rank whose callback, run by the
+   * test's loop, counts itself in cb_ran, sets cb_sum_ok when the sum is
+   * the world size and destroys the group from inside the callback; pg is
+   * nullptr from here on. Returns the work for the test to release, or
+   * nullptr after a failed submission (pg is then left as it was). */
+  evmpi_work_t *AllreduceThatDestroys();
+  /* Submits a barrier whose callback counts itself in cb_ran. Returns the
+   * work for the test to release, or nullptr after a failure. */
+  evmpi_work_t *CountedBarrier();
+
+  evmpi_pg_t *pg = nullptr;
+  int cb_ran = 0;
+  bool cb_sum_ok = false;
+  /* What the callbacks use: members, so that they are still alive when a
+   * failed assertion leaves the delivery to TearDown's destroy. */
+  int32_t cb_x = 1;
+  evmpi_pg_t *cb_pg = nullptr;
 };
 #endif
 

@@ -422,9 +422,7 @@ protected:
   }
   static void Run(Loop &l, evmpi_work_t *w) {
     ASSERT_NE(w, nullptr);
-    ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-    evmpi_work_release(w);
+    ASSERT_TRUE(evmpi_test_finish(l.base, &w, 1));
   }
 };
 

@@ -131,9 +131,7 @@ protected:
   void Finish(evmpi_work_t *w, const char *name) {
     ASSERT_NE(w, nullptr);
     EXPECT_STREQ(evmpi_work_name(w), name);
-    ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-    evmpi_work_release(w);
+    ASSERT_TRUE(evmpi_test_finish(base, &w, 1));
   }
   struct event_base *base = nullptr;
   evmpi_pg_t *pg = nullptr;
@@ -408,11 +406,7 @@ TEST_P(Cuda, SendRecvRingAndAnySource) {
   ASSERT_EQ(evmpi_recv(pg, &tr, prev, 7, &w[0]), EVMPI_OK) << evmpi_last_error();
   ASSERT_EQ(evmpi_send(pg, &ts, next, 7, &w[1]), EVMPI_OK) << evmpi_last_error();
   dsend.Up(std::vector<int32_t>(n, -1)); // a staged send has its copy already
-  ASSERT_TRUE(evmpi_test_run_until_done(base, w, 2, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(evmpi_work_status(w[0]), EVMPI_OK) << evmpi_work_error(w[0]);
-  EXPECT_EQ(evmpi_work_status(w[1]), EVMPI_OK) << evmpi_work_error(w[1]);
-  evmpi_work_release(w[0]);
-  evmpi_work_release(w[1]);
+  ASSERT_TRUE(evmpi_test_finish(base, w, 2));
   if (GetParam() != Path::Direct)
     EXPECT_EQ(drecv.Down<int32_t>(n), Seq(n, prev * 1000));
 
@@ -491,9 +485,7 @@ protected:
     evmpi_tensor_t t = OnDevice(d.p, EVMPI_INT32, 1);
     evmpi_work_t *w = nullptr;
     ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
-    ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-    evmpi_work_release(w);
+    ASSERT_TRUE(evmpi_test_finish(base, &w, 1));
     EXPECT_EQ(d.Down<int32_t>(1)[0], evmpi_pg_size(pg));
   }
   void CutAlike(int rank, int size, size_t n);
@@ -652,9 +644,7 @@ void CudaRefusals::CutAlike(int rank, int size, size_t n) {
     EXPECT_EQ(rc, EVMPI_OK) << evmpi_last_error();
     if (rc != EVMPI_OK)
       return {};
-    EXPECT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-    evmpi_work_release(w);
+    EXPECT_TRUE(evmpi_test_finish(base, &w, 1));
     return rank == 0 ? d.Down<int32_t>(n) : host;
   };
   std::vector<int32_t> out = run(Seq(n, rank), 0, 0);
@@ -731,9 +721,7 @@ TEST_F(CudaRefusals, EveryThreadKeepsItsCurrentDevice) {
   evmpi_tensor_t t = OnDevice(d.p, EVMPI_INT32, 100, 1), tr = OnDevice(dr.p, EVMPI_INT32, 100, 1);
   evmpi_work_t *w = nullptr;
   ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
-  ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-  evmpi_work_release(w);
+  ASSERT_TRUE(evmpi_test_finish(base, &w, 1));
   EXPECT_EQ(fake_cuda_threads_on_device(1), 0) << "after a staged allreduce on cuda:1";
 #ifdef EVMPI_TEST_FAKE_CUDA
   long h2d_before = fake_cuda_sync_h2d_here();
@@ -742,11 +730,7 @@ TEST_F(CudaRefusals, EveryThreadKeepsItsCurrentDevice) {
     evmpi_work_t *ws[2] = {nullptr, nullptr};
     ASSERT_EQ(evmpi_recv(pg, &tr, me, 5, &ws[0]), EVMPI_OK) << evmpi_last_error();
     ASSERT_EQ(evmpi_send(pg, &t, me, 5, &ws[1]), EVMPI_OK) << evmpi_last_error();
-    ASSERT_TRUE(evmpi_test_run_until_done(base, ws, 2, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(ws[0]), EVMPI_OK) << evmpi_work_error(ws[0]);
-    EXPECT_EQ(evmpi_work_status(ws[1]), EVMPI_OK) << evmpi_work_error(ws[1]);
-    evmpi_work_release(ws[0]);
-    evmpi_work_release(ws[1]);
+    ASSERT_TRUE(evmpi_test_finish(base, ws, 2));
     ASSERT_EQ(fake_cuda_threads_on_device(1), 0) << "after staged receive " << round;
   }
 #ifdef EVMPI_TEST_FAKE_CUDA
@@ -811,9 +795,7 @@ TEST_F(CudaRefusals, ChunkedAllreduceCopiesChunkByChunk) {
   fake_cuda_copy_counts(&d2h0, &h2d0);
   evmpi_work_t *w = nullptr;
   ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
-  ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-  evmpi_work_release(w);
+  ASSERT_TRUE(evmpi_test_finish(base, &w, 1));
   fake_cuda_copy_counts(&d2h1, &h2d1);
   EXPECT_EQ(d2h1 - d2h0, 63); // 1000 int32 in chunks of 16
   EXPECT_EQ(h2d1 - h2d0, 63);
@@ -840,9 +822,7 @@ TEST_F(CudaRefusals, DirectPathStagesWhatTouchesTheHost) {
     fake_cuda_copy_counts(&d2h0, &h2d0);
     evmpi_work_t *w = nullptr;
     EXPECT_EQ(submit(&w), EVMPI_OK) << evmpi_last_error();
-    EXPECT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-    evmpi_work_release(w);
+    EXPECT_TRUE(evmpi_test_finish(base, &w, 1));
     fake_cuda_copy_counts(&d2h1, &h2d1);
     return (d2h1 - d2h0) + (h2d1 - h2d0);
   };

@@ -424,9 +424,7 @@ TEST_F(Lifecycle, SetTimeoutLeavesTheRunningCollectiveAlone) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1000));
     ASSERT_EQ(evmpi_pg_set_timeout(l.pg, 300), EVMPI_OK);
   }
-  ASSERT_TRUE(evmpi_test_run_until_done(l.base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-  evmpi_work_release(w);
+  ASSERT_TRUE(evmpi_test_finish(l.base, &w, 1));
   // And it does apply to the next one: a peer 2 s late times it out.
   evmpi_work_t *w2 = nullptr;
   late_barrier(l.pg, 2000, &w2);

@@ -17,27 +17,19 @@
 
 namespace {
 
-class Loop : public MpiTest {
+class Loop : public ExternalLoopTest {
 protected:
   void SetUp() override {
-    ASSERT_EQ(evmpi_pg_options_new(&opts), EVMPI_OK);
-    ASSERT_EQ(evmpi_pg_options_set_loop(opts, EVMPI_LOOP_EXTERNAL), EVMPI_OK);
-    ASSERT_EQ(evmpi_pg_create_with(nullptr, nullptr, 0, opts, &pg), EVMPI_OK) << evmpi_last_error();
+    ExternalLoopTest::SetUp();
+    if (HasFatalFailure())
+      return;
     fd = evmpi_pg_fd(pg);
     ASSERT_GE(fd, 0) << evmpi_last_error();
-  }
-  void TearDown() override {
-    if (pg)
-      evmpi_pg_destroy(pg);
-    evmpi_pg_options_free(opts);
-    MpiTest::TearDown();
   }
   bool Readable(int timeout_ms) {
     struct pollfd p = {fd, POLLIN, 0};
     return poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN);
   }
-  evmpi_pg_options_t *opts = nullptr;
-  evmpi_pg_t *pg = nullptr;
   int fd = -1;
 };
 

@@ -11,69 +11,43 @@
 
 namespace {
 
-class Glib : public MpiTest {
+class Glib : public ExternalLoopTest {
 protected:
   void SetUp() override {
     ctx = g_main_context_new();
-    ASSERT_EQ(evmpi_pg_options_new(&opts), EVMPI_OK);
-    ASSERT_EQ(evmpi_pg_options_set_loop(opts, EVMPI_LOOP_EXTERNAL), EVMPI_OK);
-    ASSERT_EQ(evmpi_pg_create_with(nullptr, nullptr, 0, opts, &pg), EVMPI_OK) << evmpi_last_error();
+    ExternalLoopTest::SetUp();
   }
   void TearDown() override {
-    if (pg)
-      evmpi_pg_destroy(pg);
+    DestroyGroup(); // destroys the adapter's source: before the context goes
     g_main_context_unref(ctx);
-    evmpi_pg_options_free(opts);
-    MpiTest::TearDown();
+    ExternalLoopTest::TearDown();
   }
   GMainContext *ctx = nullptr;
-  evmpi_pg_options_t *opts = nullptr;
-  evmpi_pg_t *pg = nullptr;
-};
-
-struct Sum {
-  evmpi_pg_t *pg;
-  int32_t x = 1;
-  int ran = 0;
-  bool ok = false;
 };
 
 TEST_F(Glib, CallbacksRunInTheContextAndDestroyFromOneRemovesTheSource) {
   guint id = 0;
   ASSERT_EQ(evmpi_glib_attach(pg, ctx, &id), EVMPI_OK) << evmpi_last_error();
   ASSERT_NE(g_main_context_find_source_by_id(ctx, id), nullptr);
-  Sum s{pg};
-  evmpi_tensor_t t = evmpi_tensor_flat(&s.x, EVMPI_INT32, 1);
-  evmpi_work_t *w = nullptr;
-  ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK);
-  ASSERT_EQ(evmpi_work_on_complete(w, [](evmpi_work_t *w, void *arg) {
-    auto *s = static_cast<Sum *>(arg);
-    s->ran++;
-    s->ok = evmpi_work_is_success(w) && s->x == evmpi_pg_size(s->pg);
-    evmpi_pg_destroy(s->pg);
-  }, &s), EVMPI_OK);
-  pg = nullptr; // the callback destroys it
+  evmpi_work_t *w = AllreduceThatDestroys();
+  ASSERT_NE(w, nullptr);
   double deadline = evmpi_test_now_ms() + EVMPI_TEST_TIMEOUT_MS;
   while (g_main_context_find_source_by_id(ctx, id) && evmpi_test_now_ms() < deadline)
     if (!g_main_context_iteration(ctx, FALSE))
       g_usleep(1000);
   EXPECT_EQ(g_main_context_find_source_by_id(ctx, id), nullptr) << "the source outlived the group";
-  EXPECT_EQ(s.ran, 1);
-  EXPECT_TRUE(s.ok);
+  EXPECT_EQ(cb_ran, 1);
+  EXPECT_TRUE(cb_sum_ok);
   evmpi_work_release(w);
 }
 
 TEST_F(Glib, DestroyWithTheContextIdleRemovesTheSource) {
   guint id = 0;
   ASSERT_EQ(evmpi_glib_attach(pg, ctx, &id), EVMPI_OK) << evmpi_last_error();
-  int ran = 0;
-  evmpi_work_t *w = nullptr;
-  ASSERT_EQ(evmpi_barrier(pg, &w), EVMPI_OK);
-  ASSERT_EQ(evmpi_work_on_complete(w, [](evmpi_work_t *, void *arg) { ++*static_cast<int *>(arg); },
-                                   &ran), EVMPI_OK);
-  evmpi_pg_destroy(pg);
-  pg = nullptr;
-  EXPECT_EQ(ran, 1);
+  evmpi_work_t *w = CountedBarrier();
+  ASSERT_NE(w, nullptr);
+  DestroyGroup();
+  EXPECT_EQ(cb_ran, 1);
   EXPECT_EQ(g_main_context_find_source_by_id(ctx, id), nullptr);
   evmpi_work_release(w);
 }

@@ -37,19 +37,7 @@ void run_member(const std::vector<int> &ranks, int index) {
   ASSERT_EQ(evmpi_pg_create_members(base, ranks.data(), (int)ranks.size(), &pg), EVMPI_OK)
       << evmpi_last_error();
   ASSERT_NE(pg, nullptr);
-  EXPECT_EQ(evmpi_pg_rank(pg), index);
-  EXPECT_EQ(evmpi_pg_size(pg), (int)ranks.size());
-  int64_t v = evmpi_test_world_rank();
-  evmpi_tensor_t t = evmpi_tensor_flat(&v, EVMPI_INT64, 1);
-  evmpi_work_t *w = nullptr;
-  ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
-  ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-  int64_t expect = 0;
-  for (int r : ranks)
-    expect += r;
-  EXPECT_EQ(v, expect);
-  evmpi_work_release(w);
+  evmpi_test_check_subgroup(base, pg, ranks, index);
   evmpi_pg_destroy(pg);
   event_base_free(base);
 }

@@ -106,9 +106,7 @@ TEST_F(Timeout, StuckCollectiveFailsAndBreaksTheGroup) {
     bool told = wait_for_go(&go_req, &go, wait_ms);
     EXPECT_TRUE(told) << "rank 0 did not say go within " << wait_ms << " ms";
     ASSERT_EQ(evmpi_allreduce(pg, &t, EVMPI_SUM, &w), EVMPI_OK);
-    ASSERT_TRUE(evmpi_test_run_until_done(base, &w, 1, EVMPI_TEST_TIMEOUT_MS));
-    EXPECT_EQ(evmpi_work_status(w), EVMPI_OK) << evmpi_work_error(w);
-    evmpi_work_release(w);
+    ASSERT_TRUE(evmpi_test_finish(base, &w, 1));
     evmpi_pg_destroy(pg);
     if (!told)
       MPI_Wait(&go_req, MPI_STATUS_IGNORE); // rank 0 sends it once its destroy is back

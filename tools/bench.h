@@ -134,11 +134,27 @@ typedef struct {
 } countdown_t;
 void count_done(evmpi_work_t *work, void *arg);
 
+/* Dies if work failed (the benchmark measures nothing then), else
+ * releases it: what every completion callback of the modes does first. */
+void release_ok(evmpi_work_t *work);
+
+/* evmpi_recv and evmpi_send on b->pg with cb(arg) as the completion
+ * callback; die on a refusal. */
+void post_recv(bench_t *b, evmpi_tensor_t *t, int src, int tag, evmpi_work_cb cb, void *arg);
+void post_send(bench_t *b, evmpi_tensor_t *t, int dst, int tag, evmpi_work_cb cb, void *arg);
+
 /* Times iters evmpi operations in a chain: submit(ctx) issues one, and its
  * completion callback (on the loop) issues the next. Returns the slowest
  * rank's us per operation (starts with an MPI_Barrier; collective). */
 double time_chain(bench_t *b, int (*submit)(void *ctx, evmpi_work_t **work), void *ctx,
                   int iters);
+
+/* An in-place float32 sum, iters times: back-to-back MPI_Allreduce over
+ * MPI_COMM_WORLD on count floats of buf, and an evmpi_allreduce chain
+ * (time_chain) of t on b->pg. Each returns the slowest rank's us per
+ * operation (collective). */
+double time_raw_allreduce(float *buf, int count, int iters);
+double time_evmpi_allreduce(bench_t *b, evmpi_tensor_t *t, int iters);
 
 void die(const char *what) __attribute__((noreturn));
 void check(int rc); /* dies with evmpi_last_error() unless EVMPI_OK */
@@ -154,10 +170,42 @@ extern const column_t latency_cols[4];
 /* Times one size of a latency sweep: a warm-up of each side (a tenth of
  * iters), then --reps repetitions of iters operations, raw and evmpi in
  * turn, so that drift in the machine's load hits both; prints the row of
- * medians. raw and ev run iters operations and return the slowest rank's
- * us per operation. */
+ * medians. raw and ev run iters operations (on every rank: a side that
+ * runs on some ranks only keeps the others waiting inside it) and return
+ * the us per operation that rank 0 reports (the slowest rank's, or rank
+ * 0's own). */
 void latency_row(bench_t *b, size_t bytes, int iters, double (*raw)(void *ctx, int iters),
                  double (*ev)(void *ctx, int iters), void *ctx);
+
+/* ---- message rate (bench_p2p.c: modes msgrate and scale) ----------------------------- */
+
+/* Rank 0 sends windows of --window messages of n bytes to rank 1, which
+ * posts the next window's receives, then acknowledges the window with one
+ * message; windows windows a run. Only ranks 0 and 1 run it. */
+typedef struct {
+  bench_t *b;
+  int n, window, windows; /* windows: set by the caller before each run */
+  char *sbuf, *rbuf, ack;
+  evmpi_tensor_t *ts; /* the window's receive tensors (rank 1) or the one sent (rank 0) */
+  evmpi_tensor_t tack;
+  MPI_Request *req;   /* raw: the window's requests */
+  MPI_Status *st;     /* and their statuses */
+  int left;           /* evmpi: callbacks left in this window */
+  int windows_left;
+  bool done;
+} msgrate_t;
+
+/* Buffers for messages of up to max_bytes; msgrate_free frees them. */
+void msgrate_init(msgrate_t *m, bench_t *b, size_t max_bytes);
+/* Messages of n bytes (n <= max_bytes) from the next run on. */
+void msgrate_size(msgrate_t *m, int n);
+void msgrate_free(msgrate_t *m);
+/* One run with MPI_Isend/MPI_Irecv/MPI_Waitall on comm (a receive posted
+ * on comm slows its matching), and one with evmpi_send/evmpi_recv
+ * callbacks on b->pg. Each returns messages per second (rank 0's rate on
+ * rank 0). */
+double msgrate_raw(msgrate_t *m, MPI_Comm comm);
+double msgrate_evmpi(msgrate_t *m);
 
 /* ---- idle and scale helpers (bench_idle.c) -------------------------------------------- */
 

@@ -220,9 +220,7 @@ static void wk_submit(wk_t *k);
 
 static void wk_cb(evmpi_work_t *w, void *arg) {
   wk_t *k = arg;
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
+  release_ok(w);
   k->delivered++;
   if (--k->left == 0)
     k->done = true;
@@ -282,18 +280,13 @@ static void wk_round(bench_t *b, int which, int n, float *buf, char *rbuf, wk_co
   static char sbuf[8];
   evmpi_tensor_t ts = evmpi_tensor_flat(sbuf, EVMPI_UINT8, 8);
   for (int i = 0; i < n; i++) {
-    evmpi_work_t *w;
     tr[i] = evmpi_tensor_flat(rbuf + (size_t)i * 8, EVMPI_UINT8, 8);
-    check(evmpi_recv(b->pg, &tr[i], peer, 13, &w));
-    check(evmpi_work_on_complete(w, wk_cb, &k));
+    post_recv(b, &tr[i], peer, 13, wk_cb, &k);
   }
   MPI_Barrier(b->pair);
   int64_t t0 = now_ns();
-  for (int i = 0; i < n; i++) {
-    evmpi_work_t *w;
-    check(evmpi_send(b->pg, &ts, peer, 13, &w));
-    check(evmpi_work_on_complete(w, wk_cb, &k));
-  }
+  for (int i = 0; i < n; i++)
+    post_send(b, &ts, peer, 13, wk_cb, &k);
   wk_loop(&k, t0, c);
   free(tr);
 }

@@ -38,12 +38,6 @@ enum { TAG_PING = 11, TAG_ACK = 12 };
 
 static void pair_barrier(bench_t *b) { MPI_Barrier(b->pair); }
 
-static void ok_release(evmpi_work_t *w) {
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
-}
-
 /* ---- pingpong ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -78,7 +72,7 @@ static void pp0_ping(pp_t *p);
 
 static void pp0_pong(evmpi_work_t *w, void *arg) {
   pp_t *p = arg;
-  ok_release(w);
+  release_ok(w);
   if (--p->left > 0)
     pp0_ping(p);
   else
@@ -86,9 +80,7 @@ static void pp0_pong(evmpi_work_t *w, void *arg) {
 }
 
 static void pp0_ping(pp_t *p) {
-  evmpi_work_t *r;
-  check(evmpi_recv(p->b->pg, &p->tr, 1, TAG_PING, &r));
-  check(evmpi_work_on_complete(r, pp0_pong, p));
+  post_recv(p->b, &p->tr, 1, TAG_PING, pp0_pong, p);
   send_released(p->b, &p->ts, 1, TAG_PING);
 }
 
@@ -96,7 +88,7 @@ static void pp1_post(pp_t *p);
 
 static void pp1_ping(evmpi_work_t *w, void *arg) {
   pp_t *p = arg;
-  ok_release(w);
+  release_ok(w);
   if (--p->left > 0)
     pp1_post(p);
   else
@@ -104,11 +96,7 @@ static void pp1_ping(evmpi_work_t *w, void *arg) {
   send_released(p->b, &p->ts, 0, TAG_PING);
 }
 
-static void pp1_post(pp_t *p) {
-  evmpi_work_t *r;
-  check(evmpi_recv(p->b->pg, &p->tr, 0, TAG_PING, &r));
-  check(evmpi_work_on_complete(r, pp1_ping, p));
-}
+static void pp1_post(pp_t *p) { post_recv(p->b, &p->tr, 0, TAG_PING, pp1_ping, p); }
 
 static double pp_evmpi(bench_t *b, char *sbuf, char *rbuf, int n, int iters) {
   pp_t p = {b, evmpi_tensor_flat(sbuf, EVMPI_UINT8, n), evmpi_tensor_flat(rbuf, EVMPI_UINT8, n),
@@ -123,14 +111,28 @@ static double pp_evmpi(bench_t *b, char *sbuf, char *rbuf, int n, int iters) {
   return (double)(now_ns() - t0) / 1e3 / (2.0 * iters);
 }
 
+/* latency_row's sides: ranks 0 and 1 ping-pong, the others wait in the
+ * loop (idle_barrier, before each raw repetition and so before each pair
+ * of them) and report nothing: rank 0 prints its own times. */
+typedef struct {
+  bench_t *b;
+  char *sbuf, *rbuf;
+  int n;
+} pp_row_t;
+
+static double pp_row_raw(void *ctx, int iters) {
+  pp_row_t *c = ctx;
+  idle_barrier(c->b);
+  return c->b->rank < 2 ? pp_raw(c->b, c->sbuf, c->rbuf, c->n, iters) : 0;
+}
+
+static double pp_row_ev(void *ctx, int iters) {
+  pp_row_t *c = ctx;
+  return c->b->rank < 2 ? pp_evmpi(c->b, c->sbuf, c->rbuf, c->n, iters) : 0;
+}
+
 void mode_pingpong(bench_t *b) {
-  static const column_t cols[] = {
-      {"raw_us", "raw MPI (us)"},
-      {"evmpi_us", "evmpi (us)"},
-      {"diff_us", "evmpi-raw (us)"},
-      {"ratio", "ratio"},
-  };
-  out_mode(b, "pingpong", "Ping-pong latency", "us", "bytes", "Size", 4, cols);
+  out_mode(b, "pingpong", "Ping-pong latency", "us", "bytes", "Size", 4, latency_cols);
   if (b->size < 2) {
     out_note(b, "needs 2 ranks: skipped");
     out_mode_end(b, NULL, NULL);
@@ -139,133 +141,120 @@ void mode_pingpong(bench_t *b) {
   size_t lo = sweep_min(b, 1), hi = sweep_max(b, 64u << 20);
   if (hi > INT_MAX)
     die("--max: more bytes than an int counts");
-  char *sbuf = bench_alloc(hi), *rbuf = bench_alloc(hi);
-  double *raw = xcalloc((size_t)b->o.reps, sizeof *raw);
-  double *ev = xcalloc((size_t)b->o.reps, sizeof *ev);
+  pp_row_t c = {b, bench_alloc(hi), bench_alloc(hi), 0};
   out_note(b, "ranks 0 and 1 of %d; raw: MPI_Send/MPI_Recv; evmpi: evmpi_send/evmpi_recv, the "
            "receive callback sends the next message", b->size);
   out_note(b, "median of %d repetitions (rank 0's time), us per half round trip", b->o.reps);
   out_header(b);
-  bool active = b->rank < 2;
   for (size_t bytes = lo; bytes <= hi; bytes *= 2) {
-    int n = (int)bytes;
-    int iters = iters_for(b, bytes);
-    idle_barrier(b);
-    if (active) {
-      pp_raw(b, sbuf, rbuf, n, iters / 10 + 1);
-      pp_evmpi(b, sbuf, rbuf, n, iters / 10 + 1);
-    }
-    for (int r = 0; r < b->o.reps; r++) {
-      idle_barrier(b);
-      if (active) {
-        raw[r] = pp_raw(b, sbuf, rbuf, n, iters);
-        ev[r] = pp_evmpi(b, sbuf, rbuf, n, iters);
-      }
-    }
-    double mr = median(raw, b->o.reps), me = median(ev, b->o.reps);
-    double vals[4] = {mr, me, me - mr, me / mr};
-    char extra[128];
-    snprintf(extra, sizeof extra, "\"iters\": %d, \"raw_min_us\": %s, \"evmpi_min_us\": %s",
-             iters, jnum(raw[0]), jnum(ev[0]));
-    out_row_size(b, bytes, vals, extra);
+    c.n = (int)bytes;
+    latency_row(b, bytes, iters_for(b, bytes), pp_row_raw, pp_row_ev, &c);
   }
   idle_barrier(b);
   out_mode_end(b, NULL, NULL);
-  free(raw);
-  free(ev);
-  free(sbuf);
-  free(rbuf);
+  free(c.sbuf);
+  free(c.rbuf);
 }
 
 /* ---- msgrate -------------------------------------------------------------------------- */
 
-typedef struct {
-  bench_t *b;
-  int n, window, windows;
-  char *sbuf, *rbuf, ack;
-  evmpi_tensor_t *ts; /* window tensors (receiver) or one (sender) */
-  evmpi_tensor_t tack;
-  int left;    /* callbacks left in this window */
-  int windows_left;
-  bool done;
-} mr_t;
+void msgrate_init(msgrate_t *m, bench_t *b, size_t max_bytes) {
+  *m = (msgrate_t){.b = b, .window = b->o.window};
+  m->sbuf = bench_alloc(max_bytes);
+  m->rbuf = bench_alloc(max_bytes * (size_t)m->window);
+  m->ts = xcalloc((size_t)m->window, sizeof *m->ts);
+  m->tack = evmpi_tensor_flat(&m->ack, EVMPI_UINT8, 1);
+  m->req = xcalloc((size_t)m->window, sizeof *m->req);
+  m->st = xcalloc((size_t)m->window, sizeof *m->st);
+}
 
-static double mr_raw(mr_t *m) {
+void msgrate_size(msgrate_t *m, int n) {
+  m->n = n;
+  if (m->b->rank == 0)
+    m->ts[0] = evmpi_tensor_flat(m->sbuf, EVMPI_UINT8, n);
+  else
+    for (int i = 0; i < m->window; i++)
+      m->ts[i] = evmpi_tensor_flat(m->rbuf + (size_t)i * (size_t)n, EVMPI_UINT8, n);
+}
+
+void msgrate_free(msgrate_t *m) {
+  free(m->ts);
+  free(m->sbuf);
+  free(m->rbuf);
+  free(m->req);
+  free(m->st);
+}
+
+static void mr_post_raw(msgrate_t *m, MPI_Comm comm) {
+  for (int i = 0; i < m->window; i++)
+    MPI_Irecv(m->rbuf + (size_t)i * m->n, m->n, MPI_BYTE, 0, TAG_PING, comm, &m->req[i]);
+}
+
+double msgrate_raw(msgrate_t *m, MPI_Comm comm) {
   bench_t *b = m->b;
   int w = m->window;
-  MPI_Request *req = xcalloc((size_t)w, sizeof *req);
   if (b->rank == 1)
-    for (int i = 0; i < w; i++)
-      MPI_Irecv(m->rbuf + (size_t)i * m->n, m->n, MPI_BYTE, 0, TAG_PING, MPI_COMM_WORLD, &req[i]);
+    mr_post_raw(m, comm);
   pair_barrier(b);
   int64_t t0 = now_ns();
+  /* Real statuses, not MPI_STATUSES_IGNORE: MPICH declares the argument an
+   * array, and gcc's -Wstringop-overflow reads the constant as one of
+   * size 0. */
   for (int k = 0; k < m->windows; k++) {
     if (b->rank == 0) {
       for (int i = 0; i < w; i++)
-        MPI_Isend(m->sbuf, m->n, MPI_BYTE, 1, TAG_PING, MPI_COMM_WORLD, &req[i]);
-      MPI_Waitall(w, req, MPI_STATUSES_IGNORE);
-      MPI_Recv(&m->ack, 1, MPI_BYTE, 1, TAG_ACK, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        MPI_Isend(m->sbuf, m->n, MPI_BYTE, 1, TAG_PING, comm, &m->req[i]);
+      MPI_Waitall(w, m->req, m->st);
+      MPI_Recv(&m->ack, 1, MPI_BYTE, 1, TAG_ACK, comm, MPI_STATUS_IGNORE);
     } else {
-      MPI_Waitall(w, req, MPI_STATUSES_IGNORE);
+      MPI_Waitall(w, m->req, m->st);
       if (k + 1 < m->windows)
-        for (int i = 0; i < w; i++)
-          MPI_Irecv(m->rbuf + (size_t)i * m->n, m->n, MPI_BYTE, 0, TAG_PING, MPI_COMM_WORLD,
-                    &req[i]);
-      MPI_Send(&m->ack, 1, MPI_BYTE, 0, TAG_ACK, MPI_COMM_WORLD);
+        mr_post_raw(m, comm);
+      MPI_Send(&m->ack, 1, MPI_BYTE, 0, TAG_ACK, comm);
     }
   }
   double t = (double)(now_ns() - t0) / 1e9;
-  free(req);
   return (double)w * m->windows / t;
 }
 
-static void mr_send_window(mr_t *m);
-static void mr_post_window(mr_t *m);
+static void mr_send_window(msgrate_t *m);
+static void mr_post_window(msgrate_t *m);
 
-static void mr_sender_cb(evmpi_work_t *w, void *arg) {
-  mr_t *m = arg;
-  ok_release(w);
+/* Counts one callback of the window; the last one starts the next window
+ * with next, or ends the run. Returns true when the window ended. */
+static bool mr_window_step(msgrate_t *m, evmpi_work_t *w, void (*next)(msgrate_t *m)) {
+  release_ok(w);
   if (--m->left > 0)
-    return;
+    return false;
   if (--m->windows_left > 0)
-    mr_send_window(m);
+    next(m);
   else
     m->done = true;
+  return true;
 }
 
-static void mr_send_window(mr_t *m) {
-  evmpi_work_t *w;
+static void mr_sender_cb(evmpi_work_t *w, void *arg) { mr_window_step(arg, w, mr_send_window); }
+
+static void mr_send_window(msgrate_t *m) {
   m->left = m->window + 1;
-  check(evmpi_recv(m->b->pg, &m->tack, 1, TAG_ACK, &w));
-  check(evmpi_work_on_complete(w, mr_sender_cb, m));
-  for (int i = 0; i < m->window; i++) {
-    check(evmpi_send(m->b->pg, &m->ts[0], 1, TAG_PING, &w));
-    check(evmpi_work_on_complete(w, mr_sender_cb, m));
-  }
+  post_recv(m->b, &m->tack, 1, TAG_ACK, mr_sender_cb, m);
+  for (int i = 0; i < m->window; i++)
+    post_send(m->b, &m->ts[0], 1, TAG_PING, mr_sender_cb, m);
 }
 
 static void mr_receiver_cb(evmpi_work_t *w, void *arg) {
-  mr_t *m = arg;
-  ok_release(w);
-  if (--m->left > 0)
-    return;
-  if (--m->windows_left > 0)
-    mr_post_window(m);
-  else
-    m->done = true;
-  send_released(m->b, &m->tack, 0, TAG_ACK);
+  msgrate_t *m = arg;
+  if (mr_window_step(m, w, mr_post_window)) /* the next window posted first */
+    send_released(m->b, &m->tack, 0, TAG_ACK);
 }
 
-static void mr_post_window(mr_t *m) {
-  evmpi_work_t *w;
+static void mr_post_window(msgrate_t *m) {
   m->left = m->window;
-  for (int i = 0; i < m->window; i++) {
-    check(evmpi_recv(m->b->pg, &m->ts[i], 0, TAG_PING, &w));
-    check(evmpi_work_on_complete(w, mr_receiver_cb, m));
-  }
+  for (int i = 0; i < m->window; i++)
+    post_recv(m->b, &m->ts[i], 0, TAG_PING, mr_receiver_cb, m);
 }
 
-static double mr_evmpi(mr_t *m) {
+double msgrate_evmpi(msgrate_t *m) {
   bench_t *b = m->b;
   m->windows_left = m->windows;
   m->done = false;
@@ -295,11 +284,8 @@ void mode_msgrate(bench_t *b) {
   size_t lo = sweep_min(b, 1), hi = sweep_max(b, 64u << 10);
   if (hi > INT_MAX / 2)
     die("--max: too large for msgrate");
-  mr_t m = {.b = b, .window = b->o.window};
-  m.sbuf = bench_alloc(hi);
-  m.rbuf = bench_alloc(hi * (size_t)m.window);
-  m.ts = xcalloc((size_t)m.window, sizeof *m.ts);
-  m.tack = evmpi_tensor_flat(&m.ack, EVMPI_UINT8, 1);
+  msgrate_t m;
+  msgrate_init(&m, b, hi);
   double *raw = xcalloc((size_t)b->o.reps, sizeof *raw);
   double *ev = xcalloc((size_t)b->o.reps, sizeof *ev);
   out_note(b, "ranks 0 -> 1 of %d, windows of %d messages, each window acknowledged by rank 1",
@@ -308,27 +294,22 @@ void mode_msgrate(bench_t *b) {
   out_header(b);
   bool active = b->rank < 2;
   for (size_t bytes = lo; bytes <= hi; bytes *= 2) {
-    m.n = (int)bytes;
+    msgrate_size(&m, (int)bytes);
     int per = iters_for(b, bytes * (size_t)m.window) / 10;
     m.windows = per < 4 ? 4 : per > 100 ? 100 : per;
-    if (b->rank == 0)
-      m.ts[0] = evmpi_tensor_flat(m.sbuf, EVMPI_UINT8, m.n);
-    else
-      for (int i = 0; i < m.window; i++)
-        m.ts[i] = evmpi_tensor_flat(m.rbuf + (size_t)i * bytes, EVMPI_UINT8, m.n);
     idle_barrier(b);
     if (active) {
       int keep = m.windows;
       m.windows = 2;
-      mr_raw(&m);
-      mr_evmpi(&m);
+      msgrate_raw(&m, MPI_COMM_WORLD);
+      msgrate_evmpi(&m);
       m.windows = keep;
     }
     for (int r = 0; r < b->o.reps; r++) {
       idle_barrier(b);
       if (active) {
-        raw[r] = mr_raw(&m);
-        ev[r] = mr_evmpi(&m);
+        raw[r] = msgrate_raw(&m, MPI_COMM_WORLD);
+        ev[r] = msgrate_evmpi(&m);
       }
     }
     double mr = median(raw, b->o.reps), me = median(ev, b->o.reps);
@@ -341,9 +322,7 @@ void mode_msgrate(bench_t *b) {
   out_mode_end(b, NULL, NULL);
   free(raw);
   free(ev);
-  free(m.ts);
-  free(m.sbuf);
-  free(m.rbuf);
+  msgrate_free(&m);
 }
 
 /* ---- overlap: ping-pong during long collectives -------------------------------------- */
@@ -381,7 +360,7 @@ static void ov_coll_cb(evmpi_work_t *w, void *arg) {
     o->last_finish = rec.finished_ns;
   if (o->coll_us)
     push(o->coll_us, (double)(rec.finished_ns - rec.started_ns) / 1e3);
-  ok_release(w);
+  release_ok(w);
   o->colls_left--;
   ov_check_done(o);
 }
@@ -390,7 +369,7 @@ static void ov_ping(ov_t *o);
 
 static void ov_pong(evmpi_work_t *w, void *arg) {
   ov_t *o = arg;
-  ok_release(w);
+  release_ok(w);
   if (o->pp_n == o->pp_cap) {
     o->pp_cap = o->pp_cap ? 2 * o->pp_cap : 4096;
     o->pp_t0 = realloc(o->pp_t0, (size_t)o->pp_cap * sizeof *o->pp_t0);
@@ -412,14 +391,12 @@ static void ov_pong(evmpi_work_t *w, void *arg) {
 }
 
 static void ov_ping(ov_t *o) {
-  evmpi_work_t *r;
   /* The last ping (its first byte 1) tells rank 1 to stop. */
   bool stop = o->pp_left == 0 || (o->pp_left < 0 && o->colls_left == 0);
   o->sbuf[0] = stop;
   o->stop_sent = stop;
   o->t_ping = now_ns();
-  check(evmpi_recv(o->b->pg, &o->tr, 1, TAG_PING, &r));
-  check(evmpi_work_on_complete(r, ov_pong, o));
+  post_recv(o->b, &o->tr, 1, TAG_PING, ov_pong, o);
   send_released(o->b, &o->ts, 1, TAG_PING);
 }
 
@@ -427,7 +404,7 @@ static void ov_echo_post(ov_t *o);
 
 static void ov_echo(evmpi_work_t *w, void *arg) {
   ov_t *o = arg;
-  ok_release(w);
+  release_ok(w);
   if (o->rbuf[0]) {
     o->pp_done = true;
     ov_check_done(o);
@@ -437,11 +414,7 @@ static void ov_echo(evmpi_work_t *w, void *arg) {
   send_released(o->b, &o->ts, 0, TAG_PING);
 }
 
-static void ov_echo_post(ov_t *o) {
-  evmpi_work_t *r;
-  check(evmpi_recv(o->b->pg, &o->tr, 0, TAG_PING, &r));
-  check(evmpi_work_on_complete(r, ov_echo, o));
-}
+static void ov_echo_post(ov_t *o) { post_recv(o->b, &o->tr, 0, TAG_PING, ov_echo, o); }
 
 /* One evmpi round: colls collectives (0: none) and, if pingpong, ranks 0
  * and 1 ping-pong (idle_rts round trips when colls is 0, else until the

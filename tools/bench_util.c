@@ -270,11 +270,27 @@ void loop_until(bench_t *b, const bool *done) {
 
 void count_done(evmpi_work_t *w, void *arg) {
   countdown_t *c = arg;
+  release_ok(w);
+  if (--c->left == 0)
+    c->done = true;
+}
+
+void release_ok(evmpi_work_t *w) {
   if (!evmpi_work_is_success(w))
     die(evmpi_work_error(w));
   evmpi_work_release(w);
-  if (--c->left == 0)
-    c->done = true;
+}
+
+void post_recv(bench_t *b, evmpi_tensor_t *t, int src, int tag, evmpi_work_cb cb, void *arg) {
+  evmpi_work_t *w;
+  check(evmpi_recv(b->pg, t, src, tag, &w));
+  check(evmpi_work_on_complete(w, cb, arg));
+}
+
+void post_send(bench_t *b, evmpi_tensor_t *t, int dst, int tag, evmpi_work_cb cb, void *arg) {
+  evmpi_work_t *w;
+  check(evmpi_send(b->pg, t, dst, tag, &w));
+  check(evmpi_work_on_complete(w, cb, arg));
 }
 
 const column_t latency_cols[4] = {
@@ -315,9 +331,7 @@ static void chain_next(chain_t *c);
 
 static void chain_done(evmpi_work_t *w, void *arg) {
   chain_t *c = arg;
-  if (!evmpi_work_is_success(w))
-    die(evmpi_work_error(w));
-  evmpi_work_release(w);
+  release_ok(w);
   if (--c->left > 0)
     chain_next(c);
   else
@@ -338,6 +352,29 @@ double time_chain(bench_t *b, int (*submit)(void *ctx, evmpi_work_t **work), voi
   chain_next(&c);
   loop_until(b, &c.done);
   return slowest((double)(now_ns() - t0) / 1e3 / iters);
+}
+
+double time_raw_allreduce(float *buf, int count, int iters) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  int64_t t0 = now_ns();
+  for (int i = 0; i < iters; i++)
+    MPI_Allreduce(MPI_IN_PLACE, buf, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  return slowest((double)(now_ns() - t0) / 1e3 / iters);
+}
+
+typedef struct {
+  bench_t *b;
+  evmpi_tensor_t *t;
+} allreduce_chain_t;
+
+static int submit_allreduce(void *ctx, evmpi_work_t **w) {
+  allreduce_chain_t *c = ctx;
+  return evmpi_allreduce(c->b->pg, c->t, EVMPI_SUM, w);
+}
+
+double time_evmpi_allreduce(bench_t *b, evmpi_tensor_t *t, int iters) {
+  allreduce_chain_t c = {b, t};
+  return time_chain(b, submit_allreduce, &c, iters);
 }
 
 typedef struct {
