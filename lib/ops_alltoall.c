@@ -165,9 +165,13 @@ int evmpi__prepare_alltoall_base(const evmpi_op_t *op, evmpi_pg_t *pg, const evm
 int evmpi__run_alltoall(evmpi_work_t *w) {
   int size = w->pg->size;
   MPI_Request *reqs = malloc(2 * (size_t)size * sizeof *reqs);
+  /* Real statuses: MPI_STATUSES_IGNORE given to MPI_Waitall made gcc warn
+   * about the array it points at on MPICH. */
+  MPI_Status *sts = malloc(2 * (size_t)size * sizeof *sts);
   evmpi_block_t *blocks = calloc(2 * (size_t)size, sizeof *blocks);
-  if (!reqs || !blocks) {
+  if (!reqs || !sts || !blocks) {
     free(reqs);
+    free(sts);
     free(blocks);
     return evmpi__work_fail(w, EVMPI_ERR_NOMEM, "out of memory");
   }
@@ -193,7 +197,7 @@ int evmpi__run_alltoall(evmpi_work_t *w) {
       MPI_Cancel(&reqs[i]);
   }
   evmpi__mpi_test_begin(); /* a request's error is a value on every MPI */
-  int wrc = MPI_Waitall(posted, reqs, MPI_STATUSES_IGNORE);
+  int wrc = MPI_Waitall(posted, reqs, sts);
   evmpi__mpi_test_end();
   if (rc == MPI_SUCCESS && wrc != MPI_SUCCESS) {
     rc = wrc;
@@ -202,6 +206,7 @@ int evmpi__run_alltoall(evmpi_work_t *w) {
   for (int i = 0; i < 2 * size; i++)
     evmpi__block_free(&blocks[i]);
   free(reqs);
+  free(sts);
   free(blocks);
   return rc == MPI_SUCCESS ? EVMPI_OK : evmpi__work_mpi_error(w, call, rc);
 }
