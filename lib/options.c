@@ -48,7 +48,7 @@ static const choice_t debug_choices[] = {{"off", 0}, {"detail", 1}, {NULL, 0}};
 static const choice_t aware_choices[] = {{"auto", 2}, {"0", 0}, {"1", 1}, {NULL, 0}};
 static const choice_t bool_choices[] = {{"0", 0}, {"1", 1}, {NULL, 0}};
 
-/* In the order of the EVMPI_SETTING_* indices (settings.h). */
+/* In the order of the EVMPI_SETTING_* indices (options-internal.h). */
 static const row_t table[EVMPI_NSETTINGS] = {
     [EVMPI_SETTING_TIMEOUT] = {"EVMPI_TIMEOUT_MS", "timeout_ms", DURATION, 0, 0, INT_MAX,
                                "milliseconds", NULL, NULL, 0, OFF(timeout_ms),
