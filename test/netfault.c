@@ -319,8 +319,15 @@ int main(int argc, char **argv) {
    * told to end, and no exit status of a rank tells the proxy across the
    * dead link (doc/multihost.md). */
   const char *abort_env = getenv("NETFAULT_ABORT");
-  if (abort_env && atoi(abort_env) == 1)
+  if (abort_env && atoi(abort_env) == 1) {
+    /* The abort ends the other rank too, maybe before it has its verdict
+     * (flap: its new group's allreduce may finish a moment after ours):
+     * its verdict file first (FILE_WAIT_MS at most). */
+    char peer[32];
+    snprintf(peer, sizeof peer, "rank.%d", 1 - rank);
+    (void)wait_file(peer);
     MPI_Abort(MPI_COMM_WORLD, rc ? rc : 3);
+  }
   /* Leave the base alive: a broken group's late completion may still be
    * posted to it until MPI goes. Returning from main: evmpi's exit path
    * (lib/mpi_env.c) must end the process, link up or down. */
