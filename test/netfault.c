@@ -21,7 +21,9 @@
  *
  * Environment (set by the script): NETFAULT_DIR (verdicts, and the files
  * "ready", written by rank 1 when the link may go, "cut" and "restored",
- * written by the script), NETFAULT_TIMEOUT_MS (T, default 2000). */
+ * written by the script), NETFAULT_TIMEOUT_MS (T, default 2000),
+ * NETFAULT_ABORT (1: end the job with MPI_Abort after the verdict, as the
+ * MPICH runs do; doc/multihost.md says why). */
 #include <evmpi.h>
 
 #include <event2/event.h>
@@ -310,6 +312,21 @@ int main(int argc, char **argv) {
   else {
     fprintf(stderr, "usage: netfault coll|recv|send|flap\n");
     return 2;
+  }
+  /* NETFAULT_ABORT=1 (the MPICH runs): end the job with MPI_Abort, as an
+   * application under MPICH's Hydra must once a timeout broke a group:
+   * Hydra ends a job only when every host's proxy has hung up or been
+   * told to end, and no exit status of a rank tells the proxy across the
+   * dead link (doc/multihost.md). */
+  const char *abort_env = getenv("NETFAULT_ABORT");
+  if (abort_env && atoi(abort_env) == 1) {
+    /* The abort ends the other rank too, maybe before it has its verdict
+     * (flap: its new group's allreduce may finish a moment after ours):
+     * its verdict file first (FILE_WAIT_MS at most). */
+    char peer[32];
+    snprintf(peer, sizeof peer, "rank.%d", 1 - rank);
+    (void)wait_file(peer);
+    MPI_Abort(MPI_COMM_WORLD, rc ? rc : 3);
   }
   /* Leave the base alive: a broken group's late completion may still be
    * posted to it until MPI goes. Returning from main: evmpi's exit path
