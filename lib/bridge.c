@@ -95,9 +95,6 @@ static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
  * time. With a collective in flight it yields after every empty poll, so
  * the worker that shares the core runs. */
 #define EVMPI_LOOP_P2P_YIELD_NS 20000
-/* A chain of collectives (each submitted by the previous one's callback)
- * has at most one queued when its batch ends; a burst has many. */
-#define EVMPI_LOOP_BURST 2
 
 int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
   evmpi_bridge_t *b = &pg->bridge;
@@ -130,12 +127,6 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       return count;
     }
     if (stop || atomic_load_explicit(&pg->inflight, memory_order_relaxed) == 0)
-      break;
-    /* A burst of queued collectives (more than a callback's next one
-     * waits): their completions come anyway, each batch signalled through
-     * the eventfd, and polling for them only takes the core from the
-     * worker that runs them (the ranks share the cores). */
-    if (!p2p_active && evmpi__worker_backlog(&pg->worker) >= EVMPI_LOOP_BURST)
       break;
     /* Point-to-point requests are tested here too (evmpi__poller_test
      * says why); a collective's completion comes from the worker. */

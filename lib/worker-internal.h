@@ -53,11 +53,6 @@ bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len);
 /* Whether a collective is queued or running: the loop thread's polling
  * then yields the CPU after every empty poll (bridge.c). Without a lock. */
 bool evmpi__worker_active(evmpi_worker_t *wk);
-/* How many collectives wait in the queue behind the running one. Without
- * a lock: a hint for the loop thread's polling (bridge.c). */
-static inline int evmpi__worker_backlog(evmpi_worker_t *wk) {
-  return atomic_load_explicit(&wk->queued, memory_order_relaxed);
-}
 /* Queues w (takes the in-flight reference); EVMPI_ERR_ABORTED once closing. */
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w);
 /* Removes w if it has not started; true when it did. */
