@@ -303,6 +303,16 @@ EVMPI_API int evmpi_pg_options_set_debug(evmpi_pg_options_t *opts, evmpi_debug_t
  * price of a few microseconds on each small collective run one at a time
  * (doc/performance.md; doc/design.md, "Arrival gate"). */
 EVMPI_API int evmpi_pg_options_set_arrival_gate(evmpi_pg_options_t *opts, int on);
+/** The longest the poller thread sleeps between tests of sends and receives
+ * that nothing has happened to for a while (EVMPI_P2P_IDLE_POLL_MS,
+ * 1..1000 ms, default 20): a receive left posted costs one test this often
+ * (each a timer wake-up, a context switch and an MPI_Testsome), and a
+ * message that ends a quiet spell is seen at most this late, within an
+ * eighth of the spell after a shorter one. Lower it where the first
+ * message after a long quiet spell must be seen sooner, at the price of
+ * CPU while idle (doc/performance.md has both). EVMPI_ERR_INVALID outside
+ * the range. */
+EVMPI_API int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *opts, int64_t ms);
 /** A Chrome trace of the group's operations (EVMPI_TIMELINE; NULL or ""
  * = none; at most 4095 bytes). Process-wide file: the first group created
  * with a path opens it, "%r" in it becomes the world rank; later groups

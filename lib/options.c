@@ -109,6 +109,14 @@ static const row_t table[EVMPI_NSETTINGS] = {
                                     "time. 0: no gate, the lowest latency, and a waiting "
                                     "collective spins in MPI. The same on every rank of the "
                                     "group."},
+    [EVMPI_SETTING_P2P_IDLE_POLL] = {"EVMPI_P2P_IDLE_POLL_MS", "p2p_idle_poll_ms", DURATION, 20,
+                                     1, 1000, "milliseconds", NULL, NULL, 0,
+                                     OFF(p2p_idle_poll_ms),
+                                     "The longest the poller sleeps between tests of sends and "
+                                     "receives that nothing has happened to for a while: a "
+                                     "receive left posted costs one test this often, and a "
+                                     "message that ends a quiet spell is seen at most this "
+                                     "late (after a shorter spell, within an eighth of it)."},
 };
 
 struct evmpi_pg_options {
@@ -297,6 +305,10 @@ int evmpi_pg_options_set_timeout_ms(evmpi_pg_options_t *o, int64_t ms) {
 }
 int evmpi_pg_options_set_arrival_gate(evmpi_pg_options_t *o, int on) {
   return set_number(o, EVMPI_SETTING_ARRIVAL_GATE, (int64_t)on);
+}
+
+int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *o, int64_t ms) {
+  return set_number(o, EVMPI_SETTING_P2P_IDLE_POLL, ms);
 }
 int evmpi_pg_options_set_debug(evmpi_pg_options_t *o, evmpi_debug_t level) {
   return set_number(o, EVMPI_SETTING_DEBUG, (int64_t)level);

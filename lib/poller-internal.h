@@ -57,6 +57,7 @@ typedef struct evmpi_poller {
   int64_t large_bytes;       /* under mu: their bytes in all */
   atomic_int timeout_ms;     /* the group's p2p timeout for works issued from now
                                 on (0 = none) */
+  int64_t max_sleep_ns;      /* the longest sleep between tests (EVMPI_P2P_IDLE_POLL_MS) */
   int64_t next_deadline;     /* under mu: the earliest deadline of a pending work,
                                 INT64_MAX when none; the poller wakes for it */
   char *broken;              /* under mu: why a p2p timeout broke the group, or NULL */

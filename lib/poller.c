@@ -43,7 +43,8 @@
 /* After a poll that finished nothing, the poller yields while requests
  * were active within SPIN_NS, and then sleeps an eighth of the time since
  * they were (a request finished, on the poller or the loop thread, or was
- * submitted), from MIN_SLEEP_NS up to MAX_SLEEP_NS. A transfer that takes
+ * submitted), from MIN_SLEEP_NS up to MAX_SLEEP_NS (the group's
+ * EVMPI_P2P_IDLE_POLL_MS). A transfer that takes
  * D is so seen at most about D/8 after it ends; sleeps that doubled per
  * empty poll grew long within a single large transfer and slowed large
  * ping-pongs. A receive left posted for long costs a test every
@@ -67,7 +68,7 @@
 enum {
   SPIN_NS = 50000,
   MIN_SLEEP_NS = 1000,
-  MAX_SLEEP_NS = 8000000,
+  /* MAX_SLEEP_NS: the group's EVMPI_P2P_IDLE_POLL_MS (p->max_sleep_ns) */
   LARGE_BYTES = 65536,
   LARGE_SPIN_MAX_NS = 100000000,
 };
@@ -294,7 +295,7 @@ static void sleep_backoff(evmpi_poller_t *p) {
     return;
   }
   int64_t ns = quiet / 8;
-  ns = ns < MIN_SLEEP_NS ? MIN_SLEEP_NS : ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns;
+  ns = ns < MIN_SLEEP_NS ? MIN_SLEEP_NS : ns > p->max_sleep_ns ? p->max_sleep_ns : ns;
   if (deadline - now < ns) /* never sleep past a send's or receive's deadline */
     ns = deadline > now ? deadline - now : 0;
   if (ns == 0)
@@ -682,6 +683,7 @@ int evmpi__poller_start(evmpi_poller_t *p, evmpi_pg_t *pg) {
   atomic_init(&p->refusing, false);
   atomic_init(&p->timeout_ms, 0);
   p->next_deadline = INT64_MAX;
+  p->max_sleep_ns = pg->settings.p2p_idle_poll_ms * 1000000; /* range: options.c */
   evmpi__cond_init_monotonic(&p->cv);
   p->made = true;
   if (pthread_create(&p->thread, NULL, poller_main, pg) != 0)

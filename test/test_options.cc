@@ -90,6 +90,8 @@ TEST_F(Options, EachSetterIsAppliedToTheGroup) {
       {"EVMPI_CUDA_STAGING", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_cuda_staging(o, false); }, "0"},
       {"EVMPI_CUDA_CHUNK", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_cuda_chunk(o, 8u << 20); }, "8388608"},
       {"EVMPI_EXIT_WAIT_MS", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_exit_wait_ms(o, 7000); }, "7000"},
+      {"EVMPI_ARRIVAL_GATE", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_arrival_gate(o, 0); }, "0"},
+      {"EVMPI_P2P_IDLE_POLL_MS", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 5); }, "5"},
   };
   for (const Good &g : good) {
     ASSERT_EQ(g.set(opts), EVMPI_OK) << g.name << ": " << evmpi_last_error();
@@ -149,6 +151,8 @@ TEST_F(Options, OutOfRangeIsRefusedNamingTheSetterAndTheVariable) {
       {[o] { return evmpi_pg_options_set_cuda_chunk(o, 96); }, "pg_options_set_cuda_chunk: 96", "EVMPI_CUDA_CHUNK", "a power of two"},
       {[o] { return evmpi_pg_options_set_exit_wait_ms(o, 3600001); }, "pg_options_set_exit_wait_ms: 3600001", "EVMPI_EXIT_WAIT_MS", "0..3600000"},
       {[o] { return evmpi_pg_options_set_exit_wait_ms(o, -5); }, "pg_options_set_exit_wait_ms: -5", "EVMPI_EXIT_WAIT_MS", "0..3600000"},
+      {[o] { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 0); }, "pg_options_set_p2p_idle_poll_ms: 0", "EVMPI_P2P_IDLE_POLL_MS", "milliseconds in 1..1000"},
+      {[o] { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 1001); }, "pg_options_set_p2p_idle_poll_ms: 1001", "EVMPI_P2P_IDLE_POLL_MS", "milliseconds in 1..1000"},
   };
   for (const Bad &b : bad) {
     EXPECT_EQ(b.call(), EVMPI_ERR_INVALID) << b.setter;
