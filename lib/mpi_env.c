@@ -6,10 +6,12 @@
 #include "mpi_env-internal.h"
 #include "clock-internal.h"
 #include "mpi_ext-internal.h"
-#include "pg-internal.h"
 #include "status-internal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
