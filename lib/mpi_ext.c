@@ -30,7 +30,7 @@ bool evmpi__mpi_rendezvous_needs_polling(void) {
 #if defined(MPICH)
   /* MPICH and its derivatives move a large message a pipeline step per
    * MPI call on either side: a poller that sleeps between tests stalls
-   * it (16 MiB ping-pongs at 2-3x raw). */
+   * it (doc/performance.md has the ping-pong figures). */
   return true;
 #else
   /* Open MPI's shared-memory rendezvous is one single copy once both
