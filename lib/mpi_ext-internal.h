@@ -8,6 +8,8 @@
 #include "config.h" /* EVMPI_HAVE_CUDA */
 #include "evmpi.h"
 
+#include <mpi.h>
+
 /* 1 when the MPI says it takes CUDA device pointers; 0 when it says it does
  * not or has no way to say. Call after MPI is initialised. */
 int evmpi__mpi_query_cuda_support(void);
@@ -18,6 +20,14 @@ int evmpi__mpi_query_cuda_support(void);
 void evmpi__mpi_test_begin(void);
 void evmpi__mpi_test_end(void);
 int evmpi__mpi_hook_request_errors(void);
+/* Around each of evmpi's MPI calls that can match a message to a posted
+ * receive without blocking (MPI_Isend, MPI_Irecv, the test calls), never
+ * nested; and MPI_Cancel as evmpi__mpi_cancel, which waits for those to
+ * leave: Open MPI corrupts its queues when a receive is cancelled while
+ * another thread matches it (mpi_ext.c). No-ops on other MPIs. */
+void evmpi__mpi_match_enter(void);
+void evmpi__mpi_match_leave(void);
+int evmpi__mpi_cancel(MPI_Request *req);
 /* Whether a large (rendezvous) message progresses only while MPI is
  * called on its sides, so that the poller should keep testing while one
  * is pending (poller.c) rather than sleep. */

@@ -1,8 +1,10 @@
 /* mpi_ext.c: what one MPI offers or does beyond the standard, behind one
  * guard each, so that another MPI adds its own branch here and nowhere
  * else. */
+#define _GNU_SOURCE /* PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP */
 #include "mpi_ext-internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 
 #if defined(OPEN_MPI) && OPEN_MPI
@@ -84,3 +86,37 @@ int evmpi__mpi_hook_request_errors(void) {
 #endif
   return EVMPI_OK;
 }
+
+/* Open MPI's ob1 takes a receive that a message matched off its posted
+ * queue under the communicator's matching lock, but marks it matched only
+ * after releasing that lock (4.1, and its main branch alike). An
+ * MPI_Cancel of that receive in between finds it unmatched, unlinks it a
+ * second time and completes it once more, as cancelled: the queue's links
+ * and length go wrong (a later MPI_Irecv or MPI_Cancel crashes, later
+ * messages are never matched) and the message is lost. Any thread inside
+ * MPI can make that match: a send to its own rank matches on the sending
+ * thread, an arriving message on whichever thread progresses MPI. So on
+ * Open MPI evmpi's own calls that can match (issuing a send or a receive,
+ * testing requests) share a lock that a cancel takes alone; they are all
+ * short, nonblocking calls. A blocking collective on a worker thread, and
+ * the application's own MPI calls, cannot take part without holding a
+ * cancel up for as long as they run (doc/design.md, "Open MPI's cancel
+ * race"). Writers first: a steady stream of sends does not starve an
+ * abort; no holder of the shared side takes it again. */
+#if defined(OPEN_MPI) && OPEN_MPI
+static pthread_rwlock_t match_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+void evmpi__mpi_match_enter(void) { pthread_rwlock_rdlock(&match_lock); }
+void evmpi__mpi_match_leave(void) { pthread_rwlock_unlock(&match_lock); }
+
+int evmpi__mpi_cancel(MPI_Request *req) {
+  pthread_rwlock_wrlock(&match_lock);
+  int rc = MPI_Cancel(req);
+  pthread_rwlock_unlock(&match_lock);
+  return rc;
+}
+#else
+void evmpi__mpi_match_enter(void) {}
+void evmpi__mpi_match_leave(void) {}
+int evmpi__mpi_cancel(MPI_Request *req) { return MPI_Cancel(req); }
+#endif

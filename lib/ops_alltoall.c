@@ -194,7 +194,7 @@ int evmpi__run_alltoall(evmpi_work_t *w) {
   }
   if (rc != MPI_SUCCESS) {
     for (int i = 0; i < posted; i++)
-      MPI_Cancel(&reqs[i]);
+      evmpi__mpi_cancel(&reqs[i]);
   }
   evmpi__mpi_test_begin(); /* a request's error is a value on every MPI */
   int wrc = MPI_Waitall(posted, reqs, sts);

@@ -6,13 +6,13 @@
 #include "bigcount-internal.h"
 #include "clock-internal.h"
 #include "cuda_p2p-internal.h"
+#include "mpi_ext-internal.h"
 #include "op_table-internal.h"
 #include "pg-internal.h"
 #include "poller-internal.h"
 #include "status-internal.h"
 #include "tensor-internal.h"
 #include "work-internal.h"
-#include "cuda_p2p-internal.h"
 
 
 static int check_tag(const char *op, const evmpi_pg_t *pg, int tag) {
@@ -88,10 +88,12 @@ static int issue_request(evmpi_pg_t *pg, evmpi_work_t *w) {
   rc = evmpi__block_make(w->numel, w->tensors[0].dtype, &b);
   if (rc == MPI_SUCCESS) {
     call = op->mpi_call;
+    evmpi__mpi_match_enter();
     if (op->kind == EVMPI_WORK_SEND)
       rc = MPI_Isend(buf, b.count, b.type, peer, tag, pg->comm, &w->request);
     else
       rc = MPI_Irecv(buf, b.count, b.type, peer, tag, pg->comm, &w->request);
+    evmpi__mpi_match_leave();
     evmpi__block_free(&b);
   }
 #ifdef EVMPI_HAVE_CUDA

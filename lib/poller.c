@@ -244,7 +244,7 @@ static void cancel_receives(evmpi_poller_t *p) {
   for (size_t i = 0; i < p->n; i++)
     if (unmatchable_at_stop(p->works[i]) && p->reqs[i] != MPI_REQUEST_NULL &&
         !p->works[i]->cancel_sent) {
-      MPI_Cancel(&p->reqs[i]);
+      evmpi__mpi_cancel(&p->reqs[i]);
       p->works[i]->cancel_sent = true;
     }
 }
@@ -413,6 +413,7 @@ static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *s
  * finish_list to complete after mu is released. */
 static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, done_list_t *d) {
   int outcount = 0;
+  evmpi__mpi_match_enter();
   evmpi__mpi_test_begin();
   int rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
   bool per_status = rc == MPI_ERR_IN_STATUS;
@@ -421,6 +422,7 @@ static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, d
     per_status = true;
   }
   evmpi__mpi_test_end();
+  evmpi__mpi_match_leave();
   if (outcount == MPI_UNDEFINED || outcount <= 0)
     return;
   for (int k = 0; k < outcount; k++) {
@@ -473,7 +475,7 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
     evmpi_work_t *w = p->works[i];
     if (p->reqs[i] != MPI_REQUEST_NULL) {
       if (unmatchable_at_stop(w) && !w->cancel_sent) { /* once: see evmpi__poller_cancel */
-        MPI_Cancel(&p->reqs[i]);
+        evmpi__mpi_cancel(&p->reqs[i]);
         w->cancel_sent = true;
       }
       MPI_Request_free(&p->reqs[i]);
@@ -516,14 +518,16 @@ static void break_locked(evmpi_poller_t *p, const char *why) {
 static const char *expire_receive_locked(evmpi_poller_t *p, size_t i) {
   evmpi_work_t *w = p->works[i];
   if (!w->cancel_sent) {
-    MPI_Cancel(&p->reqs[i]);
+    evmpi__mpi_cancel(&p->reqs[i]);
     w->cancel_sent = true;
   }
   MPI_Status st;
   int flag = 0, cancelled = 0;
+  evmpi__mpi_match_enter();
   evmpi__mpi_test_begin();
   int rc = MPI_Test(&p->reqs[i], &flag, &st);
   evmpi__mpi_test_end();
+  evmpi__mpi_match_leave();
   if (rc != MPI_SUCCESS)
     p->reqs[i] = MPI_REQUEST_NULL; /* a failed request is no longer active */
   if (rc == MPI_SUCCESS && flag)
@@ -701,7 +705,7 @@ int evmpi__poller_submit(evmpi_poller_t *p, evmpi_work_t *w) {
    * this check is for evmpi_pg_abort's path, which does not wait. */
   if (atomic_load_explicit(&p->refusing, memory_order_acquire)) {
     if (unmatchable_at_stop(w))
-      MPI_Cancel(&w->request);
+      evmpi__mpi_cancel(&w->request);
     MPI_Request_free(&w->request);
     return evmpi__fail(EVMPI_ERR_ABORTED, "%s: the group is being destroyed", w->op->opname);
   }
@@ -741,12 +745,14 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
   int flag = 0;
   if (!w->cancel_sent) { /* a request is cancelled once: a second MPI_Cancel of
                             an any-source receive crashed Open MPI */
-    MPI_Cancel(&p->reqs[at]);
+    evmpi__mpi_cancel(&p->reqs[at]);
     w->cancel_sent = true;
   }
+  evmpi__mpi_match_enter();
   evmpi__mpi_test_begin();
   int rc = MPI_Test(&p->reqs[at], &flag, &st);
   evmpi__mpi_test_end();
+  evmpi__mpi_match_leave();
   if (!flag && rc == MPI_SUCCESS) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",

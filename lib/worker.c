@@ -78,9 +78,11 @@ static int wait_gate(MPI_Request *req) {
   int64_t t0 = evmpi__now_ns();
   for (;;) {
     int done = 0;
+    evmpi__mpi_match_enter();
     evmpi__mpi_test_begin();
     int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
     evmpi__mpi_test_end();
+    evmpi__mpi_match_leave();
     if (rc != MPI_SUCCESS || done)
       return rc;
     int64_t waited = evmpi__now_ns() - t0;
@@ -108,7 +110,9 @@ static int pass_gate(evmpi_worker_t *wk, evmpi_work_t *w, int64_t *credit) {
   int mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
   int all = 0;
   MPI_Request req;
+  evmpi__mpi_match_enter();
   int rc = MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, w->pg->internal, &req);
+  evmpi__mpi_match_leave();
   if (rc == MPI_SUCCESS)
     rc = wait_gate(&req);
   if (rc != MPI_SUCCESS)

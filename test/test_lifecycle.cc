@@ -665,6 +665,83 @@ void stress_seed(unsigned seed, bool user_base) {
     event_base_free(base);
 }
 
+// Receives aborted while sends on other threads match them. Open MPI's
+// ob1 takes a receive off its posted queue under the matching lock but
+// marks it matched only after releasing the lock; an MPI_Cancel in between
+// unlinked it a second time and completed it twice, which corrupted the
+// queues (crashes in a later MPI_Irecv or MPI_Cancel) and could lose the
+// message. Every message sent must be received exactly once, by a receive
+// that either got it or was cancelled cleanly.
+TEST_F(Lifecycle, AbortedReceivesRacingMatchingSendsLoseNothing) {
+  run_bounded("receives aborted while sends match them", 60000, [&] {
+    evmpi_pg_t *pg = nullptr;
+    ASSERT_EQ(evmpi_pg_create_from_comm(nullptr, MPI_COMM_SELF, &pg), EVMPI_OK)
+        << evmpi_last_error();
+    const int kSends = 3000, kSenders = 2;
+    std::atomic<int> bad{0};
+    std::vector<std::atomic<int>> seen(kSends * kSenders);
+    std::atomic<int> senders_left{kSenders};
+    std::vector<std::thread> senders;
+    std::vector<std::unique_ptr<int32_t[]>> outs;
+    for (int s = 0; s < kSenders; s++) {
+      outs.emplace_back(new int32_t[kSends]);
+      senders.emplace_back([&, s] {
+        int32_t *vals = outs[(size_t)s].get();
+        for (int i = 0; i < kSends; i++) {
+          vals[i] = s * kSends + i;
+          evmpi_tensor_t t = evmpi_tensor_flat(&vals[i], EVMPI_INT32, 1);
+          evmpi_work_t *w = nullptr;
+          if (evmpi_send(pg, &t, 0, 5, &w) != EVMPI_OK) {
+            bad++;
+            continue;
+          }
+          if (evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS) != EVMPI_OK)
+            bad++;
+          evmpi_work_release(w);
+          // Paced, so that receives are often posted before their message
+          // comes: then the abort and the match meet.
+          std::this_thread::sleep_for(std::chrono::microseconds(i % 7 * 10));
+        }
+        senders_left--;
+      });
+    }
+    // The receiver posts a receive, aborts it at once half of the time,
+    // and counts what arrived; once the senders are done it drains the rest.
+    std::mt19937 rng(7);
+    int received = 0, aborted = 0;
+    int32_t in = -1;
+    evmpi_tensor_t ti = evmpi_tensor_flat(&in, EVMPI_INT32, 1);
+    while (received < kSends * kSenders) {
+      evmpi_work_t *w = nullptr;
+      in = -1;
+      ASSERT_EQ(evmpi_recv(pg, &ti, 0, 5, &w), EVMPI_OK) << evmpi_last_error();
+      bool drain = senders_left.load() == 0;
+      for (unsigned spin = rng() % 2000; spin > 0; spin--)
+        std::atomic_signal_fence(std::memory_order_seq_cst); // a random moment
+      int arc = drain || rng() % 2 ? EVMPI_ERR_STATE : evmpi_work_abort(w);
+      ASSERT_TRUE(arc == EVMPI_OK || arc == EVMPI_ERR_STATE) << evmpi_strerror(arc);
+      ASSERT_NE(evmpi_work_wait(w, EVMPI_TEST_TIMEOUT_MS), EVMPI_ERR_TIMEOUT)
+          << "receive " << received << " never completed";
+      int st = evmpi_work_status(w);
+      evmpi_work_release(w);
+      if (st == EVMPI_ERR_ABORTED) {
+        aborted++;
+        continue;
+      }
+      ASSERT_EQ(st, EVMPI_OK);
+      ASSERT_TRUE(in >= 0 && in < kSends * kSenders) << "received " << in;
+      EXPECT_EQ(seen[(size_t)in]++, 0) << "message " << in << " received twice";
+      received++;
+    }
+    for (auto &t : senders)
+      t.join();
+    EXPECT_EQ(bad.load(), 0);
+    EXPECT_GT(aborted, 0);
+    evmpi_pg_destroy(pg);
+    EXPECT_EQ(evmpi_pg_wait_destroyed(EVMPI_TEST_TIMEOUT_MS), EVMPI_OK);
+  });
+}
+
 TEST_F(Lifecycle, RandomisedInterleavingsNullBase) {
   for (unsigned seed = 1; seed <= 25; seed++)
     run_bounded("a stress seed (NULL base)", 30000, [&] { stress_seed(seed, false); });
