@@ -818,7 +818,13 @@ EVMPI_API evmpi_future_t *evmpi_work_get_future(evmpi_work_t *work);
  * message (MPI_Cancel). It completes with EVMPI_ERR_ABORTED and its
  * callbacks run as usual. Returns EVMPI_OK when cancelled; EVMPI_ERR_STATE
  * when it is too late (completed, running, a receive already matched, or a
- * send, which MPI cannot cancel reliably); EVMPI_ERR_INVALID for NULL. */
+ * send, which MPI cannot cancel reliably); EVMPI_ERR_INVALID for NULL.
+ * Callable from any thread. On Open MPI it waits for evmpi's own
+ * nonblocking MPI calls in progress on other threads (never for a
+ * blocking one): Open MPI loses a message whose receive is cancelled while
+ * another thread matches it, so evmpi never lets its own threads do both
+ * at once. The application's own MPI calls and a running collective can
+ * still make such a match (doc/design.md, "Open MPI's cancel race"). */
 EVMPI_API int evmpi_work_abort(evmpi_work_t *work);
 /** Drops the caller's reference. The work's operation goes on (buffers
  * must still live until it completes) and its callbacks still run. */
