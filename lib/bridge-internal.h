@@ -33,14 +33,14 @@ typedef struct evmpi_loop_ops {
 } evmpi_loop_ops_t;
 
 struct evmpi_bridge {
-  const evmpi_loop_ops_t *loop; /* NULL for an external loop */
+  const evmpi_loop_ops_t *loop; /* NULL for an external loop (EVMPI_LOOP_EXTERNAL:
+                                   the application dispatches) */
   void (*teardown)(evmpi_pg_t *pg); /* pg.c's: a callback destroyed the group */
   struct event_base *base;  /* libevent's (loop_event.c), NULL for an external loop */
   struct event *ev;         /* on efd in base, NULL for an external loop */
   int efd;                  /* evmpi_pg_fd: readable while completions wait */
   atomic_bool attached;     /* open succeeded, close has not begun (evmpi_pg_fd
                                reads it on any thread) */
-  bool external;            /* EVMPI_LOOP_EXTERNAL: the application dispatches */
   void (*detach_cb)(evmpi_pg_t *, void *); /* external: evmpi_pg_set_detach's */
   evmpi_pg_t *detach_pg;
   void *detach_arg;

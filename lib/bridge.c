@@ -179,8 +179,10 @@ bool evmpi__bridge_stopping(evmpi_bridge_t *b) {
   return stop;
 }
 
-
-static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f);
+/* The sink futures of this group post to (future.c knows only the sink). */
+static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f) {
+  return evmpi__bridge_post(evmpi__container_of(sink, evmpi_bridge_t, sink), f);
+}
 
 int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t *loop,
                        struct event_base *base, void (*teardown)(evmpi_pg_t *pg)) {
@@ -203,7 +205,6 @@ int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t
   b->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (b->efd < 0)
     return evmpi__fail(EVMPI_ERR_NOMEM, "pg_create: eventfd failed: %s", strerror(errno));
-  b->external = loop == NULL;
   b->loop = loop;
   int rc = loop ? loop->attach(b, base, pg) : EVMPI_OK;
   if (rc != EVMPI_OK) {
@@ -213,10 +214,6 @@ int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t
   }
   atomic_store(&b->attached, true);
   return EVMPI_OK;
-}
-
-static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f) {
-  return evmpi__bridge_post(evmpi__container_of(sink, evmpi_bridge_t, sink), f);
 }
 
 /* Lock-free, so that a worker or poller finishing works never waits for
@@ -325,7 +322,7 @@ int evmpi_pg_set_detach(evmpi_pg_t *pg, void (*cb)(evmpi_pg_t *pg, void *arg), v
   if (!pg)
     return evmpi__fail(EVMPI_ERR_INVALID, "pg_set_detach: pg is NULL");
   evmpi_bridge_t *b = &pg->bridge;
-  if (!b->external)
+  if (b->loop) /* NULL only for EVMPI_LOOP_EXTERNAL */
     return evmpi__fail(EVMPI_ERR_STATE, "pg_set_detach: the group was not created with "
                        "EVMPI_LOOP_EXTERNAL (its loop is evmpi's to detach)");
   if (!atomic_load(&b->attached))

@@ -28,6 +28,9 @@ int evmpi__mpi_hook_request_errors(void);
 void evmpi__mpi_match_enter(void);
 void evmpi__mpi_match_leave(void);
 int evmpi__mpi_cancel(MPI_Request *req);
+/* MPI_Test of one request inside both guards above: the match lock and
+ * the test's error handling (evmpi__mpi_test_begin). */
+int evmpi__mpi_test(MPI_Request *req, int *flag, MPI_Status *status);
 /* Whether a large (rendezvous) message progresses only while MPI is
  * called on its sides, so that the poller should keep testing while one
  * is pending (poller.c) rather than sleep. */

@@ -120,3 +120,12 @@ void evmpi__mpi_match_enter(void) {}
 void evmpi__mpi_match_leave(void) {}
 int evmpi__mpi_cancel(MPI_Request *req) { return MPI_Cancel(req); }
 #endif
+
+int evmpi__mpi_test(MPI_Request *req, int *flag, MPI_Status *status) {
+  evmpi__mpi_match_enter();
+  evmpi__mpi_test_begin();
+  int rc = MPI_Test(req, flag, status);
+  evmpi__mpi_test_end();
+  evmpi__mpi_match_leave();
+  return rc;
+}

@@ -51,22 +51,6 @@ int evmpi__prepare_p2p(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call
   return EVMPI_OK;
 }
 
-static int issue_request(evmpi_pg_t *pg, evmpi_work_t *w);
-
-int evmpi__issue_p2p(evmpi_work_t *w) {
-  int rc = evmpi__work_place(w);
-  if (rc != EVMPI_OK)
-    return rc;
-  /* From here to the hand-over, destroy waits before it frees the
-   * communicator this request is issued on. */
-  evmpi_pg_t *pg = w->pg;
-  if (!evmpi__pg_enter_submit(w->op->opname, pg))
-    return EVMPI_ERR_ABORTED;
-  rc = issue_request(pg, w);
-  evmpi__pg_leave_submit(pg);
-  return rc;
-}
-
 /* Issues w's request and hands it to the poller. */
 static int issue_request(evmpi_pg_t *pg, evmpi_work_t *w) {
   const evmpi_op_t *op = w->op;
@@ -112,6 +96,20 @@ static int issue_request(evmpi_pg_t *pg, evmpi_work_t *w) {
   /* On failure the request was cancelled and freed; a freed send may still
    * be read by MPI, so a staged pinned buffer is left to the process. */
   return evmpi__poller_submit(&pg->poller, w);
+}
+
+int evmpi__issue_p2p(evmpi_work_t *w) {
+  int rc = evmpi__work_place(w);
+  if (rc != EVMPI_OK)
+    return rc;
+  /* From here to the hand-over, destroy waits before it frees the
+   * communicator this request is issued on. */
+  evmpi_pg_t *pg = w->pg;
+  if (!evmpi__pg_enter_submit(w->op->opname, pg))
+    return EVMPI_ERR_ABORTED;
+  rc = issue_request(pg, w);
+  evmpi__pg_leave_submit(pg);
+  return rc;
 }
 
 int evmpi_pg_set_p2p_timeout(evmpi_pg_t *pg, int timeout_ms) {

@@ -22,7 +22,6 @@
 #include "poller-internal.h"
 #include "fifo-internal.h"
 #include "clock-internal.h"
-#include "cuda_p2p-internal.h"
 #include "mpi_ext-internal.h"
 #include "pg-internal.h"
 #include "status-internal.h"
@@ -240,13 +239,19 @@ static bool unmatchable_at_stop(const evmpi_work_t *w) {
   return w->kind == EVMPI_WORK_RECV || w->args.p2p.peer == w->pg->rank;
 }
 
+/* A request is cancelled once: a second MPI_Cancel of an any-source
+ * receive crashed Open MPI. */
+static void cancel_once(evmpi_work_t *w, MPI_Request *req) {
+  if (!w->cancel_sent) {
+    evmpi__mpi_cancel(req);
+    w->cancel_sent = true;
+  }
+}
+
 static void cancel_receives(evmpi_poller_t *p) {
   for (size_t i = 0; i < p->n; i++)
-    if (unmatchable_at_stop(p->works[i]) && p->reqs[i] != MPI_REQUEST_NULL &&
-        !p->works[i]->cancel_sent) {
-      evmpi__mpi_cancel(&p->reqs[i]);
-      p->works[i]->cancel_sent = true;
-    }
+    if (unmatchable_at_stop(p->works[i]) && p->reqs[i] != MPI_REQUEST_NULL)
+      cancel_once(p->works[i], &p->reqs[i]);
 }
 
 /* While the loop thread polls (bridge.c) it tests the requests itself: a
@@ -474,10 +479,8 @@ static void abandon_all_locked(evmpi_poller_t *p, int status, const char *why, d
   for (size_t i = 0; i < p->n; i++) {
     evmpi_work_t *w = p->works[i];
     if (p->reqs[i] != MPI_REQUEST_NULL) {
-      if (unmatchable_at_stop(w) && !w->cancel_sent) { /* once: see evmpi__poller_cancel */
-        evmpi__mpi_cancel(&p->reqs[i]);
-        w->cancel_sent = true;
-      }
+      if (unmatchable_at_stop(w))
+        cancel_once(w, &p->reqs[i]);
       MPI_Request_free(&p->reqs[i]);
       w->abandoned = true;
       free(w->error_text);
@@ -517,17 +520,10 @@ static void break_locked(evmpi_poller_t *p, const char *why) {
  * an MPI error), with its outcome set and held for the usual order. */
 static const char *expire_receive_locked(evmpi_poller_t *p, size_t i) {
   evmpi_work_t *w = p->works[i];
-  if (!w->cancel_sent) {
-    evmpi__mpi_cancel(&p->reqs[i]);
-    w->cancel_sent = true;
-  }
+  cancel_once(w, &p->reqs[i]);
   MPI_Status st;
   int flag = 0, cancelled = 0;
-  evmpi__mpi_match_enter();
-  evmpi__mpi_test_begin();
-  int rc = MPI_Test(&p->reqs[i], &flag, &st);
-  evmpi__mpi_test_end();
-  evmpi__mpi_match_leave();
+  int rc = evmpi__mpi_test(&p->reqs[i], &flag, &st);
   if (rc != MPI_SUCCESS)
     p->reqs[i] = MPI_REQUEST_NULL; /* a failed request is no longer active */
   if (rc == MPI_SUCCESS && flag)
@@ -743,16 +739,8 @@ int evmpi__poller_cancel(evmpi_poller_t *p, evmpi_work_t *w) {
    * cannot be cancelled and completes normally, later, in the poller. */
   MPI_Status st;
   int flag = 0;
-  if (!w->cancel_sent) { /* a request is cancelled once: a second MPI_Cancel of
-                            an any-source receive crashed Open MPI */
-    evmpi__mpi_cancel(&p->reqs[at]);
-    w->cancel_sent = true;
-  }
-  evmpi__mpi_match_enter();
-  evmpi__mpi_test_begin();
-  int rc = MPI_Test(&p->reqs[at], &flag, &st);
-  evmpi__mpi_test_end();
-  evmpi__mpi_match_leave();
+  cancel_once(w, &p->reqs[at]);
+  int rc = evmpi__mpi_test(&p->reqs[at], &flag, &st);
   if (!flag && rc == MPI_SUCCESS) {
     pthread_mutex_unlock(&p->mu);
     return evmpi__fail(EVMPI_ERR_STATE, "work_abort: %s (#%llu) has matched a message already",

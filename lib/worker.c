@@ -78,11 +78,7 @@ static int wait_gate(MPI_Request *req) {
   int64_t t0 = evmpi__now_ns();
   for (;;) {
     int done = 0;
-    evmpi__mpi_match_enter();
-    evmpi__mpi_test_begin();
-    int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
-    evmpi__mpi_test_end();
-    evmpi__mpi_match_leave();
+    int rc = evmpi__mpi_test(req, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS || done)
       return rc;
     int64_t waited = evmpi__now_ns() - t0;
