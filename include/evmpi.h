@@ -6,7 +6,10 @@
  * Threads and ownership, in short (doc/design.md has the long form):
  *  - A group has a worker thread that runs its collectives, one at a time,
  *    in submission order, and a poller thread that tests its pending sends
- *    and receives. Neither ever runs user code.
+ *    and receives. Neither ever runs user code. A small collective that a
+ *    callback submits while the worker is idle may run on the loop thread
+ *    instead, after the callback returns, once every rank has reached it
+ *    (evmpi_pg_options_set_loop_collectives).
  *  - Every callback (evmpi_work_on_complete, evmpi_future_then) runs on the
  *    thread that runs the group's event_base. A group created with a NULL
  *    base gets an internal loop thread, which then runs the callbacks; one
@@ -303,6 +306,18 @@ EVMPI_API int evmpi_pg_options_set_debug(evmpi_pg_options_t *opts, evmpi_debug_t
  * price of a few microseconds on each small collective run one at a time
  * (doc/performance.md; doc/design.md, "Arrival gate"). */
 EVMPI_API int evmpi_pg_options_set_arrival_gate(evmpi_pg_options_t *opts, int on);
+/** Whether small collectives may run on the loop thread
+ * (EVMPI_LOOP_COLLECTIVES, 0 or 1, default 1). With 1, a collective of at
+ * most 64 KiB of host memory that one of the group's callbacks submits
+ * while the worker is idle is run by the loop thread itself, once every
+ * rank has reached the collective's arrival gate (tested for up to 30 us;
+ * otherwise it goes to the worker with its gate posted): a chain of small
+ * collectives then needs no hand-off to the worker and back. The loop is
+ * held for the blocking call, which every rank has already reached. Needs
+ * the arrival gate on (evmpi_pg_options_set_arrival_gate) in groups of more
+ * than one rank; each rank may choose its own value (the MPI calls are the
+ * same either way). EVMPI_ERR_INVALID for other values. */
+EVMPI_API int evmpi_pg_options_set_loop_collectives(evmpi_pg_options_t *opts, int on);
 /** The longest the poller thread sleeps between tests of sends and receives
  * that nothing has happened to for a while (EVMPI_P2P_IDLE_POLL_MS,
  * 1..1000 ms, default 20): a receive left posted costs one test this often
@@ -583,8 +598,10 @@ EVMPI_API void evmpi_pg_abort(evmpi_pg_t *pg);
  * message names the MPI call and MPI's error string), EVMPI_ERR_CUDA (a
  * staging copy failed) or EVMPI_ERR_ABORTED.
  *
- * Collectives run on the group's worker thread in submission order; every
- * rank of the group must submit the same collectives in the same order.
+ * Collectives run on the group's worker thread in submission order (a
+ * small one submitted by a callback may run on the loop thread, still in
+ * order: evmpi_pg_options_set_loop_collectives); every rank of the group
+ * must submit the same collectives in the same order.
  * Sends (and receives) of a group with the same peer and tag complete,
  * and have their callbacks run, in the order they were issued: MPI's
  * matching order. Receives from any source are ordered among themselves

@@ -108,6 +108,10 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
   pthread_mutex_unlock(&b->mu);
   int64_t give_up = evmpi__now_ns() + b->hold_ns;
   bool polled = false; /* we set the poller's loop_until */
+  /* Collectives our callbacks submit to an idle worker are ours to run
+   * (worker.c, "small collectives on the loop thread"); what we leave
+   * goes to the worker when we return. */
+  evmpi_worker_t *prev_dispatch = evmpi__worker_dispatch_begin(&pg->worker);
   bool p2p_active = false;
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
@@ -122,6 +126,7 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
        * go. b must not be touched after this. */
+      evmpi__worker_dispatch_end(&pg->worker, prev_dispatch);
       b->teardown(pg);
       *gone = true;
       return count;
@@ -134,6 +139,10 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     int64_t last_yield = start;
     bool long_window = false;
     for (;;) {
+      if (until > give_up)
+        until = give_up;
+      if (evmpi__worker_run_here(&pg->worker, pg, until))
+        break; /* its completion is posted */
       bool pending;
       bool finished = evmpi__poller_test(&pg->poller, &pending);
       p2p_active |= finished;
@@ -157,6 +166,7 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     if (evmpi__now_ns() >= give_up)
       break;
   }
+  evmpi__worker_dispatch_end(&pg->worker, prev_dispatch);
   if (polled) { /* the poller may be asleep until our window's end */
     evmpi__poller_loop_done(&pg->poller);
   }
@@ -184,11 +194,18 @@ static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f) {
   return evmpi__bridge_post(evmpi__container_of(sink, evmpi_bridge_t, sink), f);
 }
 
+/* A future of this group's is waited for: see evmpi__worker_kick. */
+static void sink_kick(evmpi_future_sink_t *sink) {
+  evmpi_bridge_t *b = evmpi__container_of(sink, evmpi_bridge_t, sink);
+  evmpi__worker_kick(&evmpi__container_of(b, evmpi_pg_t, bridge)->worker);
+}
+
 int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t *loop,
                        struct event_base *base, void (*teardown)(evmpi_pg_t *pg)) {
   memset(b, 0, sizeof *b);
   b->sink.ref = &pg->ref;
   b->sink.post = sink_post;
+  b->sink.kick = sink_kick;
   b->teardown = teardown;
   b->efd = -1;
   pthread_mutex_init(&b->mu, NULL);

@@ -38,6 +38,9 @@ typedef struct evmpi_future_sink {
   /* Hands f to the loop (the caller has taken a reference on f for it);
    * false when the loop is gone, and the caller delivers f itself. */
   bool (*post)(struct evmpi_future_sink *sink, evmpi_future_t *f);
+  /* Someone waits for a future of this sink's (or tests one that is not
+   * done): work held back for the loop thread goes to the worker now. */
+  void (*kick)(struct evmpi_future_sink *sink);
 } evmpi_future_sink_t;
 
 struct evmpi_future {

@@ -25,6 +25,24 @@ static bool is_done(evmpi_future_t *f) {
   return atomic_load_explicit(&f->done, memory_order_acquire);
 }
 
+/* f is waited for or tested while not done: a collective of its group (or
+ * of a join's children's groups) that a callback left for the loop thread
+ * must not wait for that thread, which may be the one waiting. */
+static void kick(evmpi_future_t *f) {
+  if (f->sink && f->sink->kick)
+    f->sink->kick(f->sink);
+  for (size_t i = 0; i < f->nchildren; i++)
+    kick(f->children[i]);
+}
+
+/* is_done for the public queries: a future that is not done is kicked. */
+static bool is_done_kick(evmpi_future_t *f) {
+  if (is_done(f))
+    return true;
+  kick(f);
+  return false;
+}
+
 static void cont_free(evmpi_future_t *f, evmpi_cont_t *c) {
   if (c != &f->inline_cont)
     free(c);
@@ -216,7 +234,7 @@ int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {
   struct timespec deadline = {0, 0};
   if (timeout_ms > 0)
     deadline = evmpi__timespec_after(CLOCK_MONOTONIC, (int64_t)timeout_ms * 1000000);
-  if (is_done(f))
+  if (is_done_kick(f))
     return f->status;
   pthread_mutex_lock(&f->mu);
   while (!atomic_load_explicit(&f->done, memory_order_relaxed) && timeout_ms != 0) {
@@ -234,13 +252,13 @@ int evmpi_future_wait(evmpi_future_t *f, int timeout_ms) {
 int evmpi_future_status(evmpi_future_t *f) {
   if (!f)
     return EVMPI_ERR_INVALID;
-  return is_done(f) ? f->status : EVMPI_ERR_STATE;
+  return is_done_kick(f) ? f->status : EVMPI_ERR_STATE;
 }
 
 bool evmpi_future_is_done(evmpi_future_t *f) {
   if (!f)
     return false;
-  return is_done(f);
+  return is_done_kick(f);
 }
 
 size_t evmpi_future_value(evmpi_future_t *f, const evmpi_tensor_t **tensors) {

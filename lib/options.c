@@ -117,6 +117,16 @@ static const row_t table[EVMPI_NSETTINGS] = {
                                      "receive left posted costs one test this often, and a "
                                      "message that ends a quiet spell is seen at most this "
                                      "late (after a shorter spell, within an eighth of it)."},
+    [EVMPI_SETTING_LOOP_COLLECTIVES] = {"EVMPI_LOOP_COLLECTIVES", "loop_collectives", CHOICE, 1, 0,
+                                        1, NULL, bool_choices, "0 or 1", 0,
+                                        OFF(loop_collectives),
+                                        "1: a collective of at most 64 KiB on host memory that "
+                                        "a callback submits while the worker is idle runs on "
+                                        "the loop thread once every rank has reached its "
+                                        "arrival gate, with no hand-off to the worker and back; "
+                                        "the loop is held for the blocking call. 0: every "
+                                        "collective runs on the worker. Each rank may choose "
+                                        "its own."},
 };
 
 struct evmpi_pg_options {
@@ -307,6 +317,9 @@ int evmpi_pg_options_set_arrival_gate(evmpi_pg_options_t *o, int on) {
   return set_number(o, EVMPI_SETTING_ARRIVAL_GATE, (int64_t)on);
 }
 
+int evmpi_pg_options_set_loop_collectives(evmpi_pg_options_t *o, int on) {
+  return set_number(o, EVMPI_SETTING_LOOP_COLLECTIVES, (int64_t)on);
+}
 int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *o, int64_t ms) {
   return set_number(o, EVMPI_SETTING_P2P_IDLE_POLL, ms);
 }

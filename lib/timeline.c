@@ -75,10 +75,13 @@ void evmpi__timeline_record(const evmpi_work_t *w, int status) {
   pthread_mutex_lock(&lock);
   if (out) {
     fprintf(out, "%s{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,"
-                 "\"pid\":%d,\"tid\":%d,\"args\":{\"seq\":%llu,\"queued_us\":%.3f,\"status\":\"%s\"}}",
+                 "\"pid\":%d,\"tid\":%d,\"args\":{\"seq\":%llu,\"queued_us\":%.3f,\"status\":\"%s\"%s}}",
             first ? "" : ",\n", w->op->name, w->kind == EVMPI_WORK_COLLECTIVE ? "collective" : "p2p",
             start, end - start, world_rank, w->kind == EVMPI_WORK_COLLECTIVE ? 1 : 2,
-            (unsigned long long)w->seq, (double)w->t_queued / 1e3, evmpi_strerror(status));
+            (unsigned long long)w->seq, (double)w->t_queued / 1e3, evmpi_strerror(status),
+            w->kind != EVMPI_WORK_COLLECTIVE ? ""
+            : w->ran_on_loop                 ? ",\"thread\":\"loop\""
+                                             : ",\"thread\":\"worker\"");
     first = false;
   }
   pthread_mutex_unlock(&lock);

@@ -29,6 +29,19 @@ typedef struct evmpi_worker {
   atomic_bool is_broken;     /* broken != NULL, for submissions to check without mu */
   bool closing;              /* under mu */
   bool waiting;              /* under mu: asleep on cv (submit must signal) */
+  /* Small collectives on the loop thread (evmpi__worker_run_here): */
+  atomic_bool loop_claim;    /* written under mu: the queue's head was submitted by
+                                a callback of this group while the worker was idle;
+                                the loop thread runs it, or wakes the worker
+                                (evmpi__worker_kick), and the worker leaves it alone */
+  bool loop_running;         /* under mu: the running collective is the loop's */
+  evmpi_work_t *handoff;     /* under mu: the running collective, whose gate the loop
+                                thread posted and left to the worker */
+  MPI_Request handoff_gate;  /* under mu: that gate's request */
+  int gate_mine, gate_all;   /* the gate's buffers (one gate at a time per group) */
+  int64_t credit;            /* collectives every rank holds, agreed at the last gate:
+                                they run without one (written by whoever runs the
+                                collective, read under mu while none runs) */
   atomic_int queued;         /* works in the queue, read without mu while spinning */
   atomic_bool in_mpi;        /* a collective is running (the loop thread yields to it) */
   bool made;                 /* its mutex and condition variables are made */
@@ -53,6 +66,24 @@ bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len);
 /* Whether a collective is queued or running: the loop thread's polling
  * then yields the CPU after every empty poll (bridge.c). Without a lock. */
 bool evmpi__worker_active(evmpi_worker_t *wk);
+/* Whether w may run on the loop thread: a small collective on host memory,
+ * in a group whose collectives pass the arrival gate (or of one rank). */
+bool evmpi__worker_loop_eligible(const evmpi_work_t *w);
+/* The calling thread is the loop thread delivering wk's group's callbacks
+ * (bridge.c, around each batch): a collective those callbacks submit to an
+ * idle worker is left for the loop thread to run (evmpi__worker_run_here),
+ * without a wake-up of the worker. Returns the previous one, for end. */
+evmpi_worker_t *evmpi__worker_dispatch_begin(evmpi_worker_t *wk);
+void evmpi__worker_dispatch_end(evmpi_worker_t *wk, evmpi_worker_t *prev);
+/* On the loop thread, in the group's dispatch: runs the collective a
+ * callback left for it, when the worker is idle: the arrival gate, tested
+ * until gate_until_ns at most (then the collective is handed to the worker
+ * with its gate posted), then the blocking call. True when it finished one
+ * (its completion is posted to the bridge). */
+bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_until_ns);
+/* Hands a collective left for the loop thread to the worker: the loop
+ * leaves its dispatch, or someone waits for a future. Cheap when none is. */
+void evmpi__worker_kick(evmpi_worker_t *wk);
 /* Queues w (takes the in-flight reference); EVMPI_ERR_ABORTED once closing. */
 int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w);
 /* Removes w if it has not started; true when it did. */

@@ -57,6 +57,7 @@ static void spin_for_work(evmpi_worker_t *wk) {
     return;
   int64_t until = evmpi__now_ns() + WORKER_SPIN_NS;
   while (atomic_load_explicit(&wk->queued, memory_order_acquire) == 0 &&
+         !atomic_load_explicit(&wk->loop_claim, memory_order_relaxed) &&
          evmpi__now_ns() < until)
     sched_yield();
 }
@@ -98,22 +99,32 @@ static int wait_gate(MPI_Request *req) {
   }
 }
 
-/* Passes the arrival gate before w (see the top of this file); on
- * success *credit is how many collectives, w included, every rank holds
- * now. */
-static int pass_gate(evmpi_worker_t *wk, evmpi_work_t *w, int64_t *credit) {
+/* Posts the arrival gate before w (see the top of this file): how many
+ * collectives this rank holds, w and those queued behind it. */
+static int post_gate(evmpi_worker_t *wk, evmpi_work_t *w, MPI_Request *req) {
   int held = atomic_load_explicit(&wk->queued, memory_order_relaxed);
-  int mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
-  int all = 0;
-  MPI_Request req;
+  wk->gate_mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
+  wk->gate_all = 0;
   evmpi__mpi_match_enter();
-  int rc = MPI_Iallreduce(&mine, &all, 1, MPI_INT, MPI_MIN, w->pg->internal, &req);
+  int rc = MPI_Iallreduce(&wk->gate_mine, &wk->gate_all, 1, MPI_INT, MPI_MIN, w->pg->internal,
+                          req);
   evmpi__mpi_match_leave();
-  if (rc == MPI_SUCCESS)
-    rc = wait_gate(&req);
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
-  *credit = all > 0 ? all : 1;
+  return EVMPI_OK;
+}
+
+/* The gate passed: how many collectives, w included, every rank holds. */
+static void gate_passed(evmpi_worker_t *wk) {
+  wk->credit = wk->gate_all > 0 ? wk->gate_all : 1;
+}
+
+/* Waits for a posted gate with the back-off above. */
+static int finish_gate(evmpi_worker_t *wk, evmpi_work_t *w, MPI_Request *req) {
+  int rc = wait_gate(req);
+  if (rc != MPI_SUCCESS)
+    return evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
+  gate_passed(wk);
   return EVMPI_OK;
 }
 
@@ -221,6 +232,15 @@ static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *
   pthread_mutex_lock(&wk->mu);
 }
 
+/* Whether the worker may take the queue's head now (under mu): not while
+ * the loop thread runs a collective, nor a head the loop thread has
+ * claimed, unless the group is closing (destroy runs what is queued). */
+static bool worker_may_start_locked(evmpi_worker_t *wk) {
+  if (wk->loop_running || !wk->head)
+    return false;
+  return wk->closing || !atomic_load_explicit(&wk->loop_claim, memory_order_relaxed);
+}
+
 /* Runs the group's collectives. After each, one pass under mu both retires
  * it and, when the queue holds more, starts the next: a queued operation
  * costs one lock round trip here, not two. The next one's start time is
@@ -230,9 +250,6 @@ static void *worker_main(void *arg) {
   evmpi_pg_t *pg = arg;
   evmpi_worker_t *wk = &pg->worker;
   bool debug = evmpi__debug_detail();
-  /* Collectives every rank holds, agreed at the last gate: they run
-   * without one. The same on every rank, which runs the same sequence. */
-  int64_t credit = 0;
 #ifdef __linux__
   /* The gate's sleeps are short at first: the default timer slack (50 us)
    * would stretch them. */
@@ -240,26 +257,45 @@ static void *worker_main(void *arg) {
 #endif
   evmpi_work_t *w = NULL;
   for (;;) {
+    bool gate_posted = false;
+    MPI_Request gate = MPI_REQUEST_NULL;
     if (!w) {
       pthread_mutex_lock(&wk->mu);
-      while (!wk->head && !wk->closing && !wk->broken) {
+      /* A collective on the loop thread keeps the worker here, even in a
+       * broken group: it uses the group's communicators, which must not go
+       * while it runs. */
+      while (!wk->handoff && !worker_may_start_locked(wk) &&
+             (wk->loop_running || (!wk->broken && !(wk->closing && !wk->head)))) {
         wk->waiting = true;
         pthread_cond_wait(&wk->cv, &wk->mu);
         wk->waiting = false;
       }
-      if (wk->broken || !wk->head) {
+      if (wk->handoff) {
+        /* The loop thread posted its gate and ran out of time. */
+        w = wk->handoff;
+        gate = wk->handoff_gate;
+        wk->handoff = NULL;
+        gate_posted = true;
+      } else if (wk->broken || !wk->head) {
         pthread_mutex_unlock(&wk->mu);
         break;
+      } else {
+        atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
+        w = start_next_locked(wk, evmpi__now_ns());
       }
-      w = start_next_locked(wk, evmpi__now_ns());
       pthread_mutex_unlock(&wk->mu);
     }
 
     int status = EVMPI_OK;
-    if (credit == 0 && pg->size > 1 && pg->settings.arrival_gate)
-      status = pass_gate(wk, w, &credit);
-    if (credit > 0)
-      credit--;
+    if (gate_posted) {
+      status = finish_gate(wk, w, &gate);
+    } else if (wk->credit == 0 && pg->size > 1 && pg->settings.arrival_gate) {
+      status = post_gate(wk, w, &gate);
+      if (status == EVMPI_OK)
+        status = finish_gate(wk, w, &gate);
+    }
+    if (wk->credit > 0)
+      wk->credit--;
     if (status == EVMPI_OK && debug)
       status = evmpi__debug_check(w);
     if (status == EVMPI_OK)
@@ -274,6 +310,7 @@ static void *worker_main(void *arg) {
     evmpi_work_t *next = NULL;
     if (wk->head && !wk->broken) {
       /* queued after t_done (stamped before it was queued): starts now */
+      atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
       next = start_next_locked(wk, wk->head->t_queued > t_done ? wk->head->t_queued : t_done);
     } else {
       atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
@@ -301,6 +338,167 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&detached_mu);
   }
   return NULL;
+}
+
+/* ---- small collectives on the loop thread ---------------------------------
+ *
+ * A chain of small collectives, each submitted by the previous one's
+ * callback, costs two hand-offs per link on the worker: loop thread to
+ * worker, and the completion back. So a callback's collective that finds
+ * the worker idle is claimed for the loop thread instead (no wake-up of the
+ * worker), which runs it in its dispatch, after the callbacks: it posts
+ * the arrival gate and tests it for a short while. Once every rank has
+ * reached the gate, every rank is about to make the same blocking call (on
+ * its loop thread or its worker, never waiting for anything else first),
+ * so the loop thread makes it too, and is held only for the call itself.
+ * If the gate is not passed in time, the collective goes to the worker
+ * with its gate posted, as if the worker had posted it. Every rank makes
+ * the same MPI calls either way, so each may choose alone. The loop thread
+ * never runs a collective without a gate of its own: one that runs on a
+ * gate's credit could wait, blocking, for a peer whose collective is
+ * still in its queue behind a busy loop. A claim that the loop thread
+ * does not take before it leaves its dispatch, or that someone waits for,
+ * goes to the worker (evmpi__worker_kick). */
+
+/* The most a collective's tensors may hold to run on the loop thread: a
+ * blocking collective of this size takes some microseconds, which the loop
+ * may be held for. */
+#define LOOP_COLLECTIVE_MAX_BYTES ((int64_t)64 << 10)
+
+static _Thread_local evmpi_worker_t *dispatching_here;
+
+evmpi_worker_t *evmpi__worker_dispatch_begin(evmpi_worker_t *wk) {
+  evmpi_worker_t *prev = dispatching_here;
+  dispatching_here = wk;
+  return prev;
+}
+
+void evmpi__worker_dispatch_end(evmpi_worker_t *wk, evmpi_worker_t *prev) {
+  dispatching_here = prev;
+  evmpi__worker_kick(wk);
+}
+
+bool evmpi__worker_loop_eligible(const evmpi_work_t *w) {
+  const evmpi_pg_t *pg = w->pg;
+  if (!pg->settings.loop_collectives || w->kind != EVMPI_WORK_COLLECTIVE)
+    return false;
+  if (pg->size > 1 && !pg->settings.arrival_gate)
+    return false;
+  if (w->device.type != EVMPI_DEVICE_CPU)
+    return false;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < w->ntensors; i++) {
+    int64_t n = evmpi_tensor_numel(&w->tensors[i]);
+    if (n < 0)
+      return false;
+    bytes += n * (int64_t)evmpi_dtype_size(w->tensors[i].dtype);
+    if (bytes > LOOP_COLLECTIVE_MAX_BYTES)
+      return false;
+  }
+  return true;
+}
+
+/* Gives a claimed head to the worker (under mu). */
+static void unclaim_locked(evmpi_worker_t *wk) {
+  if (!atomic_load_explicit(&wk->loop_claim, memory_order_relaxed))
+    return;
+  atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
+  if (wk->waiting && wk->head)
+    pthread_cond_signal(&wk->cv);
+}
+
+void evmpi__worker_kick(evmpi_worker_t *wk) {
+  if (!atomic_load_explicit(&wk->loop_claim, memory_order_relaxed))
+    return;
+  pthread_mutex_lock(&wk->mu);
+  unclaim_locked(wk);
+  pthread_mutex_unlock(&wk->mu);
+}
+
+/* Tests a gate the loop thread posted, back to back for GATE_TIGHT_NS,
+ * then with a yield between tests, until until_ns. */
+static int test_gate_until(MPI_Request *req, int64_t until_ns, int *done) {
+  int64_t t0 = evmpi__now_ns();
+  for (;;) {
+    int rc = evmpi__mpi_test(req, done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS || *done)
+      return rc;
+    int64_t now = evmpi__now_ns();
+    if (now >= until_ns)
+      return MPI_SUCCESS;
+    if (now - t0 >= GATE_TIGHT_NS)
+      sched_yield();
+  }
+}
+
+bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_until_ns) {
+  if (!atomic_load_explicit(&wk->loop_claim, memory_order_relaxed))
+    return false;
+  pthread_mutex_lock(&wk->mu);
+  evmpi_work_t *w = wk->head;
+  if (!atomic_load_explicit(&wk->loop_claim, memory_order_relaxed) || wk->running ||
+      wk->closing || wk->broken || wk->handoff || !w || !w->loop_ok || wk->credit > 0) {
+    unclaim_locked(wk);
+    pthread_mutex_unlock(&wk->mu);
+    return false;
+  }
+  atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
+  w = start_next_locked(wk, evmpi__now_ns());
+  wk->loop_running = true;
+  pthread_mutex_unlock(&wk->mu);
+
+  int status = EVMPI_OK;
+  if (pg->size > 1) {
+    MPI_Request gate = MPI_REQUEST_NULL;
+    status = post_gate(wk, w, &gate);
+    int done = 0;
+    if (status == EVMPI_OK) {
+      int rc = test_gate_until(&gate, gate_until_ns, &done);
+      if (rc != MPI_SUCCESS)
+        status = evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
+    }
+    if (status == EVMPI_OK && !done) {
+      /* A peer is late: the worker waits for it, with its back-off. */
+      pthread_mutex_lock(&wk->mu);
+      wk->loop_running = false;
+      wk->handoff = w;
+      wk->handoff_gate = gate;
+      pthread_cond_signal(&wk->cv);
+      pthread_mutex_unlock(&wk->mu);
+      return false;
+    }
+    if (status == EVMPI_OK)
+      gate_passed(wk);
+  }
+  if (wk->credit > 0)
+    wk->credit--;
+  w->ran_on_loop = true;
+  if (status == EVMPI_OK && evmpi__debug_detail())
+    status = evmpi__debug_check(w);
+  if (status == EVMPI_OK)
+    status = run_work(w);
+  int64_t t_done = evmpi__now_ns();
+
+  pthread_mutex_lock(&wk->mu);
+  wk->running = NULL;
+  wk->running_seq = 0;
+  wk->running_deadline = 0;
+  wk->loop_running = false;
+  w->state = EVMPI_WORK_DONE;
+  atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
+  if (wk->watchdog_started)
+    pthread_cond_signal(&wk->wd_cv);
+  if (wk->head && !wk->closing && !wk->broken && dispatching_here == wk &&
+      wk->head->loop_ok && wk->credit == 0) {
+    /* queued meanwhile: the loop thread takes it next, or kicks it */
+    atomic_store_explicit(&wk->loop_claim, true, memory_order_relaxed);
+  } else if (wk->waiting && (wk->head || wk->closing || wk->broken)) {
+    pthread_cond_signal(&wk->cv);
+  }
+  pthread_mutex_unlock(&wk->mu);
+  evmpi__work_finish_at(w, status, NULL, t_done); /* no-op if the watchdog did */
+  evmpi_work_release(w);
+  return true;
 }
 
 /* Watches the running collective against the deadline it started with.
@@ -399,6 +597,8 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
   int placed = evmpi__work_place(w);
   if (placed != EVMPI_OK)
     return placed;
+  w->loop_ok = evmpi__worker_loop_eligible(w);
+  w->ran_on_loop = false;
   pthread_mutex_lock(&wk->mu);
   if (wk->closing || wk->broken) {
     int rc = wk->broken
@@ -408,12 +608,19 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
     pthread_mutex_unlock(&wk->mu);
     return rc;
   }
+  /* A callback's collective that finds the worker idle is the loop
+   * thread's to run (see "small collectives on the loop thread"). */
+  bool claim = w->loop_ok && dispatching_here == wk && !wk->running && !wk->head &&
+               !wk->handoff && wk->credit == 0;
   w->state = EVMPI_WORK_QUEUED;
   EVMPI__FIFO_PUSH(wk->head, wk->tail, w);
   atomic_fetch_add_explicit(&wk->queued, 1, memory_order_release);
   atomic_fetch_add_explicit(&w->pg->inflight, 1, memory_order_relaxed);
-  if (wk->waiting) /* a spinning worker sees the count; a sleeping one needs this */
-    pthread_cond_signal(&wk->cv);
+  if (claim)
+    atomic_store_explicit(&wk->loop_claim, true, memory_order_relaxed);
+  else if (wk->waiting && !atomic_load_explicit(&wk->loop_claim, memory_order_relaxed))
+    pthread_cond_signal(&wk->cv); /* a spinning worker sees the count; a sleeping one
+                                     needs this (a claimed queue is the loop's to pass on) */
   pthread_mutex_unlock(&wk->mu);
   return EVMPI_OK;
 }

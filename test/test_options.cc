@@ -92,6 +92,7 @@ TEST_F(Options, EachSetterIsAppliedToTheGroup) {
       {"EVMPI_EXIT_WAIT_MS", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_exit_wait_ms(o, 7000); }, "7000"},
       {"EVMPI_ARRIVAL_GATE", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_arrival_gate(o, 0); }, "0"},
       {"EVMPI_P2P_IDLE_POLL_MS", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 5); }, "5"},
+      {"EVMPI_LOOP_COLLECTIVES", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_loop_collectives(o, 0); }, "0"},
   };
   for (const Good &g : good) {
     ASSERT_EQ(g.set(opts), EVMPI_OK) << g.name << ": " << evmpi_last_error();
@@ -153,6 +154,7 @@ TEST_F(Options, OutOfRangeIsRefusedNamingTheSetterAndTheVariable) {
       {[o] { return evmpi_pg_options_set_exit_wait_ms(o, -5); }, "pg_options_set_exit_wait_ms: -5", "EVMPI_EXIT_WAIT_MS", "0..3600000"},
       {[o] { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 0); }, "pg_options_set_p2p_idle_poll_ms: 0", "EVMPI_P2P_IDLE_POLL_MS", "milliseconds in 1..1000"},
       {[o] { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 1001); }, "pg_options_set_p2p_idle_poll_ms: 1001", "EVMPI_P2P_IDLE_POLL_MS", "milliseconds in 1..1000"},
+      {[o] { return evmpi_pg_options_set_loop_collectives(o, 2); }, "pg_options_set_loop_collectives: 2", "EVMPI_LOOP_COLLECTIVES", "0 or 1"},
   };
   for (const Bad &b : bad) {
     EXPECT_EQ(b.call(), EVMPI_ERR_INVALID) << b.setter;
