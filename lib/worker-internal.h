@@ -78,7 +78,7 @@ void evmpi__worker_dispatch_end(evmpi_worker_t *wk, evmpi_worker_t *prev);
 /* On the loop thread, in the group's dispatch: runs the collective a
  * callback left for it, when the worker is idle: the arrival gate, tested
  * until gate_until_ns at most (then the collective is handed to the worker
- * with its gate posted), then the blocking call. True when it finished one
+ * with its gate posted; never more than 30 us), then the blocking call. True when it finished one
  * (its completion is posted to the bridge). */
 bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_until_ns);
 /* Hands a collective left for the loop thread to the worker: the loop

@@ -364,6 +364,10 @@ static void *worker_main(void *arg) {
  * blocking collective of this size takes some microseconds, which the loop
  * may be held for. */
 #define LOOP_COLLECTIVE_MAX_BYTES ((int64_t)64 << 10)
+/* The longest the loop thread tests a gate it posted: in a chain every
+ * rank reaches the next collective at about the same time, and a peer
+ * that takes longer is the worker's to wait for, with its back-off. */
+#define LOOP_GATE_NS 30000
 
 static _Thread_local evmpi_worker_t *dispatching_here;
 
@@ -449,6 +453,9 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
 
   int status = EVMPI_OK;
   if (pg->size > 1) {
+    int64_t cap = evmpi__now_ns() + LOOP_GATE_NS;
+    if (gate_until_ns > cap)
+      gate_until_ns = cap;
     MPI_Request gate = MPI_REQUEST_NULL;
     status = post_gate(wk, w, &gate);
     int done = 0;
