@@ -7,6 +7,7 @@
 
 #include "config.h" /* EVMPI_HAVE_CUDA */
 #include "evmpi.h"
+#include "gate-internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,8 +38,8 @@ typedef struct evmpi_worker {
   bool loop_running;         /* under mu: the running collective is the loop's */
   evmpi_work_t *handoff;     /* under mu: the running collective, whose gate the loop
                                 thread posted and left to the worker */
-  MPI_Request handoff_gate;  /* under mu: that gate's request */
-  int gate_mine, gate_all;   /* the gate's buffers (one gate at a time per group) */
+  evmpi_gate_t gate;         /* the gate in flight (one at a time per group), its
+                                poster's, then the worker's after a hand-off */
   int64_t credit;            /* collectives every rank holds, agreed at the last gate:
                                 they run without one (written by whoever runs the
                                 collective, read under mu while none runs) */

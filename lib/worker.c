@@ -6,10 +6,10 @@
  * A blocking collective spins inside MPI until every peer has arrived: a
  * rank waiting for a late peer (the next broadcast of an idle service)
  * would burn its core for as long as the peer takes. So before it enters
- * a blocking call the worker passes an arrival gate, a nonblocking
- * MPI_Iallreduce (MIN) on the group's internal communicator of how many
- * collectives it holds (the one it is about to run and those queued),
- * which it waits for with MPI_Test and a back-off that ends in sleeps.
+ * a blocking call the worker passes an arrival gate (gate.c), a
+ * nonblocking minimum over the group's internal communicator of how many
+ * collectives each rank holds (the one it is about to run and those
+ * queued), which it waits for with a back-off that ends in sleeps.
  * The gate's answer m is the same on every rank, and every rank holds the
  * next m collectives: they run without a gate (a queued burst passes one
  * gate per batch, not per operation). The choice between "gate first" and
@@ -62,68 +62,29 @@ static void spin_for_work(evmpi_worker_t *wk) {
     sched_yield();
 }
 
-/* How the gate is waited for: tested back to back for GATE_TIGHT_NS (a
- * peer that is already there answers in well under a microsecond, and a
- * sched_yield costs more than that here), then with a yield between tests
- * until GATE_SPIN_NS (the loop thread may want the core), then with sleeps
- * of an eighth of the time waited so far, at most GATE_SLEEP_MAX_NS: a
- * peer arriving after a wait of W is seen at most about W/8 (and never
- * more than GATE_SLEEP_MAX_NS) later, and a long wait costs one test per
- * GATE_SLEEP_MAX_NS. */
-#define GATE_TIGHT_NS 5000
-#define GATE_SPIN_NS 50000
-#define GATE_SLEEP_MIN_NS 1000
-#define GATE_SLEEP_MAX_NS 500000
-
-static int wait_gate(MPI_Request *req) {
-  int64_t t0 = evmpi__now_ns();
-  for (;;) {
-    int done = 0;
-    int rc = evmpi__mpi_test(req, &done, MPI_STATUS_IGNORE);
-    if (rc != MPI_SUCCESS || done)
-      return rc;
-    int64_t waited = evmpi__now_ns() - t0;
-    if (waited < GATE_TIGHT_NS)
-      continue;
-    if (waited < GATE_SPIN_NS) {
-      sched_yield();
-      continue;
-    }
-    int64_t ns = waited / 8;
-    if (ns < GATE_SLEEP_MIN_NS)
-      ns = GATE_SLEEP_MIN_NS;
-    if (ns > GATE_SLEEP_MAX_NS)
-      ns = GATE_SLEEP_MAX_NS;
-    struct timespec ts = {0, (long)ns};
-    nanosleep(&ts, NULL);
-  }
-}
-
-/* Posts the arrival gate before w (see the top of this file): how many
- * collectives this rank holds, w and those queued behind it. */
-static int post_gate(evmpi_worker_t *wk, evmpi_work_t *w, MPI_Request *req) {
+/* Posts the arrival gate before w (see the top of this file) into
+ * wk->gate: how many collectives this rank holds, w and those queued
+ * behind it. */
+static int post_gate(evmpi_worker_t *wk, evmpi_work_t *w) {
   int held = atomic_load_explicit(&wk->queued, memory_order_relaxed);
-  wk->gate_mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
-  wk->gate_all = 0;
-  evmpi__mpi_match_enter();
-  int rc = MPI_Iallreduce(&wk->gate_mine, &wk->gate_all, 1, MPI_INT, MPI_MIN, w->pg->internal,
-                          req);
-  evmpi__mpi_match_leave();
+  int mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
+  int rc = evmpi__gate_post(&wk->gate, w->pg->internal, w->pg->rank, w->pg->size, mine);
   if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
+    return evmpi__work_mpi_error(w, "MPI_Isend/MPI_Irecv (the arrival gate)", rc);
   return EVMPI_OK;
 }
 
 /* The gate passed: how many collectives, w included, every rank holds. */
 static void gate_passed(evmpi_worker_t *wk) {
-  wk->credit = wk->gate_all > 0 ? wk->gate_all : 1;
+  int all = evmpi__gate_min(&wk->gate);
+  wk->credit = all > 0 ? all : 1;
 }
 
-/* Waits for a posted gate with the back-off above. */
-static int finish_gate(evmpi_worker_t *wk, evmpi_work_t *w, MPI_Request *req) {
-  int rc = wait_gate(req);
+/* Waits for the posted gate with its back-off. */
+static int finish_gate(evmpi_worker_t *wk, evmpi_work_t *w) {
+  int rc = evmpi__gate_wait(&wk->gate);
   if (rc != MPI_SUCCESS)
-    return evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
+    return evmpi__work_mpi_error(w, "MPI_Testall (the arrival gate)", rc);
   gate_passed(wk);
   return EVMPI_OK;
 }
@@ -258,7 +219,6 @@ static void *worker_main(void *arg) {
   evmpi_work_t *w = NULL;
   for (;;) {
     bool gate_posted = false;
-    MPI_Request gate = MPI_REQUEST_NULL;
     if (!w) {
       pthread_mutex_lock(&wk->mu);
       /* A collective on the loop thread keeps the worker here, even in a
@@ -273,7 +233,6 @@ static void *worker_main(void *arg) {
       if (wk->handoff) {
         /* The loop thread posted its gate and ran out of time. */
         w = wk->handoff;
-        gate = wk->handoff_gate;
         wk->handoff = NULL;
         gate_posted = true;
       } else if (wk->broken || !wk->head) {
@@ -288,11 +247,11 @@ static void *worker_main(void *arg) {
 
     int status = EVMPI_OK;
     if (gate_posted) {
-      status = finish_gate(wk, w, &gate);
+      status = finish_gate(wk, w);
     } else if (wk->credit == 0 && pg->size > 1 && pg->settings.arrival_gate) {
-      status = post_gate(wk, w, &gate);
+      status = post_gate(wk, w);
       if (status == EVMPI_OK)
-        status = finish_gate(wk, w, &gate);
+        status = finish_gate(wk, w);
     }
     if (wk->credit > 0)
       wk->credit--;
@@ -368,6 +327,7 @@ static void *worker_main(void *arg) {
  * rank reaches the next collective at about the same time, and a peer
  * that takes longer is the worker's to wait for, with its back-off. */
 #define LOOP_GATE_NS 30000
+#define LOOP_TIGHT_NS 5000
 
 static _Thread_local evmpi_worker_t *dispatching_here;
 
@@ -419,18 +379,18 @@ void evmpi__worker_kick(evmpi_worker_t *wk) {
   pthread_mutex_unlock(&wk->mu);
 }
 
-/* Tests a gate the loop thread posted, back to back for GATE_TIGHT_NS,
+/* Tests the gate the loop thread posted, back to back for LOOP_TIGHT_NS,
  * then with a yield between tests, until until_ns. */
-static int test_gate_until(MPI_Request *req, int64_t until_ns, int *done) {
+static int test_gate_until(evmpi_gate_t *g, int64_t until_ns, bool *passed) {
   int64_t t0 = evmpi__now_ns();
   for (;;) {
-    int rc = evmpi__mpi_test(req, done, MPI_STATUS_IGNORE);
-    if (rc != MPI_SUCCESS || *done)
+    int rc = evmpi__gate_test(g, passed);
+    if (rc != MPI_SUCCESS || *passed)
       return rc;
     int64_t now = evmpi__now_ns();
     if (now >= until_ns)
       return MPI_SUCCESS;
-    if (now - t0 >= GATE_TIGHT_NS)
+    if (now - t0 >= LOOP_TIGHT_NS)
       sched_yield();
   }
 }
@@ -456,20 +416,18 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     int64_t cap = evmpi__now_ns() + LOOP_GATE_NS;
     if (gate_until_ns > cap)
       gate_until_ns = cap;
-    MPI_Request gate = MPI_REQUEST_NULL;
-    status = post_gate(wk, w, &gate);
-    int done = 0;
+    status = post_gate(wk, w);
+    bool done = false;
     if (status == EVMPI_OK) {
-      int rc = test_gate_until(&gate, gate_until_ns, &done);
+      int rc = test_gate_until(&wk->gate, gate_until_ns, &done);
       if (rc != MPI_SUCCESS)
-        status = evmpi__work_mpi_error(w, "MPI_Iallreduce (the arrival gate)", rc);
+        status = evmpi__work_mpi_error(w, "MPI_Testall (the arrival gate)", rc);
     }
     if (status == EVMPI_OK && !done) {
       /* A peer is late: the worker waits for it, with its back-off. */
       pthread_mutex_lock(&wk->mu);
       wk->loop_running = false;
       wk->handoff = w;
-      wk->handoff_gate = gate;
       pthread_cond_signal(&wk->cv);
       pthread_mutex_unlock(&wk->mu);
       return false;

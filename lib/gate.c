@@ -1,0 +1,102 @@
+/* gate.c: the arrival gate (worker.c says what it is for). It was one
+ * MPI_Iallreduce (MIN) of the count; this is the same reduction done by
+ * hand over point-to-point messages on the group's internal communicator,
+ * a dissemination: in round r each rank sends the least count it has seen
+ * to rank + 2^r and receives from rank - 2^r, so after ceil(log2 size)
+ * rounds every rank has seen every count (a minimum does not mind seeing
+ * one twice). Each round has its own tag, so no message of one round can
+ * meet a receive of another, and gates of one group follow each other in
+ * MPI's non-overtaking order. Open MPI's nonblocking collectives cost more
+ * per small operation than these messages (doc/performance.md); a chain
+ * of small collectives passes one gate per link. */
+#include "gate-internal.h"
+#include "clock-internal.h"
+#include "mpi_ext-internal.h"
+
+#include <sched.h>
+#include <time.h>
+
+static int start_round(evmpi_gate_t *g) {
+  int step = 1 << g->round;
+  int to = (g->rank + step) % g->size;
+  int from = ((g->rank - step) % g->size + g->size) % g->size;
+  g->out = g->value;
+  g->reqs[0] = g->reqs[1] = MPI_REQUEST_NULL;
+  evmpi__mpi_match_enter();
+  int rc = MPI_Irecv(&g->in, 1, MPI_INT, from, EVMPI_GATE_TAG + g->round, g->comm, &g->reqs[1]);
+  if (rc == MPI_SUCCESS)
+    rc = MPI_Isend(&g->out, 1, MPI_INT, to, EVMPI_GATE_TAG + g->round, g->comm, &g->reqs[0]);
+  evmpi__mpi_match_leave();
+  return rc;
+}
+
+int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
+  g->comm = comm;
+  g->rank = rank;
+  g->size = size;
+  g->value = count;
+  g->round = 0;
+  g->rounds = 0;
+  while ((1 << g->rounds) < size)
+    g->rounds++;
+  return g->rounds ? start_round(g) : MPI_SUCCESS;
+}
+
+int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
+  while (g->round < g->rounds) {
+    int done = 0;
+    evmpi__mpi_match_enter();
+    evmpi__mpi_test_begin();
+    int rc = MPI_Testall(2, g->reqs, &done, MPI_STATUSES_IGNORE);
+    evmpi__mpi_test_end();
+    evmpi__mpi_match_leave();
+    if (rc != MPI_SUCCESS || !done) {
+      *passed = false;
+      return rc;
+    }
+    if (g->in < g->value)
+      g->value = g->in;
+    if (++g->round < g->rounds && (rc = start_round(g)) != MPI_SUCCESS) {
+      *passed = false;
+      return rc;
+    }
+  }
+  *passed = true;
+  return MPI_SUCCESS;
+}
+
+/* A peer that is already there answers in well under a microsecond, and a
+ * sched_yield costs more than that here: the first tests are back to
+ * back. Then a thread that shares the core may want it. Then a peer
+ * arriving after a wait of W is seen at most about W/8 (never more than
+ * SLEEP_MAX_NS) later, and a long wait costs one test per SLEEP_MAX_NS.
+ * The waiting thread sets a 1 us timer slack (worker.c): the default 50 us
+ * would stretch the first sleeps. */
+#define TIGHT_NS 5000
+#define SPIN_NS 50000
+#define SLEEP_MIN_NS 1000
+#define SLEEP_MAX_NS 500000
+
+int evmpi__gate_wait(evmpi_gate_t *g) {
+  int64_t t0 = evmpi__now_ns();
+  for (;;) {
+    bool passed = false;
+    int rc = evmpi__gate_test(g, &passed);
+    if (rc != MPI_SUCCESS || passed)
+      return rc;
+    int64_t waited = evmpi__now_ns() - t0;
+    if (waited < TIGHT_NS)
+      continue;
+    if (waited < SPIN_NS) {
+      sched_yield();
+      continue;
+    }
+    int64_t ns = waited / 8;
+    if (ns < SLEEP_MIN_NS)
+      ns = SLEEP_MIN_NS;
+    if (ns > SLEEP_MAX_NS)
+      ns = SLEEP_MAX_NS;
+    struct timespec ts = {0, (long)ns};
+    nanosleep(&ts, NULL);
+  }
+}
