@@ -191,13 +191,16 @@ typedef struct evmpi_future evmpi_future_t;
  *
  * After delivering completions the loop thread polls for the next ones
  * for a while, so that a stream of replies needs no wake-up each:
- * EVMPI_LOOP_P2P_POLL_US (default 200, 0..1000000) is how long it goes on
- * polling without a completion while sends and receives are active, and
- * EVMPI_LOOP_HOLD_US (default 500, 1..1000000) the most one wake-up holds
- * the loop before the base's other events run. Raising both (e.g. 3000
- * and 5000) keeps large-message streams on the loop thread
- * (doc/performance.md has the figures), at the cost of the loop's other
- * timers and I/O waiting up to the hold.
+ * EVMPI_LOOP_P2P_POLL_US (default 2000, 0..1000000) is how long it goes on
+ * polling without a completion while sends and receives complete in a
+ * stream (the last two within that time of each other; after one that
+ * came alone, at most 200 us), and EVMPI_LOOP_HOLD_US (default 500,
+ * 1..1000000) the most one wake-up holds the loop before the base's other
+ * events run. A stream that outlasts the hold lets the other events run,
+ * then goes on polling. While messages flow less than the window apart the
+ * loop thread keeps a core busy (yielding it every 20 us); a lower window
+ * trades large-message and TCP round trips for that CPU
+ * (doc/performance.md has the figures).
  *
  * Every one of these, and the other settings (EVMPI_TIMEOUT_MS,
  * EVMPI_DEBUG, EVMPI_TIMELINE, EVMPI_CUDA_*, EVMPI_EXIT_WAIT_MS), can also
@@ -338,8 +341,9 @@ EVMPI_API int evmpi_pg_options_set_timeline(evmpi_pg_options_t *opts, const char
  * (EVMPI_PIECE; a power of two from 16 to 1 GiB, default 1 MiB; the same
  * on every rank: see evmpi_pg_create). */
 EVMPI_API int evmpi_pg_options_set_piece_bytes(evmpi_pg_options_t *opts, size_t bytes);
-/** How long the loop thread polls on while sends and receives are active
- * (EVMPI_LOOP_P2P_POLL_US, 0..1000000, default 200; see evmpi_pg_create). */
+/** How long the loop thread polls on while sends and receives complete in
+ * a stream (EVMPI_LOOP_P2P_POLL_US, 0..1000000, default 2000; see
+ * evmpi_pg_create). */
 EVMPI_API int evmpi_pg_options_set_loop_p2p_poll_us(evmpi_pg_options_t *opts, int64_t us);
 /** The most one wake-up holds the loop (EVMPI_LOOP_HOLD_US, 1..1000000,
  * default 500; see evmpi_pg_create). */

@@ -44,6 +44,8 @@ struct evmpi_bridge {
   void (*detach_cb)(evmpi_pg_t *, void *); /* external: evmpi_pg_set_detach's */
   evmpi_pg_t *detach_pg;
   void *detach_arg;
+  int64_t p2p_last_ns;      /* loop thread only: when it last saw a send or receive done */
+  int64_t p2p_gaps[2];      /* loop thread only: the last two gaps between those */
   int64_t p2p_poll_ns;      /* EVMPI_LOOP_P2P_POLL_US: the polling window while
                                sends and receives are active */
   int64_t hold_ns;          /* EVMPI_LOOP_HOLD_US: the most one wake-up holds
@@ -55,6 +57,9 @@ struct evmpi_bridge {
   bool dead;                /* under mu: no loop any more, deliver inline */
   bool dispatching;         /* loop thread only */
   bool destroy_requested;   /* loop thread only */
+  bool resume_poll;         /* loop thread only: the last dispatch ran out of time
+                               while sends and receives flowed, and made the
+                               eventfd readable to come back and poll on */
   bool made;                /* mu is made (bridge_fini destroys it) */
   evmpi_future_sink_t sink; /* what the group's futures post to */
   atomic_bool halted;       /* MPI is being finalized: no callback runs again */

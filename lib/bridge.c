@@ -95,6 +95,27 @@ static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
  * time. With a collective in flight it yields after every empty poll, so
  * the worker that shares the core runs. */
 #define EVMPI_LOOP_P2P_YIELD_NS 20000
+/* The polling window for sends and receives: EVMPI_LOOP_P2P_POLL_US while
+ * they complete in a stream (the last two gaps between completions the
+ * loop thread saw were within it), so that a reply a large transfer or a
+ * slow network keeps waiting for is still caught by the loop thread; at
+ * most EVMPI_LOOP_P2P_SHORT_NS otherwise, so that a service whose messages
+ * come seldom does not poll after each of them for long. */
+#define EVMPI_LOOP_P2P_SHORT_NS 200000
+
+static void saw_p2p(evmpi_bridge_t *b, int64_t now) {
+  int64_t gap = b->p2p_last_ns ? now - b->p2p_last_ns : INT64_MAX;
+  b->p2p_gaps[0] = b->p2p_gaps[1];
+  b->p2p_gaps[1] = gap;
+  b->p2p_last_ns = now;
+}
+
+static int64_t p2p_window(const evmpi_bridge_t *b) {
+  bool stream = b->p2p_gaps[0] <= b->p2p_poll_ns && b->p2p_gaps[1] <= b->p2p_poll_ns;
+  if (stream || b->p2p_poll_ns < EVMPI_LOOP_P2P_SHORT_NS)
+    return b->p2p_poll_ns;
+  return EVMPI_LOOP_P2P_SHORT_NS;
+}
 
 int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
   evmpi_bridge_t *b = &pg->bridge;
@@ -112,16 +133,26 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
    * (worker.c, "small collectives on the loop thread"); what we leave
    * goes to the worker when we return. */
   evmpi_worker_t *prev_dispatch = evmpi__worker_dispatch_begin(&pg->worker);
-  bool p2p_active = false;
+  /* A dispatch that came back for a stream of sends and receives (see the
+   * end) polls even when nothing is posted yet. */
+  bool resumed = b->resume_poll;
+  b->resume_poll = false;
+  bool p2p_active = resumed;
+  int64_t last_p2p = resumed ? evmpi__now_ns() : 0; /* the last send or receive seen done */
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
     if (atomic_load(&b->halted))
       break;
     evmpi_future_t *batch = take_posted(b);
-    if (!batch)
+    if (!batch && !resumed)
       break;
+    resumed = false;
     b->dispatching = true;
-    p2p_active |= deliver_list(b, batch, &count);
+    if (deliver_list(b, batch, &count)) {
+      p2p_active = true;
+      last_p2p = evmpi__now_ns();
+      saw_p2p(b, last_p2p);
+    }
     b->dispatching = false;
     if (b->destroy_requested) {
       /* A callback destroyed this group; now that the batch is over it can
@@ -145,10 +176,14 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
         break; /* its completion is posted */
       bool pending;
       bool finished = evmpi__poller_test(&pg->poller, &pending);
-      p2p_active |= finished;
+      if (finished) {
+        p2p_active = true;
+        last_p2p = evmpi__now_ns();
+        saw_p2p(b, last_p2p);
+      }
       if (p2p_active && pending && !long_window) {
         long_window = true;
-        until = start + b->p2p_poll_ns;
+        until = start + p2p_window(b);
       }
       if (until > give_up)
         until = give_up;
@@ -167,6 +202,22 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       break;
   }
   evmpi__worker_dispatch_end(&pg->worker, prev_dispatch);
+  /* Out of time while sends and receives still flow: the loop's other
+   * events run, and then this dispatch goes on polling (the eventfd is
+   * made readable for it), rather than leaving the stream to the poller
+   * and an eventfd wake-up. Every wake-up that ran out of time that way
+   * cost a round trip several times a normal one, once per
+   * EVMPI_LOOP_HOLD_US of traffic (doc/performance.md). The poller waits
+   * meanwhile. Traffic that stops for a polling window ends it. */
+  int64_t now = evmpi__now_ns();
+  if (!stop && now >= give_up && last_p2p && now - last_p2p < p2p_window(b) &&
+      !atomic_load(&b->halted) && atomic_load_explicit(&pg->inflight, memory_order_relaxed) > 0) {
+    b->resume_poll = true;
+    evmpi__poller_loop_window(&pg->poller, now + p2p_window(b), false);
+    atomic_store(&b->signalled, true);
+    signal_eventfd(b->efd);
+    return count;
+  }
   if (polled) { /* the poller may be asleep until our window's end */
     evmpi__poller_loop_done(&pg->poller);
   }
@@ -214,6 +265,7 @@ int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t
   atomic_init(&b->attached, false);
   /* Ranges checked by options.c's table. */
   b->p2p_poll_ns = pg->settings.loop_p2p_poll_us * 1000;
+  b->p2p_gaps[0] = b->p2p_gaps[1] = INT64_MAX;
   b->hold_ns = pg->settings.loop_hold_us * 1000;
   atomic_init(&b->posted, NULL);
   atomic_init(&b->signalled, false);

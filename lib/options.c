@@ -72,10 +72,12 @@ static const row_t table[EVMPI_NSETTINGS] = {
                              "pieces of this many bytes, broadcasts in pieces of 4. A power "
                              "of two; the same on every rank of the group."},
     [EVMPI_SETTING_LOOP_P2P_POLL] = {"EVMPI_LOOP_P2P_POLL_US", "loop_p2p_poll_us", DURATION,
-                                     200, 0, 1000000, "microseconds", NULL, NULL, 0,
+                                     2000, 0, 1000000, "microseconds", NULL, NULL, 0,
                                      OFF(loop_p2p_poll_us),
                                      "How long the loop thread goes on polling for sends and "
-                                     "receives after a completion while they are active."},
+                                     "receives after a completion while they complete in a "
+                                     "stream (the last two came within this of each other); "
+                                     "at most 200 microseconds after one that came alone."},
     [EVMPI_SETTING_LOOP_HOLD] = {"EVMPI_LOOP_HOLD_US", "loop_hold_us", DURATION, 500, 1, 1000000,
                                  "microseconds", NULL, NULL, 0, OFF(loop_hold_us),
                                  "The most one wake-up of the group holds the loop before "

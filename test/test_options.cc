@@ -234,7 +234,7 @@ TEST_F(Options, TheEnvironmentOverridesTheOptions) {
   EXPECT_EQ(Setting(pg, "EVMPI_PIECE"), "2097152");      // the environment's
   EXPECT_EQ(Setting(pg, "EVMPI_LOOP_HOLD_US"), "3000");  // the options'
   EXPECT_EQ(Setting(pg, "EVMPI_TIMEOUT_MS"), "45000");   // the environment's, in the worker
-  EXPECT_EQ(Setting(pg, "EVMPI_LOOP_P2P_POLL_US"), "200"); // the default
+  EXPECT_EQ(Setting(pg, "EVMPI_LOOP_P2P_POLL_US"), "2000"); // the default
   evmpi_pg_destroy(pg);
   // No options at all: the environment and the defaults.
   ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
