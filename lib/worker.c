@@ -193,6 +193,26 @@ static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *
   pthread_mutex_lock(&wk->mu);
 }
 
+/* The collective itself, once its gate is passed (or its credit used),
+ * on whichever thread runs it; status is the gate's. */
+static int run_gated(evmpi_worker_t *wk, evmpi_work_t *w, int status, bool debug) {
+  if (wk->credit > 0)
+    wk->credit--;
+  if (status == EVMPI_OK && debug)
+    status = evmpi__debug_check(w);
+  if (status == EVMPI_OK)
+    status = run_work(w);
+  return status;
+}
+
+/* The running collective w is over (under mu). */
+static void retire_locked(evmpi_worker_t *wk, evmpi_work_t *w) {
+  wk->running = NULL;
+  wk->running_seq = 0;
+  wk->running_deadline = 0;
+  w->state = EVMPI_WORK_DONE;
+}
+
 /* Whether the worker may take the queue's head now (under mu): not while
  * the loop thread runs a collective, nor a head the loop thread has
  * claimed, unless the group is closing (destroy runs what is queued). */
@@ -253,19 +273,11 @@ static void *worker_main(void *arg) {
       if (status == EVMPI_OK)
         status = finish_gate(wk, w);
     }
-    if (wk->credit > 0)
-      wk->credit--;
-    if (status == EVMPI_OK && debug)
-      status = evmpi__debug_check(w);
-    if (status == EVMPI_OK)
-      status = run_work(w);
+    status = run_gated(wk, w, status, debug);
     int64_t t_done = evmpi__now_ns();
 
     pthread_mutex_lock(&wk->mu);
-    wk->running = NULL;
-    wk->running_seq = 0;
-    wk->running_deadline = 0;
-    w->state = EVMPI_WORK_DONE;
+    retire_locked(wk, w);
     evmpi_work_t *next = NULL;
     if (wk->head && !wk->broken) {
       /* queued after t_done (stamped before it was queued): starts now */
@@ -435,21 +447,13 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     if (status == EVMPI_OK)
       gate_passed(wk);
   }
-  if (wk->credit > 0)
-    wk->credit--;
   w->ran_on_loop = true;
-  if (status == EVMPI_OK && evmpi__debug_detail())
-    status = evmpi__debug_check(w);
-  if (status == EVMPI_OK)
-    status = run_work(w);
+  status = run_gated(wk, w, status, evmpi__debug_detail());
   int64_t t_done = evmpi__now_ns();
 
   pthread_mutex_lock(&wk->mu);
-  wk->running = NULL;
-  wk->running_seq = 0;
-  wk->running_deadline = 0;
+  retire_locked(wk, w);
   wk->loop_running = false;
-  w->state = EVMPI_WORK_DONE;
   atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
   if (wk->watchdog_started)
     pthread_cond_signal(&wk->wd_cv);

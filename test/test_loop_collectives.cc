@@ -274,21 +274,32 @@ TEST_F(LoopCollectives, ALatePeerSendsTheCollectiveToTheWorker) {
 
 // A callback that waits for (or tests) the collective it has just
 // submitted: the claim must go to the worker, or the wait never ends.
-struct Waiter {
+// What a callback under test has: its group, its allreduce's value, and
+// whether it ran.
+struct InCallback {
   evmpi_pg_t *pg = nullptr;
-  int mode = 0; // 0: evmpi_work_wait, 1: evmpi_work_is_completed, 2: a join's wait
-  int status = -1000;
   int32_t v = 0;
   bool ran = false;
 };
 
+// In a callback: releases the barrier's work that ran it and submits an
+// allreduce of 1 into c->v.
+int allreduce_one_in(InCallback *c, evmpi_work_t *first, evmpi_work_t **w) {
+  evmpi_work_release(first);
+  c->v = 1;
+  evmpi_tensor_t t = evmpi_tensor_flat(&c->v, EVMPI_INT32, 1);
+  return evmpi_allreduce(c->pg, &t, EVMPI_SUM, w);
+}
+
+struct Waiter : InCallback {
+  int mode = 0; // 0: evmpi_work_wait, 1: evmpi_work_is_completed, 2: a join's wait
+  int status = -1000;
+};
+
 void waiter_cb(evmpi_work_t *first, void *arg) {
   auto *wt = static_cast<Waiter *>(arg);
-  evmpi_work_release(first);
-  wt->v = 1;
-  evmpi_tensor_t t = evmpi_tensor_flat(&wt->v, EVMPI_INT32, 1);
   evmpi_work_t *w = nullptr;
-  if (evmpi_allreduce(wt->pg, &t, EVMPI_SUM, &w) != EVMPI_OK) {
+  if (allreduce_one_in(wt, first, &w) != EVMPI_OK) {
     wt->ran = true;
     return;
   }
@@ -310,6 +321,17 @@ void waiter_cb(evmpi_work_t *first, void *arg) {
   wt->ran = true;
 }
 
+// Submits a barrier whose callback is cb(arg), and runs the loop until
+// *ran: the callback under test runs on the loop thread, in a dispatch.
+bool run_after_barrier(struct event_base *base, evmpi_pg_t *pg, evmpi_work_cb cb, void *arg,
+                       bool *ran) {
+  evmpi_work_t *first = nullptr;
+  if (evmpi_barrier(pg, &first) != EVMPI_OK || evmpi_work_on_complete(first, cb, arg) != EVMPI_OK)
+    return false;
+  return evmpi_test_run_until(base, [](void *a) { return *static_cast<bool *>(a); }, ran,
+                              EVMPI_TEST_TIMEOUT_MS);
+}
+
 TEST_F(LoopCollectives, ACallbackThatWaitsForItsOwnCollectiveIsNotLeftWaiting) {
   for (int mode = 0; mode < 3; mode++) {
     struct event_base *base = event_base_new();
@@ -318,11 +340,7 @@ TEST_F(LoopCollectives, ACallbackThatWaitsForItsOwnCollectiveIsNotLeftWaiting) {
     Waiter wt;
     wt.pg = pg;
     wt.mode = mode;
-    evmpi_work_t *first = nullptr;
-    ASSERT_EQ(evmpi_barrier(pg, &first), EVMPI_OK);
-    ASSERT_EQ(evmpi_work_on_complete(first, waiter_cb, &wt), EVMPI_OK);
-    EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) { return static_cast<Waiter *>(a)->ran; },
-                                     &wt, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_TRUE(run_after_barrier(base, pg, waiter_cb, &wt, &wt.ran)) << evmpi_last_error();
     EXPECT_EQ(wt.status, EVMPI_OK) << "mode " << mode << ": " << evmpi_strerror(wt.status);
     EXPECT_EQ(wt.v, evmpi_pg_size(pg)) << "mode " << mode;
     evmpi_pg_destroy(pg);
@@ -333,21 +351,15 @@ TEST_F(LoopCollectives, ACallbackThatWaitsForItsOwnCollectiveIsNotLeftWaiting) {
 // A callback that submits a collective and then destroys the group (or
 // aborts that collective): destroy runs what is queued, an abort takes the
 // claimed collective out before it starts, and the group goes on.
-struct Closer {
-  evmpi_pg_t *pg = nullptr;
+struct Closer : InCallback {
   bool abort_it = false;
   evmpi_work_t *w = nullptr;
   int abort_rc = -1000;
-  int32_t v = 0;
-  bool ran = false;
 };
 
 void closer_cb(evmpi_work_t *first, void *arg) {
   auto *c = static_cast<Closer *>(arg);
-  evmpi_work_release(first);
-  c->v = 1;
-  evmpi_tensor_t t = evmpi_tensor_flat(&c->v, EVMPI_INT32, 1);
-  if (evmpi_allreduce(c->pg, &t, EVMPI_SUM, &c->w) == EVMPI_OK) {
+  if (allreduce_one_in(c, first, &c->w) == EVMPI_OK) {
     if (c->abort_it)
       c->abort_rc = evmpi_work_abort(c->w);
     else
@@ -364,11 +376,7 @@ TEST_F(LoopCollectives, DestroyOrAbortRightAfterTheSubmission) {
     Closer c;
     c.pg = pg;
     c.abort_it = abort_it;
-    evmpi_work_t *first = nullptr;
-    ASSERT_EQ(evmpi_barrier(pg, &first), EVMPI_OK);
-    ASSERT_EQ(evmpi_work_on_complete(first, closer_cb, &c), EVMPI_OK);
-    EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) { return static_cast<Closer *>(a)->ran; },
-                                     &c, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_TRUE(run_after_barrier(base, pg, closer_cb, &c, &c.ran)) << evmpi_last_error();
     ASSERT_NE(c.w, nullptr);
     if (abort_it) {
       EXPECT_EQ(c.abort_rc, EVMPI_OK) << evmpi_last_error();
