@@ -138,7 +138,6 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
   bool resumed = b->resume_poll;
   b->resume_poll = false;
   bool p2p_active = resumed;
-  int64_t last_p2p = resumed ? evmpi__now_ns() : 0; /* the last send or receive seen done */
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
     if (atomic_load(&b->halted))
@@ -150,8 +149,7 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     b->dispatching = true;
     if (deliver_list(b, batch, &count)) {
       p2p_active = true;
-      last_p2p = evmpi__now_ns();
-      saw_p2p(b, last_p2p);
+      saw_p2p(b, evmpi__now_ns());
     }
     b->dispatching = false;
     if (b->destroy_requested) {
@@ -178,8 +176,7 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       bool finished = evmpi__poller_test(&pg->poller, &pending);
       if (finished) {
         p2p_active = true;
-        last_p2p = evmpi__now_ns();
-        saw_p2p(b, last_p2p);
+        saw_p2p(b, evmpi__now_ns());
       }
       if (p2p_active && pending && !long_window) {
         long_window = true;
@@ -208,9 +205,10 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
    * and an eventfd wake-up. Every wake-up that ran out of time that way
    * cost a round trip several times a normal one, once per
    * EVMPI_LOOP_HOLD_US of traffic (doc/performance.md). The poller waits
-   * meanwhile. Traffic that stops for a polling window ends it. */
+   * meanwhile. Traffic that stops for a polling window ends it: what
+   * counts is the last completion seen, not the last resume. */
   int64_t now = evmpi__now_ns();
-  if (!stop && now >= give_up && last_p2p && now - last_p2p < p2p_window(b) &&
+  if (!stop && now >= give_up && b->p2p_last_ns && now - b->p2p_last_ns < p2p_window(b) &&
       !atomic_load(&b->halted) && atomic_load_explicit(&pg->inflight, memory_order_relaxed) > 0) {
     b->resume_poll = true;
     evmpi__poller_loop_window(&pg->poller, now + p2p_window(b), false);

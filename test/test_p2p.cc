@@ -2,6 +2,8 @@
 // cancellation, and MPI errors (truncation) delivered as work errors.
 #include "harness.h"
 
+#include <sys/resource.h>
+
 #include <event2/event.h>
 
 #include <cstdint>
@@ -527,6 +529,43 @@ TEST_F(P2P, LoopSettings) {
   EXPECT_LT(alone, 150.0) << "a lone receive, EVMPI_LOOP_P2P_POLL_US=1000000";
   unsetenv("EVMPI_LOOP_P2P_POLL_US");
   unsetenv("EVMPI_LOOP_HOLD_US");
+  event_base_free(base);
+}
+
+// After a stream of messages ends with a receive still pending, the loop
+// thread stops polling within the window: its CPU over the next 300 ms is
+// that window's, not 300 ms (a dispatch that came back to poll a stream
+// must not keep coming back once the stream is gone).
+TEST_F(P2P, PollingEndsWithTheStream) {
+  struct event_base *base = event_base_new();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
+  int me = evmpi_pg_rank(pg);
+  int32_t one = 1, got = 0, idle = 0;
+  evmpi_tensor_t tone = evmpi_tensor_flat(&one, EVMPI_INT32, 1);
+  evmpi_tensor_t tgot = evmpi_tensor_flat(&got, EVMPI_INT32, 1);
+  evmpi_tensor_t tidle = evmpi_tensor_flat(&idle, EVMPI_INT32, 1);
+  evmpi_work_t *pending = nullptr;
+  ASSERT_EQ(evmpi_recv(pg, &tidle, me, 21, &pending), EVMPI_OK) << evmpi_last_error();
+  for (int i = 0; i < 200; i++) { // a stream: each exchange right after the last
+    evmpi_work_t *x[2] = {nullptr, nullptr};
+    ASSERT_EQ(evmpi_recv(pg, &tgot, me, 20, &x[0]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_send(pg, &tone, me, 20, &x[1]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_TRUE(evmpi_test_finish(base, x, 2));
+  }
+  struct rusage r0, r1;
+  getrusage(RUSAGE_THREAD, &r0);
+  evmpi_test_run_for(base, 300);
+  getrusage(RUSAGE_THREAD, &r1);
+  double cpu_ms = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) * 1e3 +
+                  (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e3 +
+                  (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1e3 +
+                  (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) / 1e3;
+  EXPECT_LT(cpu_ms, 100.0) << "the loop thread's CPU over 300 ms after the stream ended";
+  evmpi_work_t *rest[2] = {pending, nullptr};
+  ASSERT_EQ(evmpi_send(pg, &tone, me, 21, &rest[1]), EVMPI_OK) << evmpi_last_error();
+  EXPECT_TRUE(evmpi_test_finish(base, rest, 2));
+  evmpi_pg_destroy(pg);
   event_base_free(base);
 }
 
