@@ -40,7 +40,6 @@ struct evmpi_work {
                                  it is staged even with a CUDA-aware MPI */
   bool chunk_in, chunk_out;
   size_t piece_bytes;         /* run_chunk's operations go to MPI in pieces of this */
-  bool loop_ok;               /* may run on the loop thread (worker.c, set at submit) */
   bool ran_on_loop;           /* the loop thread ran it (EVMPI_TIMELINE says so) */
   /* point to point */
   MPI_Request request;

@@ -67,9 +67,6 @@ bool evmpi__worker_broken(evmpi_worker_t *wk, char *buf, size_t len);
 /* Whether a collective is queued or running: the loop thread's polling
  * then yields the CPU after every empty poll (bridge.c). Without a lock. */
 bool evmpi__worker_active(evmpi_worker_t *wk);
-/* Whether w may run on the loop thread: a small collective on host memory,
- * in a group whose collectives pass the arrival gate (or of one rank). */
-bool evmpi__worker_loop_eligible(const evmpi_work_t *w);
 /* The calling thread is the loop thread delivering wk's group's callbacks
  * (bridge.c, around each batch): a collective those callbacks submit to an
  * idle worker is left for the loop thread to run (evmpi__worker_run_here),

@@ -354,7 +354,10 @@ void evmpi__worker_dispatch_end(evmpi_worker_t *wk, evmpi_worker_t *prev) {
   evmpi__worker_kick(wk);
 }
 
-bool evmpi__worker_loop_eligible(const evmpi_work_t *w) {
+/* Whether w may run on the loop thread: a small collective on host memory,
+ * in a group whose collectives pass the arrival gate (or of one rank).
+ * Asked only where a claim is possible, not on every submission. */
+static bool loop_eligible(const evmpi_work_t *w) {
   const evmpi_pg_t *pg = w->pg;
   if (!pg->settings.loop_collectives || w->kind != EVMPI_WORK_COLLECTIVE)
     return false;
@@ -413,7 +416,7 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
   pthread_mutex_lock(&wk->mu);
   evmpi_work_t *w = wk->head;
   if (!atomic_load_explicit(&wk->loop_claim, memory_order_relaxed) || wk->running ||
-      wk->closing || wk->broken || wk->handoff || !w || !w->loop_ok || wk->credit > 0) {
+      wk->closing || wk->broken || wk->handoff || !w || wk->credit > 0 || !loop_eligible(w)) {
     unclaim_locked(wk);
     pthread_mutex_unlock(&wk->mu);
     return false;
@@ -458,7 +461,7 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
   if (wk->watchdog_started)
     pthread_cond_signal(&wk->wd_cv);
   if (wk->head && !wk->closing && !wk->broken && dispatching_here == wk &&
-      wk->head->loop_ok && wk->credit == 0) {
+      wk->credit == 0 && loop_eligible(wk->head)) {
     /* queued meanwhile: the loop thread takes it next, or kicks it */
     atomic_store_explicit(&wk->loop_claim, true, memory_order_relaxed);
   } else if (wk->waiting && (wk->head || wk->closing || wk->broken)) {
@@ -566,7 +569,6 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
   int placed = evmpi__work_place(w);
   if (placed != EVMPI_OK)
     return placed;
-  w->loop_ok = evmpi__worker_loop_eligible(w);
   w->ran_on_loop = false;
   pthread_mutex_lock(&wk->mu);
   if (wk->closing || wk->broken) {
@@ -579,8 +581,8 @@ int evmpi__worker_submit(evmpi_worker_t *wk, evmpi_work_t *w) {
   }
   /* A callback's collective that finds the worker idle is the loop
    * thread's to run (see "small collectives on the loop thread"). */
-  bool claim = w->loop_ok && dispatching_here == wk && !wk->running && !wk->head &&
-               !wk->handoff && wk->credit == 0;
+  bool claim = dispatching_here == wk && !wk->running && !wk->head && !wk->handoff &&
+               wk->credit == 0 && loop_eligible(w);
   w->state = EVMPI_WORK_QUEUED;
   EVMPI__FIFO_PUSH(wk->head, wk->tail, w);
   atomic_fetch_add_explicit(&wk->queued, 1, memory_order_release);
