@@ -184,7 +184,13 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       }
       if (until > give_up)
         until = give_up;
-      evmpi__poller_loop_window(&pg->poller, until, !polled);
+      /* The poller sleeps a window past ours: this dispatch either comes
+       * back to poll on (and moves the window) or says it is done
+       * (evmpi__poller_loop_done), so a poller that woke at our own end
+       * would only race us for the completions there. Its wake-up is for
+       * a loop thread held elsewhere: a long callback, the loop's other
+       * events. */
+      evmpi__poller_loop_window(&pg->poller, until + p2p_window(b), !polled);
       polled = true;
       int64_t now = evmpi__now_ns();
       if (atomic_load_explicit(&b->posted, memory_order_relaxed) || now >= until)
@@ -206,10 +212,14 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
    * cost a round trip several times a normal one, once per
    * EVMPI_LOOP_HOLD_US of traffic (doc/performance.md). The poller waits
    * meanwhile. Traffic that stops for a polling window ends it: what
-   * counts is the last completion seen, not the last resume. */
+   * counts is the last completion seen, not the last resume. A stream
+   * whose last test finished everything in flight, with the callbacks
+   * that go on with it not yet run (they are posted), flows on too. */
   int64_t now = evmpi__now_ns();
   if (!stop && now >= give_up && b->p2p_last_ns && now - b->p2p_last_ns < p2p_window(b) &&
-      !atomic_load(&b->halted) && atomic_load_explicit(&pg->inflight, memory_order_relaxed) > 0) {
+      !atomic_load(&b->halted) &&
+      (atomic_load_explicit(&pg->inflight, memory_order_relaxed) > 0 ||
+       atomic_load_explicit(&b->posted, memory_order_relaxed))) {
     b->resume_poll = true;
     evmpi__poller_loop_window(&pg->poller, now + p2p_window(b), false);
     atomic_store(&b->signalled, true);

@@ -70,6 +70,8 @@ enum {
   /* MAX_SLEEP_NS: the group's EVMPI_P2P_IDLE_POLL_MS (p->max_sleep_ns) */
   LARGE_BYTES = 65536,
   LARGE_SPIN_MAX_NS = 100000000,
+  /* The most requests the loop thread tests at once (evmpi__poller_test). */
+  LOOP_TEST_MAX = 32,
 };
 
 /* A work's message size in bytes. */
@@ -260,19 +262,27 @@ static void cancel_receives(evmpi_poller_t *p) {
  * each submission cost a futex wake and a switch per 8 B round trip. So
  * the poller sleeps until the loop's window ends or the loop thread says
  * it stopped (evmpi__poller_loop_done); sleeping stays false, so
- * submissions do not wake it (the loop thread adopts them). Called under
- * mu; false when the loop is not polling. */
+ * submissions do not wake it (the loop thread adopts them). A window
+ * that grew while it slept is slept out too: a test of its own there
+ * would only take the loop thread's completions from it, each then a
+ * handoff through the eventfd. It tests when the window ends, when the
+ * loop thread tests only some of the requests (LOOP_TEST_MAX), and for
+ * what is its own: staged works, deadlines, stop. Called under mu; false
+ * when the loop is not polling. */
 static bool wait_for_loop_locked(evmpi_poller_t *p) {
-  int64_t t = atomic_load_explicit(&p->loop_until, memory_order_relaxed);
-  if (p->stopping || p->staged || t <= evmpi__now_ns())
-    return false; /* staged works are the poller's own to test */
-  if (t > p->next_deadline)
-    t = p->next_deadline; /* the deadlines are the poller's own to watch */
-  struct timespec until = {t / 1000000000, t % 1000000000};
-  p->loop_wait = true;
-  pthread_cond_timedwait(&p->cv, &p->mu, &until);
-  p->loop_wait = false;
-  return true;
+  bool waited = false;
+  for (;;) {
+    int64_t t = atomic_load_explicit(&p->loop_until, memory_order_relaxed);
+    if (t > p->next_deadline)
+      t = p->next_deadline;
+    if (p->stopping || p->staged || p->n > LOOP_TEST_MAX || t <= evmpi__now_ns())
+      return waited;
+    struct timespec until = {t / 1000000000, t % 1000000000};
+    p->loop_wait = true;
+    pthread_cond_timedwait(&p->cv, &p->mu, &until);
+    p->loop_wait = false;
+    waited = true;
+  }
 }
 
 void evmpi__poller_loop_done(evmpi_poller_t *p) {
@@ -416,7 +426,8 @@ static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *s
  * for n results in idx and st; the works that may finish now are taken
  * out of the arrays, marked done and appended to d, in issue order, for
  * finish_list to complete after mu is released. */
-static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, done_list_t *d) {
+static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, done_list_t *d,
+                        bool on_loop) {
   int outcount = 0;
   evmpi__mpi_match_enter();
   evmpi__mpi_test_begin();
@@ -434,6 +445,7 @@ static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, d
     evmpi_work_t *w = p->works[idx[k]];
     int wrc = per_status ? st[k].MPI_ERROR : MPI_SUCCESS;
     w->outcome = request_outcome(w, wrc, &st[k]);
+    w->ran_on_loop = on_loop; /* which thread's test saw it (the timeline says) */
     w->held = true; /* released below, in issue order */
   }
   p->nheld += (size_t)outcount;
@@ -636,7 +648,7 @@ static void *poller_main(void *arg) {
       sleep_backoff(p); /* out of memory: wait a little */
       continue;
     }
-    test_locked(p, p->n, s.idx, s.st, &d);
+    test_locked(p, p->n, s.idx, s.st, &d, false);
     bool done = d.head != NULL;
     finish_in_order_unlock(p, &d);
     if (!done && !fresh)
@@ -653,8 +665,6 @@ static void *poller_main(void *arg) {
  * one core costs a sched_yield and a context switch or two each way.
  * trylock: never waits for the poller's MPI calls; at most LOOP_TEST_MAX
  * requests, the oldest, so the scratch lives on the stack. */
-enum { LOOP_TEST_MAX = 32 };
-
 bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
   *pending = true; /* unknown: the poller has the lock */
   if (pthread_mutex_trylock(&p->mu) != 0)
@@ -664,7 +674,7 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
   if (p->n > 0 && !p->stopping && p->staged == 0) {
     int idx[LOOP_TEST_MAX];
     MPI_Status st[LOOP_TEST_MAX];
-    test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st, &d);
+    test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st, &d, true);
   }
   *pending = p->n > 0;
   bool done = d.head != NULL;

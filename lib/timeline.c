@@ -79,9 +79,9 @@ void evmpi__timeline_record(const evmpi_work_t *w, int status) {
             first ? "" : ",\n", w->op->name, w->kind == EVMPI_WORK_COLLECTIVE ? "collective" : "p2p",
             start, end - start, world_rank, w->kind == EVMPI_WORK_COLLECTIVE ? 1 : 2,
             (unsigned long long)w->seq, (double)w->t_queued / 1e3, evmpi_strerror(status),
-            w->kind != EVMPI_WORK_COLLECTIVE ? ""
-            : w->ran_on_loop                 ? ",\"thread\":\"loop\""
-                                             : ",\"thread\":\"worker\"");
+            w->ran_on_loop                     ? ",\"thread\":\"loop\""
+            : w->kind == EVMPI_WORK_COLLECTIVE ? ",\"thread\":\"worker\""
+                                               : ",\"thread\":\"poller\"");
     first = false;
   }
   pthread_mutex_unlock(&lock);

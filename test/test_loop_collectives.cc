@@ -6,15 +6,14 @@
 // callback that waits for or tests the collective it just submitted, one
 // that destroys the group or aborts the claimed collective.
 #include "harness.h"
+#include "timeline_reader.h"
 
 #include <event2/event.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,19 +21,7 @@ namespace {
 
 class LoopCollectives : public MpiTest {};
 
-// This process's timeline (one file per process: the first group created
-// with a path opens it; every group of these tests gives the same path).
-std::string timeline_base() {
-  static std::string base = "/tmp/evmpi-loopcoll-" + std::to_string(getpid());
-  return base;
-}
-// Named once, while MPI runs (main removes it after MPI_Finalize).
-std::string timeline_path;
-std::string timeline_file() {
-  if (timeline_path.empty())
-    timeline_path = timeline_base() + "." + std::to_string(evmpi_test_world_rank()) + ".json";
-  return timeline_path;
-}
+TimelineReader timeline("loopcoll");
 
 // A group with a timeline and loop_collectives set to on (0 or 1), over comm.
 evmpi_pg_t *make_group(struct event_base *base, MPI_Comm comm, int on) {
@@ -42,38 +29,11 @@ evmpi_pg_t *make_group(struct event_base *base, MPI_Comm comm, int on) {
   EXPECT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
   EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
   EXPECT_EQ(evmpi_pg_options_set_loop_collectives(o, on), EVMPI_OK) << evmpi_last_error();
-  EXPECT_EQ(evmpi_pg_options_set_timeline(o, timeline_base().c_str()), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_timeline(o, timeline.base()), EVMPI_OK);
   evmpi_pg_t *pg = nullptr;
   EXPECT_EQ(evmpi_pg_create_from_comm_with(base, comm, o, &pg), EVMPI_OK) << evmpi_last_error();
   evmpi_pg_options_free(o);
   return pg;
-}
-
-// The timeline's collectives, as "thread" by seq, of the events written
-// since the file had skip bytes (a test reads what its own group wrote).
-std::map<unsigned long long, std::string> threads_since(size_t skip) {
-  std::ifstream in(timeline_file());
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
-  std::map<unsigned long long, std::string> out;
-  size_t pos = skip < text.size() ? skip : text.size();
-  while ((pos = text.find("\"cat\":\"collective\"", pos)) != std::string::npos) {
-    size_t seq_at = text.find("\"seq\":", pos);
-    size_t thr_at = text.find("\"thread\":\"", pos);
-    size_t end = text.find('}', text.find("\"args\"", pos));
-    if (seq_at == std::string::npos || thr_at == std::string::npos || thr_at > end)
-      break;
-    unsigned long long seq = std::stoull(text.substr(seq_at + 6));
-    size_t t0 = thr_at + 10;
-    out[seq] = text.substr(t0, text.find('"', t0) - t0);
-    pos = end;
-  }
-  return out;
-}
-size_t timeline_size() {
-  std::ifstream in(timeline_file(), std::ios::ate);
-  return in ? (size_t)in.tellg() : 0;
 }
 
 // A chain: each callback checks its allreduce (sum of rank + k over the
@@ -125,7 +85,7 @@ bool chain_over(void *arg) {
 TEST_F(LoopCollectives, CallbackChainsRunOnTheLoopThreadUnlessSwitchedOff) {
   for (int on = 1; on >= 0; on--) {
     struct event_base *base = event_base_new();
-    size_t skip = timeline_size();
+    size_t skip = timeline.size();
     evmpi_pg_t *pg = make_group(base, MPI_COMM_SELF, on);
     ASSERT_NE(pg, nullptr);
     Chain c;
@@ -136,8 +96,8 @@ TEST_F(LoopCollectives, CallbackChainsRunOnTheLoopThreadUnlessSwitchedOff) {
     EXPECT_EQ(c.wrong, 0);
     evmpi_pg_destroy(pg); // flushes the timeline
     event_base_free(base);
-    auto threads = threads_since(skip);
-    ASSERT_EQ(threads.size(), 50u) << timeline_file();
+    auto threads = timeline.threads_since(skip, "collective");
+    ASSERT_EQ(threads.size(), 50u) << timeline.file();
     // The first link is submitted outside any callback: the worker's.
     EXPECT_EQ(threads[1], "worker");
     int on_loop = 0;
@@ -243,7 +203,7 @@ TEST_F(LoopCollectives, ALatePeerSendsTheCollectiveToTheWorker) {
   if (evmpi_test_world_size() < 2)
     GTEST_SKIP() << "needs a peer to be late";
   struct event_base *base = event_base_new();
-  size_t skip = timeline_size();
+  size_t skip = timeline.size();
   evmpi_pg_t *pg = make_group(base, MPI_COMM_WORLD, 1);
   ASSERT_NE(pg, nullptr);
   Ticks ticks;
@@ -262,8 +222,8 @@ TEST_F(LoopCollectives, ALatePeerSendsTheCollectiveToTheWorker) {
   event_free(timer);
   evmpi_pg_destroy(pg);
   event_base_free(base);
-  auto threads = threads_since(skip);
-  ASSERT_EQ(threads.size(), 8u) << timeline_file();
+  auto threads = timeline.threads_since(skip, "collective");
+  ASSERT_EQ(threads.size(), 8u) << timeline.file();
   if (evmpi_test_world_rank() != 1) {
     // Link 4 is seq 5. Held for 300 ms in MPI, the loop would tick about
     // once; waiting on the worker, about 60 times.
@@ -406,7 +366,6 @@ TEST_F(LoopCollectives, DestroyOrAbortRightAfterTheSubmission) {
 
 int main(int argc, char **argv) {
   int rc = evmpi_test_main(argc, argv, EVMPI_TEST_MPI_INIT_MULTIPLE);
-  if (!timeline_path.empty())
-    std::remove(timeline_path.c_str());
+  timeline.remove();
   return rc;
 }
