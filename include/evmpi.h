@@ -198,8 +198,10 @@ typedef struct evmpi_future evmpi_future_t;
  * 1..1000000) the most one wake-up holds the loop before the base's other
  * events run. A stream that outlasts the hold lets the other events run,
  * then goes on polling. While messages flow less than the window apart the
- * loop thread keeps a core busy (yielding it every 20 us); a lower window
- * trades large-message and TCP round trips for that CPU
+ * loop thread keeps a core busy, as a blocking MPI call does (it shares
+ * the core by the scheduler's fairness, and yields after each empty poll
+ * while a collective is in flight); a lower window trades large-message
+ * and TCP round trips for that CPU
  * (doc/performance.md has the figures).
  *
  * Every one of these, and the other settings (EVMPI_TIMEOUT_MS,

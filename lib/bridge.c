@@ -87,14 +87,15 @@ static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
  * streams large messages and has nothing else on its loop can let the loop
  * thread keep the stream, at the price of its other events being that
  * late (doc/performance.md has the figures). */
-/* While no collective is queued or running, nothing of the group's needs
- * this core (the poller sleeps while the loop polls), so the loop thread
- * yields only every EVMPI_LOOP_P2P_YIELD_NS rather than after every empty
- * poll: a sched_yield is a system call, which a small ping-pong would pay
- * on every poll. Another process on the core still gets it within that
- * time. With a collective in flight it yields after every empty poll, so
- * the worker that shares the core runs. */
-#define EVMPI_LOOP_P2P_YIELD_NS 20000
+/* While a collective is queued or running, the loop thread yields after
+ * every empty poll, so the worker that shares the core runs. Otherwise
+ * nothing of the group's needs this core (the poller sleeps while the
+ * loop polls), and it spins as a blocking MPI call does: the scheduler
+ * shares the core with other threads and processes, and Open MPI's
+ * mpi_yield_when_idle (set when a node is oversubscribed) makes each
+ * empty test yield. A yield of its own every 20 us gave the core away for
+ * a whole time slice each time another thread wanted it: against one
+ * busy process, the stream fell to a twentieth (doc/performance.md). */
 /* The polling window for sends and receives: EVMPI_LOOP_P2P_POLL_US while
  * they complete in a stream (the last two gaps between completions the
  * loop thread saw were within it), so that a reply a large transfer or a
@@ -165,7 +166,6 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     /* Point-to-point requests are tested here too (evmpi__poller_test
      * says why); a collective's completion comes from the worker. */
     int64_t start = evmpi__now_ns(), until = start + EVMPI_LOOP_SPIN_NS;
-    int64_t last_yield = start;
     bool long_window = false;
     for (;;) {
       if (until > give_up)
@@ -195,11 +195,8 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       int64_t now = evmpi__now_ns();
       if (atomic_load_explicit(&b->posted, memory_order_relaxed) || now >= until)
         break;
-      if (!finished && (now - last_yield >= EVMPI_LOOP_P2P_YIELD_NS ||
-                        evmpi__worker_active(&pg->worker))) {
+      if (!finished && evmpi__worker_active(&pg->worker))
         sched_yield();
-        last_yield = now;
-      }
     }
     if (evmpi__now_ns() >= give_up)
       break;
