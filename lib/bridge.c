@@ -174,9 +174,10 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
         break; /* its completion is posted */
       bool pending;
       bool finished = evmpi__poller_test(&pg->poller, &pending);
+      int64_t now = evmpi__now_ns();
       if (finished) {
         p2p_active = true;
-        saw_p2p(b, evmpi__now_ns());
+        saw_p2p(b, now);
       }
       if (p2p_active && pending && !long_window) {
         long_window = true;
@@ -192,7 +193,6 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
        * events. */
       evmpi__poller_loop_window(&pg->poller, until + p2p_window(b), !polled);
       polled = true;
-      int64_t now = evmpi__now_ns();
       if (atomic_load_explicit(&b->posted, memory_order_relaxed) || now >= until)
         break;
       if (!finished && evmpi__worker_active(&pg->worker))

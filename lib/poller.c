@@ -324,6 +324,7 @@ static void sleep_backoff(evmpi_poller_t *p) {
 /* A list of finished works, oldest first, for finish_list. */
 typedef struct {
   evmpi_work_t *head, *tail;
+  int64_t now; /* when the test that found them ended (0: finish reads the clock) */
 } done_list_t;
 
 static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
@@ -451,20 +452,24 @@ static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, d
   p->nheld += (size_t)outcount;
   release_held_locked(p, d);
   if (d->head) {
-    p->last_activity = evmpi__now_ns();
+    d->now = evmpi__now_ns(); /* one clock read for the batch */
+    p->last_activity = d->now;
     compact_locked(p);
   }
 }
 
-static void finish_list(evmpi_work_t *done) {
+static void finish_list(evmpi_work_t *done, int64_t now) {
   while (done) {
     evmpi_work_t *next = done->next;
     int status = done->outcome;
+    int64_t at = now;
 #ifdef EVMPI_HAVE_CUDA
-    if (done->p2p_stage) /* the arrived message goes to the device first */
+    if (done->p2p_stage) { /* the arrived message goes to the device first */
       status = evmpi__cuda_p2p_finish(done, status);
+      at = 0; /* finished after that copy */
+    }
 #endif
-    evmpi__work_finish(done, status, NULL);
+    evmpi__work_finish_at(done, status, NULL, at);
     done = next;
   }
 }
@@ -478,7 +483,7 @@ static void finish_in_order_unlock(evmpi_poller_t *p, done_list_t *d) {
   }
   pthread_mutex_lock(&p->finish_mu);
   pthread_mutex_unlock(&p->mu);
-  finish_list(d->head);
+  finish_list(d->head, d->now);
   pthread_mutex_unlock(&p->finish_mu);
 }
 
