@@ -325,8 +325,8 @@ EVMPI_API int evmpi_pg_options_set_arrival_gate(evmpi_pg_options_t *opts, int on
 EVMPI_API int evmpi_pg_options_set_loop_collectives(evmpi_pg_options_t *opts, int on);
 /** The longest the poller thread sleeps between tests of sends and receives
  * that nothing has happened to for a while (EVMPI_P2P_IDLE_POLL_MS,
- * 1..1000 ms, default 20): a receive left posted costs one test this often
- * (each a timer wake-up, a context switch and an MPI_Testsome), and a
+ * 1..1000 ms, default 20): a receive left posted costs one wake-up this often
+ * (each a timer wake-up, a context switch and two MPI_Testsome calls), and a
  * message that ends a quiet spell is seen at most this late, within an
  * eighth of the spell after a shorter one. Lower it where the first
  * message after a long quiet spell must be seen sooner, at the price of

@@ -116,9 +116,10 @@ static const row_t table[EVMPI_NSETTINGS] = {
                                      OFF(p2p_idle_poll_ms),
                                      "The longest the poller sleeps between tests of sends and "
                                      "receives that nothing has happened to for a while: a "
-                                     "receive left posted costs one test this often, and a "
-                                     "message that ends a quiet spell is seen at most this "
-                                     "late (after a shorter spell, within an eighth of it)."},
+                                     "receive left posted costs a wake-up (two tests) this "
+                                     "often, and a message that ends a quiet spell is seen at "
+                                     "most this late (after a shorter spell, within an eighth "
+                                     "of it)."},
     [EVMPI_SETTING_LOOP_COLLECTIVES] = {"EVMPI_LOOP_COLLECTIVES", "loop_collectives", CHOICE, 1, 0,
                                         1, NULL, bool_choices, "0 or 1", 0,
                                         OFF(loop_collectives),

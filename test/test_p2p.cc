@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <set>
 #include <string>
 #include <vector>
@@ -646,6 +647,76 @@ TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
     by_poller += kv.second == "poller";
   // One per hold was 200 to 850 here.
   EXPECT_LE(by_poller, 40) << "of 4000 sends and receives, seen complete by the poller";
+}
+
+// After a quiet spell the poller tests a pending receive once per
+// EVMPI_P2P_IDLE_POLL_MS, and a message that came meanwhile is seen at
+// the next test: within one period. Open MPI's MPI_Testsome progresses
+// only when it finds nothing complete and returns without looking again,
+// so a single test per wake-up saw such a message one period later (100
+// to 200 ms here). Pairs of ranks (a rank without a partner sits out):
+// the sender waits until the receiver's poller has backed off to its
+// 100 ms period (its sleeps grow as an eighth of the quiet time), then
+// sends its clock; over two messages the receiver's mean delay must stay
+// within the period.
+int64_t monotonic_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts); // one host: the ranks share it
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+struct Stamped {
+  int64_t stamp = 0, seen = 0;
+  bool done = false;
+  int status = -1;
+};
+
+void stamped_cb(evmpi_work_t *w, void *arg) {
+  auto *st = static_cast<Stamped *>(arg);
+  st->seen = monotonic_ns();
+  st->status = evmpi_work_status(w);
+  st->done = true;
+  evmpi_work_release(w);
+}
+
+TEST_F(P2P, AMessageAfterAQuietSpellIsSeenWithinOneIdlePoll) {
+  if (evmpi_test_world_size() < 2)
+    GTEST_SKIP() << "needs a peer to send";
+  struct event_base *base = event_base_new();
+  evmpi_pg_options_t *o = nullptr;
+  ASSERT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_p2p_idle_poll_ms(o, 100), EVMPI_OK) << evmpi_last_error();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_WORLD, o, &pg), EVMPI_OK)
+      << evmpi_last_error();
+  evmpi_pg_options_free(o);
+  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg), peer = rank ^ 1;
+  double late_ms = 0;
+  const int trials = 2;
+  for (int k = 0; peer < size && k < trials; k++) {
+    Stamped st;
+    evmpi_tensor_t t = evmpi_tensor_flat(&st.stamp, EVMPI_INT64, 1);
+    evmpi_work_t *w = nullptr;
+    if (rank % 2 == 0) {
+      ASSERT_EQ(evmpi_recv(pg, &t, peer, 40, &w), EVMPI_OK) << evmpi_last_error();
+      ASSERT_EQ(evmpi_work_on_complete(w, stamped_cb, &st), EVMPI_OK);
+      ASSERT_TRUE(evmpi_test_run_until(base, [](void *a) {
+        return static_cast<Stamped *>(a)->done;
+      }, &st, EVMPI_TEST_TIMEOUT_MS));
+      EXPECT_EQ(st.status, EVMPI_OK);
+      late_ms += (double)(st.seen - st.stamp) / 1e6;
+    } else {
+      evmpi_test_run_for(base, 1500); // 1.3 s of quiet at least: 100 ms sleeps
+      st.stamp = monotonic_ns();
+      ASSERT_EQ(evmpi_send(pg, &t, peer, 40, &w), EVMPI_OK) << evmpi_last_error();
+      EXPECT_TRUE(evmpi_test_finish(base, &w, 1));
+    }
+  }
+  if (peer < size && rank % 2 == 0)
+    EXPECT_LT(late_ms / trials, 115.0) << "mean ms from the send to the receive's callback";
+  evmpi_pg_destroy(pg);
+  event_base_free(base);
 }
 
 } // namespace
