@@ -139,6 +139,9 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
   bool resumed = b->resume_poll;
   b->resume_poll = false;
   bool p2p_active = resumed;
+  /* The poller sleeps through the window the last dispatch left (see the
+   * end): ours to end too, even if this one never polls. */
+  bool window_ours = resumed;
   for (;;) {
     /* signalled stays set while we poll: posters then skip the eventfd. */
     if (atomic_load(&b->halted))
@@ -223,7 +226,7 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
     signal_eventfd(b->efd);
     return count;
   }
-  if (polled) { /* the poller may be asleep until our window's end */
+  if (polled || window_ours) { /* the poller may be asleep until our window's end */
     evmpi__poller_loop_done(&pg->poller);
   }
   /* Leaving: a post from now on must write the eventfd. One that came after

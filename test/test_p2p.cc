@@ -13,6 +13,7 @@
 #include <ctime>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -581,6 +582,12 @@ TEST_F(P2P, PollingEndsWithTheStream) {
 // take completions from it (each would be a handoff through the eventfd).
 // The timeline says whose test saw each send and receive complete. Ranks
 // ping-pong in pairs, a rank without a partner with itself.
+int64_t monotonic_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts); // one host: the ranks share it
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 struct PingPong {
   evmpi_pg_t *pg = nullptr;
   int peer = 0, left = 0, failed = 0;
@@ -649,6 +656,55 @@ TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
   EXPECT_LE(by_poller, 40) << "of 4000 sends and receives, seen complete by the poller";
 }
 
+// A stream that ends in a dispatch that came back for it (the hold ran
+// out while it flowed) hands the poller back its tests: a send and
+// receive submitted afterwards by another thread complete at once, not
+// when the polling window the stream left ends (1 s here). The last
+// dispatch delivered the stream's last callback and never polled, and
+// only a dispatch that polled woke the poller.
+TEST_F(P2P, AfterAStreamAnotherThreadsWorkIsNotLeftToTheWindow) {
+  struct event_base *base = event_base_new();
+  evmpi_pg_options_t *o = nullptr;
+  ASSERT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_loop_hold_us(o, 1), EVMPI_OK) << evmpi_last_error();
+  EXPECT_EQ(evmpi_pg_options_set_loop_p2p_poll_us(o, 1000000), EVMPI_OK) << evmpi_last_error();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_SELF, o, &pg), EVMPI_OK)
+      << evmpi_last_error();
+  evmpi_pg_options_free(o);
+  PingPong p;
+  p.pg = pg;
+  p.peer = 0;
+  p.left = 200;
+  pingpong_send(&p);
+  EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) {
+    return static_cast<PingPong *>(a)->left <= 0;
+  }, &p, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(p.failed, 0);
+  evmpi_test_run_for(base, 20); // the stream's last dispatch is over
+  double took_ms = -1;
+  std::thread other([&] {
+    int32_t one = 1, got = 0;
+    evmpi_tensor_t to = evmpi_tensor_flat(&one, EVMPI_INT32, 1);
+    evmpi_tensor_t tg = evmpi_tensor_flat(&got, EVMPI_INT32, 1);
+    evmpi_work_t *r = nullptr, *s = nullptr;
+    int64_t t0 = monotonic_ns();
+    if (evmpi_recv(pg, &tg, 0, 31, &r) != EVMPI_OK || evmpi_send(pg, &to, 0, 31, &s) != EVMPI_OK)
+      return;
+    if (evmpi_work_wait(r, EVMPI_TEST_TIMEOUT_MS) == EVMPI_OK &&
+        evmpi_work_wait(s, EVMPI_TEST_TIMEOUT_MS) == EVMPI_OK && got == 1)
+      took_ms = (double)(monotonic_ns() - t0) / 1e6;
+    evmpi_work_release(r);
+    evmpi_work_release(s);
+  });
+  other.join();
+  EXPECT_GE(took_ms, 0.0) << "the other thread's send and receive failed";
+  EXPECT_LT(took_ms, 300.0) << "ms for a send and a receive to itself, submitted off the loop";
+  evmpi_pg_destroy(pg);
+  event_base_free(base);
+}
+
 // After a quiet spell the poller tests a pending receive once per
 // EVMPI_P2P_IDLE_POLL_MS, and a message that came meanwhile is seen at
 // the next test: within one period. Open MPI's MPI_Testsome progresses
@@ -659,12 +715,6 @@ TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
 // 100 ms period (its sleeps grow as an eighth of the quiet time), then
 // sends its clock; over two messages the receiver's mean delay must stay
 // within the period.
-int64_t monotonic_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts); // one host: the ranks share it
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 struct Stamped {
   int64_t stamp = 0, seen = 0;
   bool done = false;
