@@ -94,8 +94,9 @@ static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
  * shares the core with other threads and processes, and Open MPI's
  * mpi_yield_when_idle (set when a node is oversubscribed) makes each
  * empty test yield. A yield of its own every 20 us gave the core away for
- * a whole time slice each time another thread wanted it: against one
- * busy process, the stream fell to a twentieth (doc/performance.md). */
+ * a whole time slice each time another thread wanted it, and a busy
+ * process beside the loop slowed a stream many times over
+ * (doc/performance.md, "The loop thread's own yield"). */
 /* The polling window for sends and receives: EVMPI_LOOP_P2P_POLL_US while
  * they complete in a stream (the last two gaps between completions the
  * loop thread saw were within it), so that a reply a large transfer or a
