@@ -619,6 +619,20 @@ void pingpong_send(PingPong *p) {
   evmpi_work_on_complete(r, pingpong_cb, p);
 }
 
+// Runs n round trips with peer through the callbacks on base; expects each
+// to have succeeded.
+void run_pingpong(struct event_base *base, evmpi_pg_t *pg, int peer, int n) {
+  PingPong p;
+  p.pg = pg;
+  p.peer = peer;
+  p.left = n;
+  pingpong_send(&p);
+  EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) {
+    return static_cast<PingPong *>(a)->left <= 0;
+  }, &p, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(p.failed, 0);
+}
+
 TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
   struct event_base *base = event_base_new();
   evmpi_pg_options_t *o = nullptr;
@@ -636,15 +650,7 @@ TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
       << evmpi_last_error();
   evmpi_pg_options_free(o);
   int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
-  PingPong p;
-  p.pg = pg;
-  p.peer = (rank ^ 1) < size ? rank ^ 1 : rank;
-  p.left = 2000;
-  pingpong_send(&p);
-  EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) {
-    return static_cast<PingPong *>(a)->left <= 0;
-  }, &p, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(p.failed, 0);
+  run_pingpong(base, pg, (rank ^ 1) < size ? rank ^ 1 : rank, 2000);
   evmpi_pg_destroy(pg); // flushes the timeline
   event_base_free(base);
   auto threads = timeline.threads_since(skip, "p2p");
@@ -673,15 +679,7 @@ TEST_F(P2P, AfterAStreamAnotherThreadsWorkIsNotLeftToTheWindow) {
   ASSERT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_SELF, o, &pg), EVMPI_OK)
       << evmpi_last_error();
   evmpi_pg_options_free(o);
-  PingPong p;
-  p.pg = pg;
-  p.peer = 0;
-  p.left = 200;
-  pingpong_send(&p);
-  EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) {
-    return static_cast<PingPong *>(a)->left <= 0;
-  }, &p, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(p.failed, 0);
+  run_pingpong(base, pg, 0, 200);
   evmpi_test_run_for(base, 20); // the stream's last dispatch is over
   double took_ms = -1;
   std::thread other([&] {
