@@ -333,6 +333,17 @@ EVMPI_API int evmpi_pg_options_set_loop_collectives(evmpi_pg_options_t *opts, in
  * CPU while idle (doc/performance.md has both). EVMPI_ERR_INVALID outside
  * the range. */
 EVMPI_API int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *opts, int64_t ms);
+/** The longest a collective waiting for a late peer sleeps between tests
+ * of its arrival gate (EVMPI_COLL_IDLE_POLL_US, 1..1000000 us, default
+ * 500), on whichever thread waits (the worker's, or the loop thread's for
+ * a collective it runs itself, which hands a gate not passed within 30 us
+ * to the worker): a collective left waiting costs one wake-up this often
+ * (a timer, a context switch and two tests), and completes at most about
+ * this late after the last peer reaches the gate, within an eighth of the
+ * wait after a shorter one. Lower it for a faster start after a long
+ * wait, at the price of CPU while waiting (doc/performance.md has both);
+ * each rank may choose its own. EVMPI_ERR_INVALID outside the range. */
+EVMPI_API int evmpi_pg_options_set_coll_idle_poll_us(evmpi_pg_options_t *opts, int64_t us);
 /** A Chrome trace of the group's operations (EVMPI_TIMELINE; NULL or ""
  * = none; at most 4095 bytes). Process-wide file: the first group created
  * with a path opens it, "%r" in it becomes the world rank; later groups

@@ -33,8 +33,9 @@ int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int cou
 int evmpi__gate_test(evmpi_gate_t *g, bool *passed);
 /* Waits until passed: tested back to back for 5 us, then with a yield
  * between tests until 50 us, then with sleeps of an eighth of the time
- * waited so far, at most 0.5 ms. */
-int evmpi__gate_wait(evmpi_gate_t *g);
+ * waited so far, at most sleep_max_ns (EVMPI_COLL_IDLE_POLL_US), each
+ * followed by two tests. */
+int evmpi__gate_wait(evmpi_gate_t *g, int64_t sleep_max_ns);
 /* The least count of all ranks, once passed. */
 static inline int evmpi__gate_min(const evmpi_gate_t *g) { return g->value; }
 

@@ -69,21 +69,30 @@ int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
  * sched_yield costs more than that here: the first tests are back to
  * back. Then a thread that shares the core may want it. Then a peer
  * arriving after a wait of W is seen at most about W/8 (never more than
- * SLEEP_MAX_NS) later, and a long wait costs one test per SLEEP_MAX_NS.
- * The waiting thread sets a 1 us timer slack (worker.c): the default 50 us
+ * the group's EVMPI_COLL_IDLE_POLL_US) later, and a long wait costs one
+ * wake-up per EVMPI_COLL_IDLE_POLL_US. The waiting thread sets a 1 us timer slack (worker.c): the default 50 us
  * would stretch the first sleeps. */
 #define TIGHT_NS 5000
 #define SPIN_NS 50000
 #define SLEEP_MIN_NS 1000
-#define SLEEP_MAX_NS 500000
 
-int evmpi__gate_wait(evmpi_gate_t *g) {
+int evmpi__gate_wait(evmpi_gate_t *g, int64_t sleep_max_ns) {
   int64_t t0 = evmpi__now_ns();
+  bool slept = false;
   for (;;) {
     bool passed = false;
     int rc = evmpi__gate_test(g, &passed);
     if (rc != MPI_SUCCESS || passed)
       return rc;
+    /* Open MPI's MPI_Testall makes progress only when the requests are not
+     * complete, and returns without looking at them again: a peer's
+     * message that came while we slept is received by the first test
+     * after the sleep and seen only by the next one. Without this second
+     * test, a whole sleep later. */
+    if (slept) {
+      slept = false;
+      continue;
+    }
     int64_t waited = evmpi__now_ns() - t0;
     if (waited < TIGHT_NS)
       continue;
@@ -94,9 +103,10 @@ int evmpi__gate_wait(evmpi_gate_t *g) {
     int64_t ns = waited / 8;
     if (ns < SLEEP_MIN_NS)
       ns = SLEEP_MIN_NS;
-    if (ns > SLEEP_MAX_NS)
-      ns = SLEEP_MAX_NS;
-    struct timespec ts = {0, (long)ns};
+    if (ns > sleep_max_ns)
+      ns = sleep_max_ns;
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
     nanosleep(&ts, NULL);
+    slept = true;
   }
 }

@@ -130,6 +130,15 @@ static const row_t table[EVMPI_NSETTINGS] = {
                                         "the loop is held for the blocking call. 0: every "
                                         "collective runs on the worker. Each rank may choose "
                                         "its own."},
+    [EVMPI_SETTING_COLL_IDLE_POLL] = {"EVMPI_COLL_IDLE_POLL_US", "coll_idle_poll_us", DURATION,
+                                      500, 1, 1000000, "microseconds", NULL, NULL, 0,
+                                      OFF(coll_idle_poll_us),
+                                      "The longest a collective waiting at its arrival gate "
+                                      "for a late peer sleeps between tests: a collective "
+                                      "left waiting costs a wake-up (two tests) this often, "
+                                      "and completes at most about this late after the last "
+                                      "peer arrives (after a shorter wait, within an eighth "
+                                      "of it). Each rank may choose its own."},
 };
 
 struct evmpi_pg_options {
@@ -325,6 +334,9 @@ int evmpi_pg_options_set_loop_collectives(evmpi_pg_options_t *o, int on) {
 }
 int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *o, int64_t ms) {
   return set_number(o, EVMPI_SETTING_P2P_IDLE_POLL, ms);
+}
+int evmpi_pg_options_set_coll_idle_poll_us(evmpi_pg_options_t *o, int64_t us) {
+  return set_number(o, EVMPI_SETTING_COLL_IDLE_POLL, us);
 }
 int evmpi_pg_options_set_debug(evmpi_pg_options_t *o, evmpi_debug_t level) {
   return set_number(o, EVMPI_SETTING_DEBUG, (int64_t)level);

@@ -82,7 +82,7 @@ static void gate_passed(evmpi_worker_t *wk) {
 
 /* Waits for the posted gate with its back-off. */
 static int finish_gate(evmpi_worker_t *wk, evmpi_work_t *w) {
-  int rc = evmpi__gate_wait(&wk->gate);
+  int rc = evmpi__gate_wait(&wk->gate, w->pg->settings.coll_idle_poll_us * 1000);
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, "MPI_Testall (the arrival gate)", rc);
   gate_passed(wk);

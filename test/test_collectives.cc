@@ -195,6 +195,76 @@ TEST_F(Collectives, WorkerSleepsWhileACollectiveWaitsForALateRoot) {
   evmpi_work_release(w);
 }
 
+// A collective waiting at its arrival gate tests it once per
+// EVMPI_COLL_IDLE_POLL_US after a long wait, and the late root's arrival
+// is seen at the next wake-up: within one period. Open MPI's MPI_Testall
+// progresses only when the requests are not complete and returns without
+// looking again, so a single test per wake-up saw the root one period
+// later (100 to 200 ms here). Pairs of ranks, each its own group (a rank
+// without a partner sits out): the root of the pair waits until its
+// peer's worker has backed off to the 100 ms period (its sleeps grow as
+// an eighth of the wait), then broadcasts its clock; over two broadcasts
+// the peer's mean delay must stay within the period.
+struct Late {
+  int64_t stamp = 0, seen = 0;
+  bool done = false;
+  int status = -1;
+};
+
+void late_cb(evmpi_work_t *w, void *arg) {
+  auto *st = static_cast<Late *>(arg);
+  st->seen = (int64_t)(evmpi_test_now_ms() * 1e6);
+  st->status = evmpi_work_status(w);
+  st->done = true;
+  evmpi_work_release(w);
+}
+
+TEST_F(Collectives, ALateRootIsSeenWithinOneIdlePoll) {
+  int world = evmpi_test_world_size(), me = evmpi_test_world_rank();
+  if (world < 2)
+    GTEST_SKIP() << "needs a peer";
+  MPI_Comm pair;
+  ASSERT_EQ(MPI_Comm_split(MPI_COMM_WORLD, me / 2, me, &pair), MPI_SUCCESS);
+  int size = 0;
+  MPI_Comm_size(pair, &size);
+  if (size < 2) {
+    MPI_Comm_free(&pair);
+    return; // the odd rank out: no gate in a group of one
+  }
+  struct event_base *base = event_base_new();
+  evmpi_pg_options_t *o = nullptr;
+  ASSERT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_coll_idle_poll_us(o, 100000), EVMPI_OK) << evmpi_last_error();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create_from_comm_with(base, pair, o, &pg), EVMPI_OK) << evmpi_last_error();
+  evmpi_pg_options_free(o);
+  int rank = evmpi_pg_rank(pg);
+  const int trials = 2;
+  double late_ms = 0;
+  for (int k = 0; k < trials; k++) {
+    Late st;
+    evmpi_tensor_t t = evmpi_tensor_flat(&st.stamp, EVMPI_INT64, 1);
+    evmpi_work_t *w = nullptr;
+    if (rank == 1)
+      evmpi_test_run_for(base, 1500); // 1.3 s of waiting at least: 100 ms sleeps
+    // The clock the test's other timings use, taken just before the post.
+    st.stamp = rank == 1 ? (int64_t)(evmpi_test_now_ms() * 1e6) : 0;
+    ASSERT_EQ(evmpi_broadcast(pg, &t, 1, &w), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_on_complete(w, late_cb, &st), EVMPI_OK);
+    ASSERT_TRUE(evmpi_test_run_until(base, [](void *a) {
+      return static_cast<Late *>(a)->done;
+    }, &st, EVMPI_TEST_TIMEOUT_MS));
+    EXPECT_EQ(st.status, EVMPI_OK);
+    late_ms += (double)(st.seen - st.stamp) / 1e6;
+  }
+  if (rank == 0)
+    EXPECT_LT(late_ms / trials, 115.0) << "mean ms from the root's post to the callback";
+  evmpi_pg_destroy(pg);
+  event_base_free(base);
+  MPI_Comm_free(&pair);
+}
+
 struct MixedChain {
   evmpi_pg_t *pg;
   std::vector<int32_t> *vals;

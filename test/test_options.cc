@@ -93,6 +93,7 @@ TEST_F(Options, EachSetterIsAppliedToTheGroup) {
       {"EVMPI_ARRIVAL_GATE", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_arrival_gate(o, 0); }, "0"},
       {"EVMPI_P2P_IDLE_POLL_MS", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 5); }, "5"},
       {"EVMPI_LOOP_COLLECTIVES", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_loop_collectives(o, 0); }, "0"},
+      {"EVMPI_COLL_IDLE_POLL_US", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_coll_idle_poll_us(o, 2000); }, "2000"},
   };
   for (const Good &g : good) {
     ASSERT_EQ(g.set(opts), EVMPI_OK) << g.name << ": " << evmpi_last_error();
@@ -155,6 +156,8 @@ TEST_F(Options, OutOfRangeIsRefusedNamingTheSetterAndTheVariable) {
       {[o] { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 0); }, "pg_options_set_p2p_idle_poll_ms: 0", "EVMPI_P2P_IDLE_POLL_MS", "milliseconds in 1..1000"},
       {[o] { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 1001); }, "pg_options_set_p2p_idle_poll_ms: 1001", "EVMPI_P2P_IDLE_POLL_MS", "milliseconds in 1..1000"},
       {[o] { return evmpi_pg_options_set_loop_collectives(o, 2); }, "pg_options_set_loop_collectives: 2", "EVMPI_LOOP_COLLECTIVES", "0 or 1"},
+      {[o] { return evmpi_pg_options_set_coll_idle_poll_us(o, 0); }, "pg_options_set_coll_idle_poll_us: 0", "EVMPI_COLL_IDLE_POLL_US", "microseconds in 1..1000000"},
+      {[o] { return evmpi_pg_options_set_coll_idle_poll_us(o, 1000001); }, "pg_options_set_coll_idle_poll_us: 1000001", "EVMPI_COLL_IDLE_POLL_US", "microseconds in 1..1000000"},
   };
   for (const Bad &b : bad) {
     EXPECT_EQ(b.call(), EVMPI_ERR_INVALID) << b.setter;
