@@ -10,11 +10,23 @@
 #include "evmpi.h"
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The most bytes of data a gate carries (evmpi__gate_post_allreduce). */
+#define EVMPI_GATE_DATA_MAX 1024
+
+/* One round's message of a gate that carries data: the count, then the
+ * data reduced so far. */
+typedef struct {
+  int64_t count;
+  unsigned char data[EVMPI_GATE_DATA_MAX];
+} evmpi_gate_msg_t;
 
 /* One gate in flight: every rank of comm gives a count, and each learns
  * that all of them have reached the gate and the least count given. The
  * state lives where its messages can find it until the gate is passed
- * (MPI reads and writes out and in meanwhile). */
+ * (MPI reads and writes out and in, or msg_out and msg_in, meanwhile). */
 typedef struct evmpi_gate {
   MPI_Comm comm;
   int rank, size;
@@ -22,12 +34,31 @@ typedef struct evmpi_gate {
   int value;         /* the least count seen so far */
   int out, in;       /* this round's message out and in */
   MPI_Request reqs[2];
+  /* An allreduce the gate carries (data NULL: none): elems elements of
+   * dtype at data, reduced with op in every round. */
+  void *data;
+  size_t bytes;
+  int elems;
+  MPI_Datatype dtype;
+  MPI_Op op;
+  evmpi_gate_msg_t msg_out, msg_in;
 } evmpi_gate_t;
 
 /* Posts the gate's first round with this rank's count (comm must not be
- * used for tags EVMPI_GATE_TAG..EVMPI_GATE_TAG+31 otherwise). An MPI error
+ * used for tags EVMPI_GATE_TAG..EVMPI_GATE_TAG+63 otherwise). An MPI error
  * code on failure, nothing left in flight. */
 int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count);
+/* Posts a gate that carries an in-place allreduce of elems elements of
+ * dtype at data (at most EVMPI_GATE_DATA_MAX bytes) with the commutative
+ * op, in a group whose size is a power of two: recursive doubling over
+ * the same messages, so that once the gate is passed data holds the
+ * result, the same bit for bit on every rank (each round reduces the
+ * lower rank's part with the higher rank's, in that order, on both). Every
+ * rank must post the same kind of gate for a collective. An MPI error code
+ * on failure, nothing left in flight. */
+int evmpi__gate_post_allreduce(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count,
+                               void *data, int elems, MPI_Datatype dtype, size_t bytes,
+                               MPI_Op op);
 /* Tests without blocking, moving to the next round when one is over;
  * *passed once every round is. An MPI error code on failure. */
 int evmpi__gate_test(evmpi_gate_t *g, bool *passed);
@@ -39,6 +70,7 @@ int evmpi__gate_wait(evmpi_gate_t *g, int64_t sleep_max_ns);
 /* The least count of all ranks, once passed. */
 static inline int evmpi__gate_min(const evmpi_gate_t *g) { return g->value; }
 
+/* Tags EVMPI_GATE_TAG + round; a gate that carries data, + 32 + round. */
 #define EVMPI_GATE_TAG 32000
 
 #endif /* EVMPI_GATE_INTERNAL_H */

@@ -8,15 +8,60 @@
  * meet a receive of another, and gates of one group follow each other in
  * MPI's non-overtaking order. Open MPI's nonblocking collectives cost more
  * per small operation than these messages (doc/performance.md); a chain
- * of small collectives passes one gate per link. */
+ * of small collectives passes one gate per link.
+ *
+ * A gate may also carry a small allreduce (evmpi__gate_post_allreduce):
+ * in a group of a power-of-two size the rounds are those of recursive
+ * doubling (round r: exchange with rank ^ 2^r, then reduce), each message
+ * the count and the data reduced so far. Once every rank has reached the
+ * gate the allreduce is done too: one exchange per round instead of the
+ * gate's and then the blocking call's, which was most of what a chain of
+ * small allreduces cost over raw MPI (doc/performance.md). */
 #include "gate-internal.h"
 #include "clock-internal.h"
 #include "mpi_ext-internal.h"
 
 #include <sched.h>
+#include <string.h>
 #include <time.h>
 
+/* A carrying gate's round: the count and the data so far to the partner,
+ * and the partner's into msg_in. */
+static int start_carry_round(evmpi_gate_t *g) {
+  int partner = g->rank ^ (1 << g->round);
+  int tag = EVMPI_GATE_TAG + 32 + g->round;
+  int n = (int)(offsetof(evmpi_gate_msg_t, data) + g->bytes);
+  g->msg_out.count = g->value;
+  if (g->bytes)
+    memcpy(g->msg_out.data, g->data, g->bytes);
+  g->reqs[0] = g->reqs[1] = MPI_REQUEST_NULL;
+  evmpi__mpi_match_enter();
+  int rc = MPI_Irecv(&g->msg_in, n, MPI_BYTE, partner, tag, g->comm, &g->reqs[1]);
+  if (rc == MPI_SUCCESS)
+    rc = MPI_Isend(&g->msg_out, n, MPI_BYTE, partner, tag, g->comm, &g->reqs[0]);
+  evmpi__mpi_match_leave();
+  return rc;
+}
+
+/* A carrying gate's round is over: the least count, and the lower rank's
+ * data reduced with the higher rank's (MPI_Reduce_local(in, inout) makes
+ * inout = in op inout), so that every rank computes the same values in
+ * the same order. */
+static int end_carry_round(evmpi_gate_t *g) {
+  int partner = g->rank ^ (1 << g->round);
+  if (g->msg_in.count < g->value)
+    g->value = (int)g->msg_in.count;
+  if (partner < g->rank)
+    return MPI_Reduce_local(g->msg_in.data, g->data, g->elems, g->dtype, g->op);
+  int rc = MPI_Reduce_local(g->msg_out.data, g->msg_in.data, g->elems, g->dtype, g->op);
+  if (rc == MPI_SUCCESS && g->bytes)
+    memcpy(g->data, g->msg_in.data, g->bytes);
+  return rc;
+}
+
 static int start_round(evmpi_gate_t *g) {
+  if (g->data)
+    return start_carry_round(g);
   int step = 1 << g->round;
   int to = (g->rank + step) % g->size;
   int from = ((g->rank - step) % g->size + g->size) % g->size;
@@ -30,7 +75,7 @@ static int start_round(evmpi_gate_t *g) {
   return rc;
 }
 
-int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
+static void setup(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
   g->comm = comm;
   g->rank = rank;
   g->size = size;
@@ -39,6 +84,23 @@ int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int cou
   g->rounds = 0;
   while ((1 << g->rounds) < size)
     g->rounds++;
+  g->data = NULL;
+}
+
+int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
+  setup(g, comm, rank, size, count);
+  return g->rounds ? start_round(g) : MPI_SUCCESS;
+}
+
+int evmpi__gate_post_allreduce(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count,
+                               void *data, int elems, MPI_Datatype dtype, size_t bytes,
+                               MPI_Op op) {
+  setup(g, comm, rank, size, count);
+  g->data = data;
+  g->elems = elems;
+  g->dtype = dtype;
+  g->bytes = bytes;
+  g->op = op;
   return g->rounds ? start_round(g) : MPI_SUCCESS;
 }
 
@@ -54,8 +116,14 @@ int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
       *passed = false;
       return rc;
     }
-    if (g->in < g->value)
+    if (g->data)
+      rc = end_carry_round(g);
+    else if (g->in < g->value)
       g->value = g->in;
+    if (rc != MPI_SUCCESS) {
+      *passed = false;
+      return rc;
+    }
     if (++g->round < g->rounds && (rc = start_round(g)) != MPI_SUCCESS) {
       *passed = false;
       return rc;
@@ -70,8 +138,9 @@ int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
  * back. Then a thread that shares the core may want it. Then a peer
  * arriving after a wait of W is seen at most about W/8 (never more than
  * the group's EVMPI_COLL_IDLE_POLL_US) later, and a long wait costs one
- * wake-up per EVMPI_COLL_IDLE_POLL_US. The waiting thread sets a 1 us timer slack (worker.c): the default 50 us
- * would stretch the first sleeps. */
+ * wake-up per EVMPI_COLL_IDLE_POLL_US. The waiting thread sets a 1 us
+ * timer slack (worker.c): the default 50 us would stretch the first
+ * sleeps. */
 #define TIGHT_NS 5000
 #define SPIN_NS 50000
 #define SLEEP_MIN_NS 1000

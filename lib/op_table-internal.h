@@ -107,6 +107,16 @@ typedef evmpi_issue_t *evmpi_issue_fn;
 typedef int evmpi_prepare_t(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_call_t *call,
                             evmpi_op_plan_t *plan);
 typedef evmpi_prepare_t *evmpi_prepare_fn;
+/* Posts the arrival gate before a collective with the collective in it,
+ * when this one can ride the gate (gate.c): *carried then says so, and
+ * run has only to finish the work once the gate is passed. When it cannot,
+ * *carried is false and nothing is posted. The choice may depend only on
+ * what every rank of the group sees alike (the call, the group). An MPI
+ * error code on failure. */
+struct evmpi_gate;
+typedef int evmpi_carry_t(evmpi_work_t *work, struct evmpi_gate *gate, int count,
+                          bool *carried);
+typedef evmpi_carry_t *evmpi_carry_fn;
 
 /* What the generic submit path does besides prepare and run. */
 enum {
@@ -134,6 +144,7 @@ struct evmpi_op {
   evmpi_run_fn run;         /* collectives, on the worker thread */
   evmpi_chunk_fn run_chunk; /* element-wise ones: a piece, or a staged CUDA chunk */
   evmpi_issue_fn issue;     /* sends and receives: issued at once, not queued */
+  evmpi_carry_fn carry;     /* collectives that can ride the arrival gate */
 };
 
 /* Every operation, indexed by its id. */

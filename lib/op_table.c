@@ -17,15 +17,16 @@
 const evmpi_op_t evmpi__ops[EVMPI_OP_COUNT] = {
     [EVMPI_OP_ALLREDUCE] = {EVMPI_OP_ALLREDUCE, "allreduce", "mpi:all_reduce", "MPI_Allreduce",
                             COLL, EVMPI_OPF_REDUCES | EVMPI_OPF_IN_PLACE,
-                            evmpi__prepare_elementwise, evmpi__run_elementwise,
-                            evmpi__allreduce_chunk},
+                            evmpi__prepare_elementwise, evmpi__run_allreduce,
+                            evmpi__allreduce_chunk, NULL, evmpi__allreduce_carry},
     [EVMPI_OP_BROADCAST] = {EVMPI_OP_BROADCAST, "broadcast", "mpi:broadcast", "MPI_Bcast", COLL,
                             EVMPI_OPF_ROOTED | EVMPI_OPF_IN_PLACE | EVMPI_OPF_FROM_ROOT |
                                 EVMPI_OPF_WHOLE_PIECES,
                             evmpi__prepare_elementwise, evmpi__run_elementwise,
                             evmpi__broadcast_chunk},
     [EVMPI_OP_BARRIER] = {EVMPI_OP_BARRIER, "barrier", "mpi:barrier", "MPI_Barrier", COLL, 0,
-                          evmpi__prepare_barrier, evmpi__run_barrier, NULL},
+                          evmpi__prepare_barrier, evmpi__run_barrier, NULL, NULL,
+                          evmpi__barrier_carry},
     [EVMPI_OP_REDUCE] = {EVMPI_OP_REDUCE, "reduce", "mpi:reduce", "MPI_Reduce", COLL,
                          EVMPI_OPF_ROOTED | EVMPI_OPF_REDUCES | EVMPI_OPF_IN_PLACE |
                              EVMPI_OPF_TO_ROOT,

@@ -16,8 +16,11 @@
 evmpi_prepare_t evmpi__prepare_elementwise, evmpi__prepare_barrier;
 evmpi_run_t evmpi__run_elementwise, evmpi__run_barrier;
 evmpi_chunk_t evmpi__broadcast_chunk;
+evmpi_carry_t evmpi__barrier_carry;
 /* ops_reduce.c */
+evmpi_run_t evmpi__run_allreduce;
 evmpi_chunk_t evmpi__allreduce_chunk, evmpi__reduce_chunk;
+evmpi_carry_t evmpi__allreduce_carry;
 evmpi_prepare_t evmpi__prepare_reduce_scatter, evmpi__prepare_allreduce_coalesced;
 evmpi_run_t evmpi__run_reduce_scatter, evmpi__run_allreduce_coalesced;
 /* ops_gather.c: allgather, gather and scatter share prepare and run (a

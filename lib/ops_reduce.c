@@ -5,6 +5,7 @@
 #include "ops-internal.h"
 #include "bigcount-internal.h"
 #include "dtype_mpi-internal.h"
+#include "gate-internal.h"
 #include "pg-internal.h"
 #include "pieces-internal.h"
 #include "status-internal.h"
@@ -58,6 +59,30 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
 
 /* ---- allreduce and reduce: one piece (pieces.c), or one chunk of a staged
  * CUDA tensor ---------------------------------------------------------------- */
+
+/* A small allreduce on host memory, in a group whose size is a power of
+ * two, rides its arrival gate (gate.c): the gate's rounds reduce it. The
+ * choice depends on the call and the group only, alike on every rank. */
+int evmpi__allreduce_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, bool *carried) {
+  evmpi_pg_t *pg = w->pg;
+  evmpi_dtype_t dtype = w->tensors[0].dtype;
+  size_t bytes = (size_t)w->numel * evmpi_dtype_size(dtype);
+  *carried = w->device.type == EVMPI_DEVICE_CPU && (pg->size & (pg->size - 1)) == 0 &&
+             w->numel >= 0 && bytes <= EVMPI_GATE_DATA_MAX;
+  if (!*carried)
+    return MPI_SUCCESS;
+  return evmpi__gate_post_allreduce(g, pg->internal, pg->rank, pg->size, count,
+                                    w->tensors[0].data, (int)w->numel,
+                                    evmpi__mpi_datatype(dtype), bytes, w->args.coll.mpi_op);
+}
+
+int evmpi__run_allreduce(evmpi_work_t *w) {
+  if (w->gate_carried) { /* reduced by the gate already */
+    post_divide(w, w->tensors[0].data, w->numel);
+    return EVMPI_OK;
+  }
+  return evmpi__run_elementwise(w);
+}
 
 int evmpi__allreduce_chunk(evmpi_work_t *w, void *data, int64_t off, int count) {
   (void)off;

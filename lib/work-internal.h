@@ -40,6 +40,8 @@ struct evmpi_work {
                                  it is staged even with a CUDA-aware MPI */
   bool chunk_in, chunk_out;
   size_t piece_bytes;         /* run_chunk's operations go to MPI in pieces of this */
+  bool gate_carried;          /* its arrival gate carried it (op->carry): run only
+                                 finishes it */
   bool ran_on_loop;           /* the loop thread ran it (a collective) or its test saw
                                  it complete (a send or receive): EVMPI_TIMELINE says so */
   /* point to point */

@@ -68,7 +68,15 @@ static void spin_for_work(evmpi_worker_t *wk) {
 static int post_gate(evmpi_worker_t *wk, evmpi_work_t *w) {
   int held = atomic_load_explicit(&wk->queued, memory_order_relaxed);
   int mine = held < INT_MAX - 1 ? held + 1 : INT_MAX;
-  int rc = evmpi__gate_post(&wk->gate, w->pg->internal, w->pg->rank, w->pg->size, mine);
+  int rc = MPI_SUCCESS;
+  /* A collective that can ride the gate does (op_table-internal.h), but
+   * not under EVMPI_DEBUG=detail, whose check must come before the data
+   * moves. */
+  w->gate_carried = false;
+  if (w->op->carry && !w->pg->settings.debug)
+    rc = w->op->carry(w, &wk->gate, mine, &w->gate_carried);
+  if (rc == MPI_SUCCESS && !w->gate_carried)
+    rc = evmpi__gate_post(&wk->gate, w->pg->internal, w->pg->rank, w->pg->size, mine);
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, "MPI_Isend/MPI_Irecv (the arrival gate)", rc);
   return EVMPI_OK;

@@ -7,11 +7,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -263,6 +266,154 @@ TEST_F(Collectives, ALateRootIsSeenWithinOneIdlePoll) {
   evmpi_pg_destroy(pg);
   event_base_free(base);
   MPI_Comm_free(&pair);
+}
+
+// Small allreduces ride their arrival gate in groups of a power-of-two
+// size (gate.c): the gate's rounds are a recursive doubling that reduces
+// the data. Every rank must end with the same bits, also for an op that is
+// not commutative bit for bit: MPI_MIN of a NaN and a number gives
+// whichever of the two it was handed second, so a rank that reduced its
+// own part with its partner's in the other order than the partner did
+// would disagree with it. Each case runs on the worker (submitted from
+// here) and on the loop thread (submitted from the first one's callback).
+struct CarryRun {
+  evmpi_pg_t *pg;
+  evmpi_tensor_t first, second;
+  evmpi_reduce_op_t op;
+  evmpi_work_t *w2 = nullptr;
+  int status = EVMPI_OK;
+  bool done = false;
+};
+
+void carry_second(evmpi_work_t *w, void *arg) {
+  auto *c = static_cast<CarryRun *>(arg);
+  c->status = evmpi_work_status(w);
+  evmpi_work_release(w);
+  if (c->status == EVMPI_OK)
+    c->status = evmpi_allreduce(c->pg, &c->second, c->op, &c->w2);
+  c->done = true;
+}
+
+// Runs two allreduces of op, a on the worker and then b from a's callback
+// (on the loop thread), and checks that every rank of the world holds the
+// same bytes in each.
+template <typename T>
+void carry_both(Loop &l, std::vector<T> &a, std::vector<T> &b, evmpi_dtype_t dtype,
+                evmpi_reduce_op_t op) {
+  CarryRun c{l.pg, evmpi_tensor_flat(a.data(), dtype, (int64_t)a.size()),
+             evmpi_tensor_flat(b.data(), dtype, (int64_t)b.size()), op};
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_allreduce(l.pg, &c.first, op, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_work_on_complete(w, carry_second, &c), EVMPI_OK);
+  ASSERT_TRUE(evmpi_test_run_until(l.base, [](void *a) {
+    return static_cast<CarryRun *>(a)->done;
+  }, &c, EVMPI_TEST_TIMEOUT_MS));
+  ASSERT_EQ(c.status, EVMPI_OK) << evmpi_last_error();
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, &c.w2, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(c.w2), EVMPI_OK) << evmpi_work_error(c.w2);
+  evmpi_work_release(c.w2);
+  int size = evmpi_test_world_size();
+  for (std::vector<T> *v : {&a, &b}) {
+    size_t n = v->size() * sizeof(T);
+    std::vector<unsigned char> all(n * size);
+    MPI_Allgather(v->data(), (int)n, MPI_BYTE, all.data(), (int)n, MPI_BYTE, MPI_COMM_WORLD);
+    for (int r = 1; r < size; r++)
+      EXPECT_EQ(memcmp(all.data(), all.data() + n * r, n), 0) << "rank " << r << " differs from 0";
+  }
+}
+
+TEST_F(Collectives, SmallAllreducesAgreeBitForBitOnEveryRank) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  // Sums whose rounding depends on the order: large and small values.
+  std::vector<float> a(200), b(200);
+  for (size_t i = 0; i < a.size(); i++) {
+    a[i] = (rank % 2 ? -1e8f : 1e8f) + 0.37f * (float)(rank + 1) + (float)i * 1e-3f;
+    b[i] = a[i] * 1.0001f;
+  }
+  carry_both(l, a, b, EVMPI_FLOAT32, EVMPI_SUM);
+  // MIN over NaN on even ranks and a number on odd ones.
+  std::vector<double> c(8), d(8);
+  for (size_t i = 0; i < c.size(); i++)
+    c[i] = d[i] = rank % 2 ? 1.0 + (double)i : std::nan("");
+  carry_both(l, c, d, EVMPI_FLOAT64, EVMPI_MIN);
+  // An average, and an exact sum to check the values themselves.
+  std::vector<double> e(128, 2.0 * rank), f(128, (double)rank);
+  carry_both(l, e, f, EVMPI_FLOAT64, EVMPI_AVG);
+  for (size_t i = 0; i < e.size(); i++)
+    ASSERT_EQ(e[i], (double)(size - 1)) << "avg at " << i;
+  std::vector<int64_t> g(128), h(129); // 1024 B rides the gate, 1032 B does not
+  for (size_t i = 0; i < h.size(); i++)
+    h[i] = (int64_t)i * (rank + 1);
+  for (size_t i = 0; i < g.size(); i++)
+    g[i] = h[i];
+  carry_both(l, g, h, EVMPI_INT64, EVMPI_SUM);
+  int64_t ranks = (int64_t)size * (size + 1) / 2;
+  for (size_t i = 0; i < h.size(); i++) {
+    ASSERT_EQ(h[i], (int64_t)i * ranks) << "1032 B sum at " << i;
+    if (i < g.size())
+      ASSERT_EQ(g[i], (int64_t)i * ranks) << "1024 B sum at " << i;
+  }
+}
+
+// A barrier with no gate credit rides its gate: no rank may leave it
+// before every rank has entered. Rank r enters 30 ms after rank r - 1;
+// the earliest exit must come after the latest entry (one host's clock),
+// on the worker and on the loop thread alike.
+struct BarrierChain {
+  evmpi_pg_t *pg;
+  evmpi_work_t *w2 = nullptr;
+  int status = EVMPI_OK;
+  double left1 = 0, entered2 = 0;
+  bool done = false;
+};
+
+void barrier_second(evmpi_work_t *w, void *arg) {
+  auto *c = static_cast<BarrierChain *>(arg);
+  c->left1 = evmpi_test_now_ms();
+  c->status = evmpi_work_status(w);
+  evmpi_work_release(w);
+  struct timespec ts = {0, 30000000L * evmpi_pg_rank(c->pg)};
+  nanosleep(&ts, nullptr); // the second barrier is entered late too
+  c->entered2 = evmpi_test_now_ms();
+  if (c->status == EVMPI_OK)
+    c->status = evmpi_barrier(c->pg, &c->w2);
+  c->done = true;
+}
+
+TEST_F(Collectives, NoRankLeavesABarrierBeforeEveryRankEntered) {
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  evmpi_test_run_for(l.base, 30 * rank);
+  double t[4];
+  t[0] = evmpi_test_now_ms(); // entered the first
+  BarrierChain c{l.pg};
+  evmpi_work_t *w = nullptr;
+  ASSERT_EQ(evmpi_barrier(l.pg, &w), EVMPI_OK) << evmpi_last_error();
+  ASSERT_EQ(evmpi_work_on_complete(w, barrier_second, &c), EVMPI_OK);
+  ASSERT_TRUE(evmpi_test_run_until(l.base, [](void *a) {
+    return static_cast<BarrierChain *>(a)->done;
+  }, &c, EVMPI_TEST_TIMEOUT_MS));
+  ASSERT_EQ(c.status, EVMPI_OK) << evmpi_last_error();
+  t[1] = c.left1;
+  t[2] = c.entered2;
+  ASSERT_TRUE(evmpi_test_run_until_done(l.base, &c.w2, 1, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_status(c.w2), EVMPI_OK) << evmpi_work_error(c.w2);
+  t[3] = evmpi_test_now_ms(); // left the second
+  evmpi_work_release(c.w2);
+  std::vector<double> all(4 * (size_t)size);
+  MPI_Allgather(t, 4, MPI_DOUBLE, all.data(), 4, MPI_DOUBLE, MPI_COMM_WORLD);
+  for (int k = 0; k < 2; k++) {
+    double last_in = 0, first_out = 1e300;
+    for (int r = 0; r < size; r++) {
+      last_in = std::max(last_in, all[4 * r + 2 * k]);
+      first_out = std::min(first_out, all[4 * r + 2 * k + 1]);
+    }
+    EXPECT_GE(first_out, last_in) << "barrier " << k + 1 << ": a rank left "
+                                  << last_in - first_out << " ms before the last one entered";
+  }
 }
 
 struct MixedChain {
