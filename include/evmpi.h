@@ -842,7 +842,8 @@ EVMPI_API const char *evmpi_work_name(evmpi_work_t *work);
 typedef struct evmpi_work_record {
   uint64_t seq;        /**< per group, from 1, in submission order */
   int64_t queued_ns;   /**< CLOCK_MONOTONIC nanoseconds at submission */
-  int64_t started_ns;  /**< when the worker began it (sends and receives: issued); 0 = not yet */
+  int64_t started_ns;  /**< when the worker began it (sends and receives: issued at
+                            submission, so queued_ns); 0 = not yet */
   int64_t finished_ns; /**< when it completed; 0 = not yet */
 } evmpi_work_record_t;
 

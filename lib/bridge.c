@@ -177,8 +177,10 @@ int evmpi__bridge_dispatch(evmpi_pg_t *pg, bool *gone) {
       if (evmpi__worker_run_here(&pg->worker, pg, until))
         break; /* its completion is posted */
       bool pending;
-      bool finished = evmpi__poller_test(&pg->poller, &pending);
-      int64_t now = evmpi__now_ns();
+      int64_t now = 0;
+      bool finished = evmpi__poller_test(&pg->poller, &pending, &now);
+      if (!finished)
+        now = evmpi__now_ns();
       if (finished) {
         p2p_active = true;
         saw_p2p(b, now);

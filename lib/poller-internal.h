@@ -80,8 +80,9 @@ void evmpi__poller_stop(evmpi_poller_t *p, const char *abandon_why, int64_t dead
 void evmpi__poller_fail_pending(evmpi_poller_t *p, int status, const char *why);
 /* One test of the pending requests from the calling thread (the loop
  * thread while it polls); never waits for the poller's lock. True when
- * some work completed; *pending says whether requests are left. */
-bool evmpi__poller_test(evmpi_poller_t *p, bool *pending);
+ * some work completed, and then *done_ns is when (the clock read the
+ * completions' records took); *pending says whether requests are left. */
+bool evmpi__poller_test(evmpi_poller_t *p, bool *pending, int64_t *done_ns);
 /* The loop thread polls and tests the requests itself until until
  * (evmpi__now_ns): the poller sleeps rather than spins meanwhile. The
  * window only grows, unless first (the dispatch's first poll) sets it. */

@@ -172,7 +172,7 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
  * mu), in issue order; new requests count as activity for the back-off.
  * Returns whether any came. */
 static bool adopt_incoming(evmpi_poller_t *p) {
-  evmpi_work_t *stack = atomic_exchange(&p->incoming, NULL);
+  evmpi_work_t *stack = atomic_exchange(&p->incoming, NULL), *newest = stack;
   bool fresh = stack != NULL;
   if (fresh) {
     evmpi_work_t *fifo = NULL, *last = stack; /* reversed: oldest first */
@@ -187,7 +187,9 @@ static bool adopt_incoming(evmpi_poller_t *p) {
     else
       p->adopt_head = fifo;
     p->adopt_tail = last;
-    p->last_activity = evmpi__now_ns();
+    /* The newest submission's time: no clock read of our own. */
+    if (newest->t_queued > p->last_activity)
+      p->last_activity = newest->t_queued;
   }
   while (p->adopt_head) {
     if (grow_arrays(p, p->n + 1) != 0)
@@ -676,7 +678,7 @@ static void *poller_main(void *arg) {
  * one core costs a sched_yield and a context switch or two each way.
  * trylock: never waits for the poller's MPI calls; at most LOOP_TEST_MAX
  * requests, the oldest, so the scratch lives on the stack. */
-bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
+bool evmpi__poller_test(evmpi_poller_t *p, bool *pending, int64_t *done_ns) {
   *pending = true; /* unknown: the poller has the lock */
   if (pthread_mutex_trylock(&p->mu) != 0)
     return false;
@@ -689,6 +691,8 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending) {
   }
   *pending = p->n > 0;
   bool done = d.head != NULL;
+  if (done)
+    *done_ns = d.now;
   finish_in_order_unlock(p, &d);
   return done;
 }

@@ -39,14 +39,74 @@ static evmpi_work_t *pool_head; /* under pool_mu, linked through next */
 static size_t pool_len;         /* under pool_mu */
 static bool pool_closed;        /* under pool_mu: after exit's cleanup */
 
-static evmpi_work_t *pool_get(void) {
-  pthread_mutex_lock(&pool_mu);
-  evmpi_work_t *w = pool_head;
-  if (w) {
-    pool_head = w->next;
-    pool_len--;
+/* In front of the shared pool, each thread keeps up to CACHE_MAX works of
+ * its own: a stream of sends and receives is submitted and released on
+ * one thread (the loop thread, in its callbacks), and the pool's lock per
+ * get and per put was a measurable part of a small message's cost. A
+ * thread's cache goes to the pool when the thread exits (the key's
+ * destructor) or, for the thread that exits the process, at the pool's
+ * cleanup. */
+enum { CACHE_MAX = 64 };
+typedef struct {
+  evmpi_work_t *head;
+  size_t len;
+} cache_t;
+static _Thread_local cache_t cache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static bool cache_keyed; /* set once by cache_once */
+
+static void work_destroy(evmpi_work_t *w) {
+  evmpi__future_sync_destroy(&w->future);
+  free(w);
+}
+
+/* Moves the calling thread's cache to the pool (what does not fit, or
+ * comes after the cleanup, is freed). */
+static void cache_flush(void *unused) {
+  (void)unused;
+  size_t max = WORK_POOL_MAX;
+  while (cache.head) {
+    evmpi_work_t *w = cache.head;
+    cache.head = w->next;
+    pthread_mutex_lock(&pool_mu);
+    bool kept = pool_len < max && !pool_closed;
+    if (kept) {
+      w->next = pool_head;
+      pool_head = w;
+      pool_len++;
+    }
+    pthread_mutex_unlock(&pool_mu);
+    if (!kept)
+      work_destroy(w);
   }
-  pthread_mutex_unlock(&pool_mu);
+  cache.len = 0;
+}
+
+static void cache_make_key(void) { cache_keyed = pthread_key_create(&cache_key, cache_flush) == 0; }
+
+/* Whether this thread may cache: once its key is set, its exit flushes. */
+static bool cache_usable(void) {
+  if (cache.len || cache.head)
+    return true;
+  pthread_once(&cache_once, cache_make_key);
+  return cache_keyed && pthread_setspecific(cache_key, &cache) == 0;
+}
+
+static evmpi_work_t *pool_get(void) {
+  evmpi_work_t *w = cache.head;
+  if (w) {
+    cache.head = w->next;
+    cache.len--;
+  } else {
+    pthread_mutex_lock(&pool_mu);
+    w = pool_head;
+    if (w) {
+      pool_head = w->next;
+      pool_len--;
+    }
+    pthread_mutex_unlock(&pool_mu);
+  }
   if (w) {
     /* All zero but the future's mutex and condition variable (adjacent),
      * which stay made while the work is pooled: making and unmaking them
@@ -62,8 +122,14 @@ static evmpi_work_t *pool_get(void) {
 
 /* Keeps w for reuse; false when the pool is full (the caller frees it). */
 static bool pool_put(evmpi_work_t *w) {
-  bool kept = false;
   size_t max = WORK_POOL_MAX; /* a variable: 0 < 0 would warn under ASan */
+  if (max > 0 && cache.len < CACHE_MAX && cache_usable()) {
+    w->next = cache.head;
+    cache.head = w;
+    cache.len++;
+    return true;
+  }
+  bool kept = false;
   pthread_mutex_lock(&pool_mu);
   if (pool_len < max && !pool_closed) {
     w->next = pool_head;
@@ -78,6 +144,7 @@ static bool pool_put(evmpi_work_t *w) {
 /* Frees the pool at exit, so that leak checkers see nothing of it. A work
  * released later (a detached worker's) is then freed at once. */
 __attribute__((destructor)) static void pool_cleanup(void) {
+  cache_flush(NULL);
   pthread_mutex_lock(&pool_mu);
   evmpi_work_t *w = pool_head;
   pool_head = NULL;
@@ -86,8 +153,7 @@ __attribute__((destructor)) static void pool_cleanup(void) {
   pthread_mutex_unlock(&pool_mu);
   while (w) {
     evmpi_work_t *next = w->next;
-    evmpi__future_sync_destroy(&w->future);
-    free(w);
+    work_destroy(w);
     w = next;
   }
 }
@@ -131,10 +197,8 @@ static void work_free(evmpi_work_t *w) {
   if (w->op->args == EVMPI_ARGS_ALLTOALL)
     free(w->args.alltoall.splits);
   /* Works with at most one tensor slot are all sizeof *w: reusable. */
-  if (w->ntensors > 1 || !pool_put(w)) {
-    evmpi__future_sync_destroy(&w->future);
-    free(w);
-  }
+  if (w->ntensors > 1 || !pool_put(w))
+    work_destroy(w);
   evmpi__pg_release(pg);
 }
 
