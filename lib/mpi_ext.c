@@ -3,6 +3,7 @@
  * else. */
 #define _GNU_SOURCE /* PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP */
 #include "mpi_ext-internal.h"
+#include "tls-internal.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -51,7 +52,7 @@ bool evmpi__mpi_rendezvous_needs_polling(void) {
  * on the calling thread, and otherwise does what the default does. An
  * application that set a handler of its own keeps it (and gets those
  * errors). */
-static _Thread_local int in_test;
+static EVMPI__HOT_TLS int in_test;
 
 void evmpi__mpi_test_begin(void) { in_test++; }
 void evmpi__mpi_test_end(void) { in_test--; }

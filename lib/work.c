@@ -1,6 +1,7 @@
 /* work.c: the work object: one submitted operation, reference counted, with
  * its embedded future. */
 #include "work-internal.h"
+#include "tls-internal.h"
 #include "clock-internal.h"
 #include "future-internal.h"
 #include "pg-internal.h"
@@ -51,7 +52,7 @@ typedef struct {
   evmpi_work_t *head;
   size_t len;
 } cache_t;
-static _Thread_local cache_t cache;
+static EVMPI__HOT_TLS cache_t cache;
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static bool cache_keyed; /* set once by cache_once */

@@ -24,6 +24,7 @@
  * the call until the peers arrive (or the job ends), holding its own
  * references, and leaves as soon as the call returns. */
 #include "worker-internal.h"
+#include "tls-internal.h"
 #include "fifo-internal.h"
 #include "clock-internal.h"
 #include "cuda_stage-internal.h"
@@ -349,7 +350,7 @@ static void *worker_main(void *arg) {
 #define LOOP_GATE_NS 30000
 #define LOOP_TIGHT_NS 5000
 
-static _Thread_local evmpi_worker_t *dispatching_here;
+static EVMPI__HOT_TLS evmpi_worker_t *dispatching_here;
 
 evmpi_worker_t *evmpi__worker_dispatch_begin(evmpi_worker_t *wk) {
   evmpi_worker_t *prev = dispatching_here;
