@@ -638,12 +638,12 @@ EVMPI_API int evmpi_broadcast(evmpi_pg_t *pg, evmpi_tensor_t *tensor, int root, 
 
 /** Reduces tensor across the group, in place, on every rank
  * ("mpi:all_reduce"). Result: the tensor. EVMPI_AVG divides the sum by the
- * group size (floating and complex dtypes only). A tensor of at most 1 KiB
- * on host memory, in a group whose size is a power of two, is reduced
- * with the messages of its arrival gate (doc/design.md, "Arrival gate"):
- * recursive doubling with MPI_Reduce_local and MPI's own op, giving the
- * same bits on every rank; a floating-point sum may round differently
- * from what MPI_Allreduce would give. */
+ * group size (floating and complex dtypes only). A tensor of at most 1 KiB,
+ * in a group whose size is a power of two, in host memory on every rank,
+ * is reduced with the messages of its arrival gate (doc/design.md,
+ * "Arrival gate"): recursive doubling with MPI_Reduce_local and MPI's own
+ * op, giving the same bits on every rank; a floating-point sum may round
+ * differently from what MPI_Allreduce would give. */
 EVMPI_API int evmpi_allreduce(evmpi_pg_t *pg, evmpi_tensor_t *tensor, evmpi_reduce_op_t op,
                               evmpi_work_t **work);
 

@@ -16,10 +16,11 @@
 /* The most bytes of data a gate carries (evmpi__gate_post_allreduce). */
 #define EVMPI_GATE_DATA_MAX 1024
 
-/* One round's message of a gate that carries data: the count, then the
- * data reduced so far. */
+/* One round's message of a gate that carries data: the count, whether
+ * every rank seen so far put its data in, then the data reduced so far. */
 typedef struct {
   int64_t count;
+  int64_t all_in;
   unsigned char data[EVMPI_GATE_DATA_MAX];
 } evmpi_gate_msg_t;
 
@@ -34,13 +35,17 @@ typedef struct evmpi_gate {
   int value;         /* the least count seen so far */
   int out, in;       /* this round's message out and in */
   MPI_Request reqs[2];
-  /* An allreduce the gate carries (data NULL: none): elems elements of
-   * dtype at data, reduced with op in every round. */
+  /* A gate that carries an allreduce (evmpi__gate_post_allreduce):
+   * elems elements of dtype, reduced with op in every round into stage,
+   * this rank's from data (NULL: this rank could not put them in). */
+  bool carrying;
+  bool all_in; /* every rank seen so far put its data in */
   void *data;
   size_t bytes;
   int elems;
   MPI_Datatype dtype;
   MPI_Op op;
+  unsigned char stage[EVMPI_GATE_DATA_MAX];
   evmpi_gate_msg_t msg_out, msg_in;
 } evmpi_gate_t;
 
@@ -49,13 +54,13 @@ typedef struct evmpi_gate {
  * code on failure, nothing left in flight. */
 int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count);
 /* Posts a gate that carries an in-place allreduce of elems elements of
- * dtype at data (at most EVMPI_GATE_DATA_MAX bytes) with the commutative
- * op, in a group whose size is a power of two: recursive doubling over
- * the same messages, so that once the gate is passed data holds the
- * result, the same bit for bit on every rank (each round reduces the
- * lower rank's part with the higher rank's, in that order, on both). Every
- * rank must post the same kind of gate for a collective. An MPI error code
- * on failure, nothing left in flight. */
+ * dtype at data (bytes, at most EVMPI_GATE_DATA_MAX) with op, in a group
+ * whose size is a power of two: recursive doubling over the same
+ * messages, reduced in a copy of the gate's own. data is NULL on a rank
+ * whose tensor cannot ride (device memory): it still takes part, with
+ * the same message sizes, and then no rank's data is reduced (see
+ * evmpi__gate_complete). Every rank must post the same kind of gate for a
+ * collective. An MPI error code on failure, nothing left in flight. */
 int evmpi__gate_post_allreduce(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count,
                                void *data, int elems, MPI_Datatype dtype, size_t bytes,
                                MPI_Op op);
@@ -67,6 +72,14 @@ int evmpi__gate_test(evmpi_gate_t *g, bool *passed);
  * waited so far, at most sleep_max_ns (EVMPI_COLL_IDLE_POLL_US), each
  * followed by two tests. */
 int evmpi__gate_wait(evmpi_gate_t *g, int64_t sleep_max_ns);
+/* Once passed: whether the gate completed its collective. A gate that
+ * carries an allreduce did when every rank put its data in: the result,
+ * the same bit for bit on every rank (each round reduces the lower rank's
+ * part with the higher rank's, in that order, on both), is then copied
+ * to data. Otherwise the collective must still run, and data is as it
+ * was. A plain gate answers true: every rank has reached it, which is all
+ * a barrier needs. The same answer on every rank. */
+bool evmpi__gate_complete(evmpi_gate_t *g);
 /* The least count of all ranks, once passed. */
 static inline int evmpi__gate_min(const evmpi_gate_t *g) { return g->value; }
 

@@ -25,15 +25,16 @@
 #include <string.h>
 #include <time.h>
 
-/* A carrying gate's round: the count and the data so far to the partner,
- * and the partner's into msg_in. */
+/* A carrying gate's round: the count, the flag and the data so far to
+ * the partner, and the partner's into msg_in. */
 static int start_carry_round(evmpi_gate_t *g) {
   int partner = g->rank ^ (1 << g->round);
   int tag = EVMPI_GATE_TAG + 32 + g->round;
   int n = (int)(offsetof(evmpi_gate_msg_t, data) + g->bytes);
   g->msg_out.count = g->value;
+  g->msg_out.all_in = g->all_in;
   if (g->bytes)
-    memcpy(g->msg_out.data, g->data, g->bytes);
+    memcpy(g->msg_out.data, g->stage, g->bytes);
   g->reqs[0] = g->reqs[1] = MPI_REQUEST_NULL;
   evmpi__mpi_match_enter();
   int rc = MPI_Irecv(&g->msg_in, n, MPI_BYTE, partner, tag, g->comm, &g->reqs[1]);
@@ -51,16 +52,19 @@ static int end_carry_round(evmpi_gate_t *g) {
   int partner = g->rank ^ (1 << g->round);
   if (g->msg_in.count < g->value)
     g->value = (int)g->msg_in.count;
+  g->all_in = g->all_in && g->msg_in.all_in;
+  if (!g->all_in)
+    return MPI_SUCCESS; /* the collective runs as usual: nothing to reduce */
   if (partner < g->rank)
-    return MPI_Reduce_local(g->msg_in.data, g->data, g->elems, g->dtype, g->op);
+    return MPI_Reduce_local(g->msg_in.data, g->stage, g->elems, g->dtype, g->op);
   int rc = MPI_Reduce_local(g->msg_out.data, g->msg_in.data, g->elems, g->dtype, g->op);
   if (rc == MPI_SUCCESS && g->bytes)
-    memcpy(g->data, g->msg_in.data, g->bytes);
+    memcpy(g->stage, g->msg_in.data, g->bytes);
   return rc;
 }
 
 static int start_round(evmpi_gate_t *g) {
-  if (g->data)
+  if (g->carrying)
     return start_carry_round(g);
   int step = 1 << g->round;
   int to = (g->rank + step) % g->size;
@@ -84,7 +88,7 @@ static void setup(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count)
   g->rounds = 0;
   while ((1 << g->rounds) < size)
     g->rounds++;
-  g->data = NULL;
+  g->carrying = false;
 }
 
 int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
@@ -96,12 +100,28 @@ int evmpi__gate_post_allreduce(evmpi_gate_t *g, MPI_Comm comm, int rank, int siz
                                void *data, int elems, MPI_Datatype dtype, size_t bytes,
                                MPI_Op op) {
   setup(g, comm, rank, size, count);
+  g->carrying = true;
+  g->all_in = data != NULL;
   g->data = data;
   g->elems = elems;
   g->dtype = dtype;
   g->bytes = bytes;
   g->op = op;
+  if (data)
+    memcpy(g->stage, data, bytes);
+  else
+    memset(g->stage, 0, bytes); /* sent all the same: defined bytes */
   return g->rounds ? start_round(g) : MPI_SUCCESS;
+}
+
+bool evmpi__gate_complete(evmpi_gate_t *g) {
+  if (!g->carrying)
+    return true;
+  if (!g->all_in)
+    return false;
+  if (g->bytes)
+    memcpy(g->data, g->stage, g->bytes);
+  return true;
 }
 
 int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
@@ -116,7 +136,7 @@ int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
       *passed = false;
       return rc;
     }
-    if (g->data)
+    if (g->carrying)
       rc = end_carry_round(g);
     else if (g->in < g->value)
       g->value = g->in;

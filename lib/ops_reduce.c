@@ -60,20 +60,22 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
 /* ---- allreduce and reduce: one piece (pieces.c), or one chunk of a staged
  * CUDA tensor ---------------------------------------------------------------- */
 
-/* A small allreduce on host memory, in a group whose size is a power of
- * two, rides its arrival gate (gate.c): the gate's rounds reduce it. The
- * choice depends on the call and the group only, alike on every rank. */
+/* A small allreduce, in a group whose size is a power of two, rides its
+ * arrival gate (gate.c): the gate's rounds reduce it. The choice depends
+ * on the call and the group only, alike on every rank; a tensor in
+ * device memory takes part without its data, and then every rank makes
+ * the blocking call after the gate (evmpi__gate_complete). */
 int evmpi__allreduce_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, bool *carried) {
   evmpi_pg_t *pg = w->pg;
   evmpi_dtype_t dtype = w->tensors[0].dtype;
   size_t bytes = (size_t)w->numel * evmpi_dtype_size(dtype);
-  *carried = w->device.type == EVMPI_DEVICE_CPU && (pg->size & (pg->size - 1)) == 0 &&
-             w->numel >= 0 && bytes <= EVMPI_GATE_DATA_MAX;
+  *carried = (pg->size & (pg->size - 1)) == 0 && w->numel >= 0 && bytes <= EVMPI_GATE_DATA_MAX;
   if (!*carried)
     return MPI_SUCCESS;
-  return evmpi__gate_post_allreduce(g, pg->internal, pg->rank, pg->size, count,
-                                    w->tensors[0].data, (int)w->numel,
-                                    evmpi__mpi_datatype(dtype), bytes, w->args.coll.mpi_op);
+  void *data = w->device.type == EVMPI_DEVICE_CPU ? w->tensors[0].data : NULL;
+  return evmpi__gate_post_allreduce(g, pg->internal, pg->rank, pg->size, count, data,
+                                    (int)w->numel, evmpi__mpi_datatype(dtype), bytes,
+                                    w->args.coll.mpi_op);
 }
 
 int evmpi__run_allreduce(evmpi_work_t *w) {

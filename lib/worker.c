@@ -83,10 +83,13 @@ static int post_gate(evmpi_worker_t *wk, evmpi_work_t *w) {
   return EVMPI_OK;
 }
 
-/* The gate passed: how many collectives, w included, every rank holds. */
-static void gate_passed(evmpi_worker_t *wk) {
+/* The gate passed: how many collectives, w included, every rank holds,
+ * and whether the gate completed w itself (it rode the gate). */
+static void gate_passed(evmpi_worker_t *wk, evmpi_work_t *w) {
   int all = evmpi__gate_min(&wk->gate);
   wk->credit = all > 0 ? all : 1;
+  if (w->gate_carried)
+    w->gate_carried = evmpi__gate_complete(&wk->gate);
 }
 
 /* Waits for the posted gate with its back-off. */
@@ -94,7 +97,7 @@ static int finish_gate(evmpi_worker_t *wk, evmpi_work_t *w) {
   int rc = evmpi__gate_wait(&wk->gate, w->pg->settings.coll_idle_poll_us * 1000);
   if (rc != MPI_SUCCESS)
     return evmpi__work_mpi_error(w, "MPI_Testall (the arrival gate)", rc);
-  gate_passed(wk);
+  gate_passed(wk, w);
   return EVMPI_OK;
 }
 
@@ -457,7 +460,7 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
       return false;
     }
     if (status == EVMPI_OK)
-      gate_passed(wk);
+      gate_passed(wk, w);
   }
   w->ran_on_loop = true;
   status = run_gated(wk, w, status, evmpi__debug_detail());
