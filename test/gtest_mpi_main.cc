@@ -38,6 +38,14 @@ private:
 
 } // namespace
 
+void evmpi_test_stamp_cb(evmpi_work_t *w, void *arg) {
+  auto *st = static_cast<StampedCompletion *>(arg);
+  st->seen = evmpi_test_now_ns();
+  st->status = evmpi_work_status(w);
+  st->done = true;
+  evmpi_work_release(w);
+}
+
 bool evmpi_test_finish(struct event_base *base, evmpi_work_t *const *works, int n) {
   bool done = evmpi_test_run_until_done(base, works, n, EVMPI_TEST_TIMEOUT_MS);
   EXPECT_TRUE(done) << "not completed in " << EVMPI_TEST_TIMEOUT_MS << " ms";

@@ -11,6 +11,12 @@ double evmpi_test_now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+int64_t evmpi_test_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;

@@ -6,6 +6,7 @@
 #define EVMPI_TEST_HARNESS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "evmpi.h"
 
@@ -37,8 +38,11 @@ bool evmpi_test_run_until_done(struct event_base *base, evmpi_work_t *const *wor
 
 int evmpi_test_world_rank(void);
 int evmpi_test_world_size(void);
-/* Milliseconds on a monotonic clock. */
+/* Milliseconds on a monotonic clock (CLOCK_MONOTONIC: the ranks of one
+ * host share it). */
 double evmpi_test_now_ms(void);
+/* The same clock in nanoseconds. */
+int64_t evmpi_test_now_ns(void);
 
 /* The default time budget of one wait in a test. */
 #define EVMPI_TEST_TIMEOUT_MS 30000
@@ -66,6 +70,18 @@ bool evmpi_test_finish(struct event_base *base, evmpi_work_t *const *works, int 
  * of the members' world ranks. */
 void evmpi_test_check_subgroup(struct event_base *base, evmpi_pg_t *pg,
                                const std::vector<int> &ranks, int index);
+
+/* When a work's callback ran, for tests that time a delivery: pass
+ * evmpi_test_stamp_cb with one of these as its argument; it records the
+ * time (evmpi_test_now_ns) in seen and the work's status, sets done and
+ * releases the work. stamp is the test's own: when a peer sent or posted,
+ * on the same clock. */
+struct StampedCompletion {
+  int64_t stamp = 0, seen = 0;
+  bool done = false;
+  int status = -1;
+};
+void evmpi_test_stamp_cb(evmpi_work_t *w, void *arg);
 
 /* An event_base with a group over the world on it, for one test. */
 struct TestLoop {

@@ -208,20 +208,6 @@ TEST_F(Collectives, WorkerSleepsWhileACollectiveWaitsForALateRoot) {
 // peer's worker has backed off to the 100 ms period (its sleeps grow as
 // an eighth of the wait), then broadcasts its clock; over two broadcasts
 // the peer's mean delay must stay within the period.
-struct Late {
-  int64_t stamp = 0, seen = 0;
-  bool done = false;
-  int status = -1;
-};
-
-void late_cb(evmpi_work_t *w, void *arg) {
-  auto *st = static_cast<Late *>(arg);
-  st->seen = (int64_t)(evmpi_test_now_ms() * 1e6);
-  st->status = evmpi_work_status(w);
-  st->done = true;
-  evmpi_work_release(w);
-}
-
 TEST_F(Collectives, ALateRootIsSeenWithinOneIdlePoll) {
   int world = evmpi_test_world_size(), me = evmpi_test_world_rank();
   if (world < 2)
@@ -246,17 +232,17 @@ TEST_F(Collectives, ALateRootIsSeenWithinOneIdlePoll) {
   const int trials = 2;
   double late_ms = 0;
   for (int k = 0; k < trials; k++) {
-    Late st;
+    StampedCompletion st;
     evmpi_tensor_t t = evmpi_tensor_flat(&st.stamp, EVMPI_INT64, 1);
     evmpi_work_t *w = nullptr;
     if (rank == 1)
       evmpi_test_run_for(base, 1500); // 1.3 s of waiting at least: 100 ms sleeps
     // The clock the test's other timings use, taken just before the post.
-    st.stamp = rank == 1 ? (int64_t)(evmpi_test_now_ms() * 1e6) : 0;
+    st.stamp = rank == 1 ? evmpi_test_now_ns() : 0;
     ASSERT_EQ(evmpi_broadcast(pg, &t, 1, &w), EVMPI_OK) << evmpi_last_error();
-    ASSERT_EQ(evmpi_work_on_complete(w, late_cb, &st), EVMPI_OK);
+    ASSERT_EQ(evmpi_work_on_complete(w, evmpi_test_stamp_cb, &st), EVMPI_OK);
     ASSERT_TRUE(evmpi_test_run_until(base, [](void *a) {
-      return static_cast<Late *>(a)->done;
+      return static_cast<StampedCompletion *>(a)->done;
     }, &st, EVMPI_TEST_TIMEOUT_MS));
     EXPECT_EQ(st.status, EVMPI_OK);
     late_ms += (double)(st.seen - st.stamp) / 1e6;

@@ -713,20 +713,6 @@ TEST_F(P2P, AfterAStreamAnotherThreadsWorkIsNotLeftToTheWindow) {
 // 100 ms period (its sleeps grow as an eighth of the quiet time), then
 // sends its clock; over two messages the receiver's mean delay must stay
 // within the period.
-struct Stamped {
-  int64_t stamp = 0, seen = 0;
-  bool done = false;
-  int status = -1;
-};
-
-void stamped_cb(evmpi_work_t *w, void *arg) {
-  auto *st = static_cast<Stamped *>(arg);
-  st->seen = monotonic_ns();
-  st->status = evmpi_work_status(w);
-  st->done = true;
-  evmpi_work_release(w);
-}
-
 TEST_F(P2P, AMessageAfterAQuietSpellIsSeenWithinOneIdlePoll) {
   if (evmpi_test_world_size() < 2)
     GTEST_SKIP() << "needs a peer to send";
@@ -743,20 +729,20 @@ TEST_F(P2P, AMessageAfterAQuietSpellIsSeenWithinOneIdlePoll) {
   double late_ms = 0;
   const int trials = 2;
   for (int k = 0; peer < size && k < trials; k++) {
-    Stamped st;
+    StampedCompletion st;
     evmpi_tensor_t t = evmpi_tensor_flat(&st.stamp, EVMPI_INT64, 1);
     evmpi_work_t *w = nullptr;
     if (rank % 2 == 0) {
       ASSERT_EQ(evmpi_recv(pg, &t, peer, 40, &w), EVMPI_OK) << evmpi_last_error();
-      ASSERT_EQ(evmpi_work_on_complete(w, stamped_cb, &st), EVMPI_OK);
+      ASSERT_EQ(evmpi_work_on_complete(w, evmpi_test_stamp_cb, &st), EVMPI_OK);
       ASSERT_TRUE(evmpi_test_run_until(base, [](void *a) {
-        return static_cast<Stamped *>(a)->done;
+        return static_cast<StampedCompletion *>(a)->done;
       }, &st, EVMPI_TEST_TIMEOUT_MS));
       EXPECT_EQ(st.status, EVMPI_OK);
       late_ms += (double)(st.seen - st.stamp) / 1e6;
     } else {
       evmpi_test_run_for(base, 1500); // 1.3 s of quiet at least: 100 ms sleeps
-      st.stamp = monotonic_ns();
+      st.stamp = evmpi_test_now_ns();
       ASSERT_EQ(evmpi_send(pg, &t, peer, 40, &w), EVMPI_OK) << evmpi_last_error();
       EXPECT_TRUE(evmpi_test_finish(base, &w, 1));
     }
