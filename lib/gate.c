@@ -13,10 +13,11 @@
  * A gate may also carry a small allreduce (evmpi__gate_post_allreduce):
  * in a group of a power-of-two size the rounds are those of recursive
  * doubling (round r: exchange with rank ^ 2^r, then reduce), each message
- * the count and the data reduced so far. Once every rank has reached the
- * gate the allreduce is done too: one exchange per round instead of the
- * gate's and then the blocking call's, which was most of what a chain of
- * small allreduces cost over raw MPI (doc/performance.md). */
+ * the count, whether every rank so far put its data in, and the data
+ * reduced so far. Once every rank has reached the gate with its data the
+ * allreduce is done too: one exchange per round instead of the gate's and
+ * then the blocking call's, which was most of what a chain of small
+ * allreduces cost over raw MPI (doc/performance.md). */
 #include "gate-internal.h"
 #include "clock-internal.h"
 #include "mpi_ext-internal.h"
