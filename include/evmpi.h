@@ -344,6 +344,18 @@ EVMPI_API int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *opts, in
  * wait, at the price of CPU while waiting (doc/performance.md has both);
  * each rank may choose its own. EVMPI_ERR_INVALID outside the range. */
 EVMPI_API int evmpi_pg_options_set_coll_idle_poll_us(evmpi_pg_options_t *opts, int64_t us);
+/** The most bytes of allreduces fused into one MPI_Allreduce
+ * (EVMPI_COLL_FUSE_BYTES, 0..16 MiB, default 64 KiB; 0 = never): the
+ * worker packs allreduces queued back to back, of one dtype and one op,
+ * which every rank holds (its last arrival gate says so), into a buffer of
+ * its own and reduces them with one call, so a burst of small allreduces
+ * costs MPI one call per set. Their callbacks still run one per work, in
+ * submission order, once the set is done. A float sum may differ in its
+ * last bits from the same allreduce run alone (MPI may reduce a longer
+ * buffer in another order); it is the same on every rank. The same value
+ * on every rank of the group, as the calls must match. EVMPI_ERR_INVALID
+ * outside the range. */
+EVMPI_API int evmpi_pg_options_set_coll_fuse_bytes(evmpi_pg_options_t *opts, size_t bytes);
 /** A Chrome trace of the group's operations (EVMPI_TIMELINE; NULL or ""
  * = none; at most 4095 bytes). Process-wide file: the first group created
  * with a path opens it, "%r" in it becomes the world rank; later groups
@@ -843,8 +855,11 @@ typedef struct evmpi_work_record {
   uint64_t seq;        /**< per group, from 1, in submission order */
   int64_t queued_ns;   /**< CLOCK_MONOTONIC nanoseconds at submission */
   int64_t started_ns;  /**< when the worker began it (sends and receives: issued at
-                            submission, so queued_ns); 0 = not yet */
-  int64_t finished_ns; /**< when it completed; 0 = not yet */
+                            submission, so queued_ns; allreduces fused behind another,
+                            evmpi_pg_options_set_coll_fuse_bytes: when the fused call
+                            began); 0 = not yet */
+  int64_t finished_ns; /**< when it completed (allreduces fused into one call share
+                            it); 0 = not yet */
 } evmpi_work_record_t;
 
 /** Fills *rec with the work's record; callable at any time, from any

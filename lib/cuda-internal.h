@@ -9,6 +9,9 @@
 #include "config.h" /* EVMPI_HAVE_CUDA */
 #include "evmpi.h"
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Chooses a new group's CUDA path and chunk size from the EVMPI_CUDA_*
  * variables; EVMPI_ERR_INVALID names a variable with a bad value. Runs
  * after evmpi__pieces_configure: a chunk is a whole number of pieces. */
@@ -25,6 +28,11 @@ int evmpi__cuda_current_device(void);
 /* Makes saved current again after set was made current (nothing when they
  * are the same or saved is -1). */
 void evmpi__cuda_restore_device(int saved, int set);
+/* Copies bytes from src to dst, one of them memory of device (the host's
+ * to the device's when to_device), with device current for the copy and
+ * the caller's given back. False on failure, the runtime's error in why. */
+bool evmpi__cuda_copy(void *dst, const void *src, size_t bytes, int device, bool to_device,
+                      char *why, size_t len);
 #endif
 
 #endif /* EVMPI_CUDA_INTERNAL_H */

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,6 +114,24 @@ void evmpi__cuda_restore_device(int saved, int set) {
    * runtime could not say what was current, so nothing is imposed. */
   if (saved >= 0 && saved != set)
     cudaSetDevice(saved);
+}
+
+bool evmpi__cuda_copy(void *dst, const void *src, size_t bytes, int device, bool to_device,
+                      char *why, size_t len) {
+  int saved = evmpi__cuda_current_device();
+  const char *call = "cudaSetDevice";
+  cudaError_t e = cudaSetDevice(device);
+  if (e == cudaSuccess) {
+    call = to_device ? "cudaMemcpy (host to device)" : "cudaMemcpy (device to host)";
+    e = cudaMemcpy(dst, src, bytes, to_device ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost);
+  }
+  evmpi__cuda_restore_device(saved, device);
+  if (e == cudaSuccess)
+    return true;
+  cudaGetLastError(); /* not sticky: clear it */
+  snprintf(why, len, "%s of %zu bytes on cuda:%d failed: %s: %s", call, bytes, device,
+           cudaGetErrorName(e), cudaGetErrorString(e));
+  return false;
 }
 
 #endif /* EVMPI_HAVE_CUDA */

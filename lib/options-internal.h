@@ -26,6 +26,7 @@ typedef struct evmpi_settings {
   int64_t p2p_idle_poll_ms; /* EVMPI_P2P_IDLE_POLL_MS */
   int64_t loop_collectives; /* EVMPI_LOOP_COLLECTIVES: 0, 1 */
   int64_t coll_idle_poll_us; /* EVMPI_COLL_IDLE_POLL_US */
+  int64_t coll_fuse_bytes;  /* EVMPI_COLL_FUSE_BYTES: 0 = no fusion */
   char timeline[4096];      /* EVMPI_TIMELINE: "" = none */
   uint32_t explicit_mask;   /* bit per row: set in code or in the environment */
 } evmpi_settings_t;
@@ -36,7 +37,7 @@ enum {
   EVMPI_SETTING_LOOP_P2P_POLL, EVMPI_SETTING_LOOP_HOLD, EVMPI_SETTING_CUDA_AWARE,
   EVMPI_SETTING_CUDA_STAGING, EVMPI_SETTING_CUDA_CHUNK, EVMPI_SETTING_EXIT_WAIT,
   EVMPI_SETTING_ARRIVAL_GATE, EVMPI_SETTING_P2P_IDLE_POLL, EVMPI_SETTING_LOOP_COLLECTIVES,
-  EVMPI_SETTING_COLL_IDLE_POLL, EVMPI_NSETTINGS
+  EVMPI_SETTING_COLL_IDLE_POLL, EVMPI_SETTING_COLL_FUSE, EVMPI_NSETTINGS
 };
 
 /* Resolves opts (NULL = all defaults) and the environment into *s. A bad

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum kind { SIZE_POW2, DURATION, CHOICE, PATH };
+enum kind { SIZE_POW2, SIZE, DURATION, CHOICE, PATH };
 
 enum {
   CUDA_ONLY = 1,    /* read only by a build with CUDA (as before the table) */
@@ -139,6 +139,17 @@ static const row_t table[EVMPI_NSETTINGS] = {
                                       "and completes at most about this late after the last "
                                       "peer arrives (after a shorter wait, within an eighth "
                                       "of it). Each rank may choose its own."},
+    [EVMPI_SETTING_COLL_FUSE] = {"EVMPI_COLL_FUSE_BYTES", "coll_fuse_bytes", SIZE, 64 << 10, 0,
+                                 16 << 20, NULL, NULL, NULL, 0, OFF(coll_fuse_bytes),
+                                 "Allreduces queued back to back with one dtype and op, which "
+                                 "every rank holds (the last arrival gate says so), run as "
+                                 "one MPI_Allreduce of at most this many bytes, packed into "
+                                 "a buffer of the worker's: a burst of small allreduces costs "
+                                 "MPI one call per set, not one per tensor. A float sum may "
+                                 "then differ in its last bits from the same allreduce run "
+                                 "alone (it is the same on every rank). Needs the arrival "
+                                 "gate, in groups of two ranks or more. 0: never fused. The "
+                                 "same on every rank of the group."},
 };
 
 struct evmpi_pg_options {
@@ -162,6 +173,7 @@ static bool pow2_in(int64_t v, int64_t lo, int64_t hi) {
 static bool in_range(const row_t *r, int64_t v) {
   switch (r->kind) {
   case SIZE_POW2: return pow2_in(v, r->min, r->max);
+  case SIZE:
   case DURATION: return v >= r->min && v <= r->max;
   case CHOICE:
     for (const choice_t *c = r->choices; c->text; c++)
@@ -181,6 +193,10 @@ static const char *range_text(const row_t *r, char *buf, size_t len) {
     snprintf(buf, len, "a power of two from %" PRId64 " to %" PRId64 " bytes (K, M and G "
              "suffixes allowed)", r->min, r->max);
     break;
+  case SIZE:
+    snprintf(buf, len, "a number of bytes from %" PRId64 " to %" PRId64 " (K, M and G "
+             "suffixes allowed)", r->min, r->max);
+    break;
   case DURATION:
     snprintf(buf, len, "a number of %s in %" PRId64 "..%" PRId64, r->unit, r->min, r->max);
     break;
@@ -198,7 +214,8 @@ static int parse_text(const char *op, const row_t *r, const char *text, bool str
   uint64_t v = 0;
   bool ok = false;
   switch (r->kind) {
-  case SIZE_POW2: ok = evmpi__parse_size(text, (uint64_t)r->max, &v) && in_range(r, (int64_t)v); break;
+  case SIZE_POW2:
+  case SIZE: ok = evmpi__parse_size(text, (uint64_t)r->max, &v) && in_range(r, (int64_t)v); break;
   case DURATION: ok = evmpi__parse_duration(text, (uint64_t)r->max, &v) && (int64_t)v >= r->min; break;
   case CHOICE:
     for (const choice_t *c = r->choices; c->text && !ok; c++)
@@ -337,6 +354,9 @@ int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *o, int64_t ms) {
 }
 int evmpi_pg_options_set_coll_idle_poll_us(evmpi_pg_options_t *o, int64_t us) {
   return set_number(o, EVMPI_SETTING_COLL_IDLE_POLL, us);
+}
+int evmpi_pg_options_set_coll_fuse_bytes(evmpi_pg_options_t *o, size_t bytes) {
+  return set_number(o, EVMPI_SETTING_COLL_FUSE, from_size(bytes));
 }
 int evmpi_pg_options_set_debug(evmpi_pg_options_t *o, evmpi_debug_t level) {
   return set_number(o, EVMPI_SETTING_DEBUG, (int64_t)level);

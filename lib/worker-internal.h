@@ -7,6 +7,7 @@
 
 #include "config.h" /* EVMPI_HAVE_CUDA */
 #include "evmpi.h"
+#include "fuse-internal.h"
 #include "gate-internal.h"
 
 #include <pthread.h>
@@ -35,14 +36,25 @@ typedef struct evmpi_worker {
                                 a callback of this group while the worker was idle;
                                 the loop thread runs it, or wakes the worker
                                 (evmpi__worker_kick), and the worker leaves it alone */
-  bool loop_running;         /* under mu: the running collective is the loop's */
+  bool loop_running;         /* under mu: the running collective is the loop's (until
+                                its completion is posted) */
+  bool unposted;             /* under mu: the worker retired a collective and has not
+                                posted its completion yet: the loop thread does not
+                                start a claimed one meanwhile, whose completion it
+                                could otherwise post first */
   evmpi_work_t *handoff;     /* under mu: the running collective, whose gate the loop
                                 thread posted and left to the worker */
+  bool handoff_passed;       /* under mu: the hand-off's gate is passed already (the
+                                loop thread leaves a burst to fuse to the worker) */
   evmpi_gate_t gate;         /* the gate in flight (one at a time per group), its
                                 poster's, then the worker's after a hand-off */
   int64_t credit;            /* collectives every rank holds, agreed at the last gate:
                                 they run without one (written by whoever runs the
                                 collective, read under mu while none runs) */
+  evmpi_fuse_t fuse;         /* the worker's: allreduces fused into one call (fuse.c) */
+  size_t fused_running;      /* under mu: how many of fuse.works are in the running
+                                call with `running` (their leader), so that a group
+                                that breaks fails them all; 0 = none */
   atomic_int queued;         /* works in the queue, read without mu while spinning */
   atomic_bool in_mpi;        /* a collective is running (the loop thread yields to it) */
   bool made;                 /* its mutex and condition variables are made */

@@ -191,6 +191,14 @@ static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *
   evmpi_work_t *w = wk->running;
   if (w)
     evmpi__work_retain(w);
+  /* The allreduces fused with it are in the same call (the first of them
+   * is w itself). */
+  evmpi_work_t *fused[EVMPI_FUSE_MAX_WORKS];
+  size_t nfused = w ? wk->fused_running : 0;
+  for (size_t i = 1; i < nfused; i++) {
+    fused[i] = wk->fuse.works[i];
+    evmpi__work_retain(fused[i]);
+  }
   evmpi_work_t *queued = take_queue(wk);
   pthread_cond_broadcast(&wk->cv);
   pthread_cond_broadcast(&wk->exit_cv);
@@ -198,6 +206,10 @@ static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *
   if (w) {
     evmpi__work_finish(w, EVMPI_ERR_TIMEOUT, what);
     evmpi_work_release(w);
+  }
+  for (size_t i = 1; i < nfused; i++) {
+    evmpi__work_finish(fused[i], EVMPI_ERR_TIMEOUT, what);
+    evmpi_work_release(fused[i]);
   }
   char msg[320];
   snprintf(msg, sizeof msg, "the group is broken: %s", why);
@@ -234,6 +246,47 @@ static bool worker_may_start_locked(evmpi_worker_t *wk) {
   return wk->closing || !atomic_load_explicit(&wk->loop_claim, memory_order_relaxed);
 }
 
+/* Fuses the allreduces queued behind w, when w can lead a set (fuse.c),
+ * from those every rank holds: w's credit (see the top of this file), so
+ * that every rank fuses the same ones. Under mu, they leave the queue and
+ * run with w, started now (w keeps its own start, its gate's wait
+ * included). Returns how many joined w. */
+static size_t fuse_followers(evmpi_worker_t *wk, evmpi_work_t *w) {
+  int64_t limit = w->pg->settings.coll_fuse_bytes;
+  if (wk->credit < 2 || limit == 0 || !evmpi__fuse_lead(&wk->fuse, w, limit))
+    return 0;
+  int64_t t_started = evmpi__now_ns();
+  size_t n = 1;
+  pthread_mutex_lock(&wk->mu);
+  while ((int64_t)n < wk->credit && wk->head && !wk->broken &&
+         evmpi__fuse_add(&wk->fuse, wk->head, limit)) {
+    evmpi_work_t *f = wk->head;
+    wk->head = f->next;
+    if (!wk->head)
+      wk->tail = NULL;
+    atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
+    f->next = NULL;
+    f->state = EVMPI_WORK_RUNNING;
+    f->t_started = t_started;
+    evmpi__work_retain(f); /* ours while in MPI, as the running one */
+    n++;
+  }
+  wk->fused_running = n > 1 ? n : 0;
+  pthread_mutex_unlock(&wk->mu);
+  return n - 1;
+}
+
+/* The fused set's followers, once the set is unpacked: finished in
+ * order, after the leader. */
+static void finish_fused(evmpi_worker_t *wk, int64_t t_done) {
+  evmpi_fuse_t *f = &wk->fuse;
+  for (size_t i = 1; i < f->n; i++) {
+    evmpi__work_finish_at(f->works[i], f->status[i], NULL, t_done); /* no-op if failed */
+    f->works[i]->state = EVMPI_WORK_DONE;
+    evmpi_work_release(f->works[i]);
+  }
+}
+
 /* Runs the group's collectives. After each, one pass under mu both retires
  * it and, when the queue holds more, starts the next: a queued operation
  * costs one lock round trip here, not two. The next one's start time is
@@ -263,10 +316,12 @@ static void *worker_main(void *arg) {
         wk->waiting = false;
       }
       if (wk->handoff) {
-        /* The loop thread posted its gate and ran out of time. */
+        /* The loop thread posted its gate and ran out of time, or passed
+         * it and left a burst to fuse to us. */
         w = wk->handoff;
         wk->handoff = NULL;
-        gate_posted = true;
+        gate_posted = !wk->handoff_passed;
+        wk->handoff_passed = false;
       } else if (wk->broken || !wk->head) {
         pthread_mutex_unlock(&wk->mu);
         break;
@@ -285,10 +340,21 @@ static void *worker_main(void *arg) {
       if (status == EVMPI_OK)
         status = finish_gate(wk, w);
     }
-    status = run_gated(wk, w, status, debug);
+    size_t followers = 0;
+    if (status == EVMPI_OK && !debug)
+      followers = fuse_followers(wk, w);
+    if (followers > 0) {
+      wk->credit -= (int64_t)followers + 1;
+      evmpi__fuse_reduce(&wk->fuse);
+      status = wk->fuse.status[0];
+    } else {
+      status = run_gated(wk, w, status, debug);
+    }
     int64_t t_done = evmpi__now_ns();
 
     pthread_mutex_lock(&wk->mu);
+    bool broke = wk->broken != NULL; /* during the call: the set was failed */
+    wk->fused_running = 0;
     retire_locked(wk, w);
     evmpi_work_t *next = NULL;
     if (wk->head && !wk->broken) {
@@ -299,9 +365,24 @@ static void *worker_main(void *arg) {
       atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
       if (wk->watchdog_started)
         pthread_cond_signal(&wk->wd_cv);
+      wk->unposted = true; /* until w's completion is posted (see unposted) */
     }
     pthread_mutex_unlock(&wk->mu);
+    if (followers > 0) {
+      /* Unless the group broke during the call (the set failed then, and
+       * the tensors are the application's again). */
+      if (!broke)
+        evmpi__fuse_unpack(&wk->fuse);
+      status = wk->fuse.status[0];
+    }
     evmpi__work_finish_at(w, status, NULL, t_done); /* no-op if the watchdog did */
+    if (followers > 0)
+      finish_fused(wk, t_done);
+    if (!next) {
+      pthread_mutex_lock(&wk->mu);
+      wk->unposted = false;
+      pthread_mutex_unlock(&wk->mu);
+    }
     evmpi_work_release(w);
     w = next;
     if (!w)
@@ -433,6 +514,13 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     pthread_mutex_unlock(&wk->mu);
     return false;
   }
+  if (wk->unposted) {
+    /* The worker has yet to post the completion of the collective before
+     * this one: ours would come first. The claim stays, for the next
+     * poll of the dispatch (or the worker, once the dispatch ends). */
+    pthread_mutex_unlock(&wk->mu);
+    return false;
+  }
   atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
   w = start_next_locked(wk, evmpi__now_ns());
   wk->loop_running = true;
@@ -461,6 +549,19 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     }
     if (status == EVMPI_OK)
       gate_passed(wk, w);
+    if (status == EVMPI_OK && wk->credit >= 2 && !evmpi__debug_detail() &&
+        evmpi__fuse_can_lead(w, pg->settings.coll_fuse_bytes)) {
+      /* Every rank holds a burst that w leads: the worker fuses it, as
+       * the other ranks' workers do (the same calls on every rank),
+       * without holding the loop for it. */
+      pthread_mutex_lock(&wk->mu);
+      wk->loop_running = false;
+      wk->handoff = w;
+      wk->handoff_passed = true;
+      pthread_cond_signal(&wk->cv);
+      pthread_mutex_unlock(&wk->mu);
+      return false;
+    }
   }
   w->ran_on_loop = true;
   status = run_gated(wk, w, status, evmpi__debug_detail());
@@ -468,10 +569,17 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
 
   pthread_mutex_lock(&wk->mu);
   retire_locked(wk, w);
-  wk->loop_running = false;
   atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
   if (wk->watchdog_started)
     pthread_cond_signal(&wk->wd_cv);
+  pthread_mutex_unlock(&wk->mu);
+  /* Posted before the worker may take the next one (loop_running keeps
+   * it away): callbacks run in submission order, and a worker that ran
+   * the next collective while this thread was preempted here posted that
+   * one's completion first. */
+  evmpi__work_finish_at(w, status, NULL, t_done); /* no-op if the watchdog did */
+  pthread_mutex_lock(&wk->mu);
+  wk->loop_running = false;
   if (wk->head && !wk->closing && !wk->broken && dispatching_here == wk &&
       wk->credit == 0 && loop_eligible(wk->head)) {
     /* queued meanwhile: the loop thread takes it next, or kicks it */
@@ -480,7 +588,6 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     pthread_cond_signal(&wk->cv);
   }
   pthread_mutex_unlock(&wk->mu);
-  evmpi__work_finish_at(w, status, NULL, t_done); /* no-op if the watchdog did */
   evmpi_work_release(w);
   return true;
 }
@@ -712,5 +819,6 @@ void evmpi__worker_fini(evmpi_worker_t *wk) {
   pthread_cond_destroy(&wk->wd_cv);
   pthread_cond_destroy(&wk->exit_cv);
   free(wk->broken);
+  evmpi__fuse_fini(&wk->fuse);
   wk->made = false;
 }

@@ -347,6 +347,9 @@ static cudaError_t copy_check(void *dst, const void *src, size_t n, enum cudaMem
 }
 
 static _Thread_local long sync_h2d_here;
+static atomic_int slow_next_ms;
+
+void fake_cuda_slow_next_copy(int ms) { atomic_store(&slow_next_ms, ms); }
 
 long fake_cuda_sync_h2d_here(void) { return sync_h2d_here; }
 
@@ -356,6 +359,9 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind
     return ret(e);
   if (kind == cudaMemcpyHostToDevice)
     sync_h2d_here++;
+  int ms = atomic_exchange(&slow_next_ms, 0);
+  if (ms > 0)
+    usleep((useconds_t)ms * 1000);
   memcpy(real(dst), real(src), n);
   return cudaSuccess;
 }

@@ -34,6 +34,10 @@ void fake_cuda_host_access(bool on);
 /* The next n copies (cudaMemcpy, cudaMemcpyAsync) fail with
  * cudaErrorLaunchFailure. */
 void fake_cuda_fail_copies(int n);
+/* The next synchronous copy (cudaMemcpy) sleeps ms milliseconds first: a
+ * slow device, or a rank held up between its arrival gate and its MPI
+ * call (evmpi packs a fused set's device tensors with cudaMemcpy). */
+void fake_cuda_slow_next_copy(int ms);
 /* Copies made so far (by this process): device to host, host to device. */
 void fake_cuda_copy_counts(long *d2h, long *h2d);
 /* Live device allocations and pinned host allocations. */

@@ -705,6 +705,142 @@ TEST_F(CudaRefusals, FailingCopiesFailTheWorkAndNotTheGroup) {
   StillUsable();
 }
 
+// A burst of allreduces submitted from a callback: a barrier first, which
+// the loop thread claims, so that every rank's gate counts the whole burst
+// and the eight allreduces behind it run as one fused set on every rank
+// (lib/fuse.c). Rank 1's tensors are on the device, packed with
+// cudaMemcpy; the others' on the host.
+struct FusedBurst {
+  static constexpr int kWorks = 8, kElems = 1000;
+  evmpi_pg_t *pg;
+  int rank;
+  std::vector<DevBuf *> dev;
+  std::vector<std::vector<int32_t>> host;
+  std::vector<evmpi_tensor_t> ts;
+  evmpi_work_t *barrier = nullptr;
+  std::vector<evmpi_work_t *> ws;
+  int timeout_ms = 0; // rank 0's group timeout, set before the burst
+  int failed = 0;
+  bool submitted = false;
+
+  explicit FusedBurst(evmpi_pg_t *g)
+      : pg(g), rank(evmpi_pg_rank(g)), host(kWorks), ts(kWorks), ws(kWorks, nullptr) {
+    for (int i = 0; i < kWorks; i++) {
+      host[i] = Seq(kElems, 1000 * i + rank);
+      if (rank == 1) {
+        dev.push_back(new DevBuf((size_t)kElems * 4));
+        dev.back()->Up(host[i]);
+        ts[i] = OnDevice(dev.back()->p, EVMPI_INT32, kElems);
+      } else {
+        ts[i] = evmpi_tensor_flat(host[i].data(), EVMPI_INT32, kElems);
+      }
+    }
+  }
+  ~FusedBurst() {
+    evmpi_work_release(barrier);
+    for (auto *w : ws)
+      evmpi_work_release(w);
+    for (auto *d : dev)
+      delete d;
+  }
+  std::vector<int32_t> Values(int i) const {
+    return rank == 1 ? dev[i]->Down<int32_t>(kElems) : host[i];
+  }
+  static void Go(evmpi_work_t *w, void *arg) {
+    (void)w;
+    auto *b = static_cast<FusedBurst *>(arg);
+    if (b->rank == 0 && b->timeout_ms && evmpi_pg_set_timeout(b->pg, b->timeout_ms) != EVMPI_OK)
+      b->failed++;
+    if (evmpi_barrier(b->pg, &b->barrier) != EVMPI_OK)
+      b->failed++;
+    for (int i = 0; i < kWorks; i++)
+      if (evmpi_allreduce(b->pg, &b->ts[i], EVMPI_SUM, &b->ws[i]) != EVMPI_OK)
+        b->failed++;
+    b->submitted = true;
+  }
+  // Submits the burst from a barrier's callback and waits for it all.
+  void Run(struct event_base *base) {
+    evmpi_work_t *start = nullptr;
+    ASSERT_EQ(evmpi_barrier(pg, &start), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_on_complete(start, Go, this), EVMPI_OK);
+    ASSERT_TRUE(evmpi_test_run_until(
+        base, [](void *a) { return static_cast<FusedBurst *>(a)->submitted; }, this,
+        EVMPI_TEST_TIMEOUT_MS));
+    evmpi_work_release(start);
+    ASSERT_EQ(failed, 0) << evmpi_last_error();
+    ASSERT_TRUE(evmpi_test_run_until_done(base, ws.data(), kWorks, EVMPI_TEST_TIMEOUT_MS));
+  }
+  // The fused set's records share one finish.
+  void ExpectOneSet() {
+    evmpi_work_record_t first, r;
+    ASSERT_EQ(evmpi_work_get_record(ws[0], &first), EVMPI_OK);
+    for (int i = 1; i < kWorks; i++) {
+      ASSERT_EQ(evmpi_work_get_record(ws[i], &r), EVMPI_OK);
+      EXPECT_EQ(r.finished_ns, first.finished_ns) << "allreduce " << i << " was not fused";
+    }
+  }
+};
+
+TEST_F(CudaRefusals, AFusedSetPacksDeviceTensorsAsTheHostRanksDo) {
+  int size = evmpi_pg_size(pg);
+  if (size < 2)
+    GTEST_SKIP() << "needs a second rank for the device tensors (and a gate to fuse on)";
+  FusedBurst b(pg);
+  b.Run(base);
+  for (int i = 0; i < FusedBurst::kWorks; i++) {
+    ASSERT_EQ(evmpi_work_status(b.ws[i]), EVMPI_OK) << evmpi_work_error(b.ws[i]);
+    std::vector<int32_t> v = b.Values(i);
+    for (int j = 0; j < FusedBurst::kElems; j++)
+      ASSERT_EQ(v[j], size * (1000 * i + j) + size * (size - 1) / 2) << i << "[" << j << "]";
+  }
+  b.ExpectOneSet();
+}
+
+// Rank 1's first copy into the pack takes 3 s (a slow device), so rank 0,
+// with a 500 ms timeout, gives up inside the fused call: its eight works
+// fail with EVMPI_ERR_TIMEOUT and its group breaks. Its call still ends
+// once rank 1 joins, with the sums in the worker's pack; they must not be
+// copied into rank 0's tensors, which were handed back to it when the
+// works failed. The other ranks' sums are right.
+TEST_F(CudaRefusals, AFusedSetThatTimesOutLeavesItsTensorsAlone) {
+  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
+  if (size < 2)
+    GTEST_SKIP() << "needs a slow peer";
+  const int kDoneTag = 4712;
+  FusedBurst b(pg);
+  b.timeout_ms = 500;
+  if (rank == 1)
+    fake_cuda_slow_next_copy(3000);
+  b.Run(base);
+  if (rank == 0) {
+    for (int i = 0; i < FusedBurst::kWorks; i++) {
+      EXPECT_EQ(evmpi_work_status(b.ws[i]), EVMPI_ERR_TIMEOUT) << i;
+      const char *e = evmpi_work_error(b.ws[i]);
+      ASSERT_NE(e, nullptr);
+      EXPECT_NE(strstr(e, "timed out after 500 ms; the group is broken"), nullptr) << e;
+    }
+    // Every peer is out of the call: ours has ended too, or is about to.
+    for (int r = 1; r < size; r++) {
+      int done = 0;
+      MPI_Recv(&done, 1, MPI_INT, r, kDoneTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
+    evmpi_test_run_for(base, 300);
+    for (int i = 0; i < FusedBurst::kWorks; i++)
+      EXPECT_EQ(b.Values(i), Seq(FusedBurst::kElems, 1000 * i)) << "allreduce " << i
+          << " was written after it timed out";
+  } else {
+    for (int i = 0; i < FusedBurst::kWorks; i++) {
+      ASSERT_EQ(evmpi_work_status(b.ws[i]), EVMPI_OK) << evmpi_work_error(b.ws[i]);
+      std::vector<int32_t> v = b.Values(i);
+      for (int j = 0; j < FusedBurst::kElems; j++)
+        ASSERT_EQ(v[j], size * (1000 * i + j) + size * (size - 1) / 2) << i << "[" << j << "]";
+    }
+    b.ExpectOneSet();
+    int done = 1;
+    MPI_Send(&done, 1, MPI_INT, 0, kDoneTag, MPI_COMM_WORLD);
+  }
+}
+
 // Every thread keeps its own current device: the worker after a staged
 // collective on cuda:1, the thread that finishes a staged receive (the
 // poller, or this one, which runs the loop and may test requests itself)

@@ -94,6 +94,7 @@ TEST_F(Options, EachSetterIsAppliedToTheGroup) {
       {"EVMPI_P2P_IDLE_POLL_MS", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_p2p_idle_poll_ms(o, 5); }, "5"},
       {"EVMPI_LOOP_COLLECTIVES", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_loop_collectives(o, 0); }, "0"},
       {"EVMPI_COLL_IDLE_POLL_US", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_coll_idle_poll_us(o, 2000); }, "2000"},
+      {"EVMPI_COLL_FUSE_BYTES", [](evmpi_pg_options_t *o) { return evmpi_pg_options_set_coll_fuse_bytes(o, 0); }, "0"},
   };
   for (const Good &g : good) {
     ASSERT_EQ(g.set(opts), EVMPI_OK) << g.name << ": " << evmpi_last_error();
@@ -158,6 +159,7 @@ TEST_F(Options, OutOfRangeIsRefusedNamingTheSetterAndTheVariable) {
       {[o] { return evmpi_pg_options_set_loop_collectives(o, 2); }, "pg_options_set_loop_collectives: 2", "EVMPI_LOOP_COLLECTIVES", "0 or 1"},
       {[o] { return evmpi_pg_options_set_coll_idle_poll_us(o, 0); }, "pg_options_set_coll_idle_poll_us: 0", "EVMPI_COLL_IDLE_POLL_US", "microseconds in 1..1000000"},
       {[o] { return evmpi_pg_options_set_coll_idle_poll_us(o, 1000001); }, "pg_options_set_coll_idle_poll_us: 1000001", "EVMPI_COLL_IDLE_POLL_US", "microseconds in 1..1000000"},
+      {[o] { return evmpi_pg_options_set_coll_fuse_bytes(o, (16u << 20) + 1); }, "pg_options_set_coll_fuse_bytes: 16777217", "EVMPI_COLL_FUSE_BYTES", "a number of bytes from 0 to 16777216"},
   };
   for (const Bad &b : bad) {
     EXPECT_EQ(b.call(), EVMPI_ERR_INVALID) << b.setter;
@@ -231,6 +233,7 @@ TEST_F(Options, TheEnvironmentOverridesTheOptions) {
   ASSERT_EQ(evmpi_pg_options_set_loop_hold_us(opts, 3000), EVMPI_OK);
   setenv("EVMPI_PIECE", "2M", 1);
   setenv("EVMPI_TIMEOUT_MS", "45000", 1);
+  setenv("EVMPI_COLL_FUSE_BYTES", "24K", 1); // any size, not only a power of two
   struct event_base *base = event_base_new();
   evmpi_pg_t *pg = nullptr;
   ASSERT_EQ(evmpi_pg_create_with(base, nullptr, 0, opts, &pg), EVMPI_OK) << evmpi_last_error();
@@ -238,6 +241,8 @@ TEST_F(Options, TheEnvironmentOverridesTheOptions) {
   EXPECT_EQ(Setting(pg, "EVMPI_LOOP_HOLD_US"), "3000");  // the options'
   EXPECT_EQ(Setting(pg, "EVMPI_TIMEOUT_MS"), "45000");   // the environment's, in the worker
   EXPECT_EQ(Setting(pg, "EVMPI_LOOP_P2P_POLL_US"), "2000"); // the default
+  EXPECT_EQ(Setting(pg, "EVMPI_COLL_FUSE_BYTES"), "24576");
+  unsetenv("EVMPI_COLL_FUSE_BYTES");
   evmpi_pg_destroy(pg);
   // No options at all: the environment and the defaults.
   ASSERT_EQ(evmpi_pg_create(base, nullptr, 0, &pg), EVMPI_OK) << evmpi_last_error();
@@ -263,6 +268,8 @@ TEST_F(Options, BadEnvironmentValuesFailCreationNamingTheVariable) {
       {"EVMPI_LOOP_P2P_POLL_US", "2000000", "is not a number of microseconds in 0..1000000"},
       {"EVMPI_LOOP_HOLD_US", "0", "is not a number of microseconds in 1..1000000"},
       {"EVMPI_EXIT_WAIT_MS", "x", "is not a number of milliseconds in 0..3600000"},
+      {"EVMPI_COLL_FUSE_BYTES", "17M", "is not a number of bytes from 0 to 16777216"},
+      {"EVMPI_COLL_FUSE_BYTES", "-1", "is not a number of bytes from 0 to 16777216"},
   };
   evmpi_setting_info_t info;
   ASSERT_EQ(evmpi_setting_info(6, &info), EVMPI_OK);
