@@ -38,7 +38,8 @@
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static evmpi_work_t *pool_head; /* under pool_mu, linked through next */
 static size_t pool_len;         /* under pool_mu */
-static bool pool_closed;        /* under pool_mu: after exit's cleanup */
+static atomic_bool pool_closed; /* set under pool_mu by exit's cleanup; read by the
+                                   per-thread caches without it */
 
 /* In front of the shared pool, each thread keeps up to CACHE_MAX works of
  * its own: a stream of sends and receives is submitted and released on
@@ -62,36 +63,54 @@ static void work_destroy(evmpi_work_t *w) {
   free(w);
 }
 
-/* Moves the calling thread's cache to the pool (what does not fit, or
- * comes after the cleanup, is freed). */
+/* Pushes w onto the shared pool (under pool_mu); false when it is full
+ * or closed (the caller frees w). */
+static bool pool_push_locked(evmpi_work_t *w) {
+  size_t max = WORK_POOL_MAX; /* a variable: 0 < 0 would warn under ASan */
+  if (pool_len >= max || atomic_load_explicit(&pool_closed, memory_order_relaxed))
+    return false;
+  w->next = pool_head;
+  pool_head = w;
+  pool_len++;
+  return true;
+}
+
+static EVMPI__HOT_TLS bool cache_registered; /* this thread's key is set */
+
+/* Moves the calling thread's cache to the pool under one lock; what does
+ * not fit, or comes after the cleanup, is freed outside it. */
 static void cache_flush(void *unused) {
   (void)unused;
-  size_t max = WORK_POOL_MAX;
-  while (cache.head) {
-    evmpi_work_t *w = cache.head;
-    cache.head = w->next;
-    pthread_mutex_lock(&pool_mu);
-    bool kept = pool_len < max && !pool_closed;
-    if (kept) {
-      w->next = pool_head;
-      pool_head = w;
-      pool_len++;
-    }
-    pthread_mutex_unlock(&pool_mu);
-    if (!kept)
-      work_destroy(w);
-  }
+  evmpi_work_t *w = cache.head, *spill = NULL;
+  cache.head = NULL;
   cache.len = 0;
+  cache_registered = false; /* the key's value is gone once its destructor runs */
+  pthread_mutex_lock(&pool_mu);
+  while (w) {
+    evmpi_work_t *next = w->next;
+    if (!pool_push_locked(w)) {
+      w->next = spill;
+      spill = w;
+    }
+    w = next;
+  }
+  pthread_mutex_unlock(&pool_mu);
+  while (spill) {
+    evmpi_work_t *next = spill->next;
+    work_destroy(spill);
+    spill = next;
+  }
 }
 
 static void cache_make_key(void) { cache_keyed = pthread_key_create(&cache_key, cache_flush) == 0; }
 
 /* Whether this thread may cache: once its key is set, its exit flushes. */
 static bool cache_usable(void) {
-  if (cache.len || cache.head)
+  if (cache_registered)
     return true;
   pthread_once(&cache_once, cache_make_key);
-  return cache_keyed && pthread_setspecific(cache_key, &cache) == 0;
+  cache_registered = cache_keyed && pthread_setspecific(cache_key, &cache) == 0;
+  return cache_registered;
 }
 
 static evmpi_work_t *pool_get(void) {
@@ -124,20 +143,15 @@ static evmpi_work_t *pool_get(void) {
 /* Keeps w for reuse; false when the pool is full (the caller frees it). */
 static bool pool_put(evmpi_work_t *w) {
   size_t max = WORK_POOL_MAX; /* a variable: 0 < 0 would warn under ASan */
-  if (max > 0 && cache.len < CACHE_MAX && cache_usable()) {
+  if (max > 0 && cache.len < CACHE_MAX &&
+      !atomic_load_explicit(&pool_closed, memory_order_relaxed) && cache_usable()) {
     w->next = cache.head;
     cache.head = w;
     cache.len++;
     return true;
   }
-  bool kept = false;
   pthread_mutex_lock(&pool_mu);
-  if (pool_len < max && !pool_closed) {
-    w->next = pool_head;
-    pool_head = w;
-    pool_len++;
-    kept = true;
-  }
+  bool kept = pool_push_locked(w);
   pthread_mutex_unlock(&pool_mu);
   return kept;
 }
@@ -150,7 +164,7 @@ __attribute__((destructor)) static void pool_cleanup(void) {
   evmpi_work_t *w = pool_head;
   pool_head = NULL;
   pool_len = 0;
-  pool_closed = true;
+  atomic_store_explicit(&pool_closed, true, memory_order_relaxed);
   pthread_mutex_unlock(&pool_mu);
   while (w) {
     evmpi_work_t *next = w->next;
