@@ -155,10 +155,8 @@ bool evmpi__worker_wait_detached(int timeout_ms) {
   return none;
 }
 
-/* Pops the next work to run (under mu) and makes it the running one,
- * started at t_started: its deadline is fixed now, from the timeout in
- * force, so a later evmpi_pg_set_timeout leaves it alone. */
-static evmpi_work_t *start_next_locked(evmpi_worker_t *wk, int64_t t_started) {
+/* Takes the queue's head (under mu), running from t_started. */
+static evmpi_work_t *pop_head_locked(evmpi_worker_t *wk, int64_t t_started) {
   evmpi_work_t *w = wk->head;
   wk->head = w->next;
   if (!wk->head)
@@ -167,6 +165,14 @@ static evmpi_work_t *start_next_locked(evmpi_worker_t *wk, int64_t t_started) {
   w->next = NULL;
   w->state = EVMPI_WORK_RUNNING;
   w->t_started = t_started;
+  return w;
+}
+
+/* Pops the next work to run (under mu) and makes it the running one,
+ * started at t_started: its deadline is fixed now, from the timeout in
+ * force, so a later evmpi_pg_set_timeout leaves it alone. */
+static evmpi_work_t *start_next_locked(evmpi_worker_t *wk, int64_t t_started) {
+  evmpi_work_t *w = pop_head_locked(wk, t_started);
   wk->running = w;
   wk->running_seq = w->seq;
   wk->running_timeout_ms = wk->timeout_ms;
@@ -260,15 +266,8 @@ static size_t fuse_followers(evmpi_worker_t *wk, evmpi_work_t *w) {
   pthread_mutex_lock(&wk->mu);
   while ((int64_t)n < wk->credit && wk->head && !wk->broken &&
          evmpi__fuse_add(&wk->fuse, wk->head, limit)) {
-    evmpi_work_t *f = wk->head;
-    wk->head = f->next;
-    if (!wk->head)
-      wk->tail = NULL;
-    atomic_fetch_sub_explicit(&wk->queued, 1, memory_order_relaxed);
-    f->next = NULL;
-    f->state = EVMPI_WORK_RUNNING;
-    f->t_started = t_started;
-    evmpi__work_retain(f); /* ours while in MPI, as the running one */
+    evmpi__work_retain(pop_head_locked(wk, t_started)); /* ours while in MPI, as the
+                                                           running one */
     n++;
   }
   wk->fused_running = n > 1 ? n : 0;

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <unistd.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -770,6 +771,15 @@ struct FusedBurst {
     ASSERT_EQ(failed, 0) << evmpi_last_error();
     ASSERT_TRUE(evmpi_test_run_until_done(base, ws.data(), kWorks, EVMPI_TEST_TIMEOUT_MS));
   }
+  // Every work succeeded with the sums of all ranks' Seq.
+  void ExpectSums(int size) {
+    for (int i = 0; i < kWorks; i++) {
+      ASSERT_EQ(evmpi_work_status(ws[i]), EVMPI_OK) << evmpi_work_error(ws[i]);
+      std::vector<int32_t> v = Values(i);
+      for (int j = 0; j < kElems; j++)
+        ASSERT_EQ(v[j], size * (1000 * i + j) + size * (size - 1) / 2) << i << "[" << j << "]";
+    }
+  }
   // The fused set's records share one finish.
   void ExpectOneSet() {
     evmpi_work_record_t first, r;
@@ -787,12 +797,7 @@ TEST_F(CudaRefusals, AFusedSetPacksDeviceTensorsAsTheHostRanksDo) {
     GTEST_SKIP() << "needs a second rank for the device tensors (and a gate to fuse on)";
   FusedBurst b(pg);
   b.Run(base);
-  for (int i = 0; i < FusedBurst::kWorks; i++) {
-    ASSERT_EQ(evmpi_work_status(b.ws[i]), EVMPI_OK) << evmpi_work_error(b.ws[i]);
-    std::vector<int32_t> v = b.Values(i);
-    for (int j = 0; j < FusedBurst::kElems; j++)
-      ASSERT_EQ(v[j], size * (1000 * i + j) + size * (size - 1) / 2) << i << "[" << j << "]";
-  }
+  b.ExpectSums(size);
   b.ExpectOneSet();
 }
 
@@ -820,21 +825,29 @@ TEST_F(CudaRefusals, AFusedSetThatTimesOutLeavesItsTensorsAlone) {
       EXPECT_NE(strstr(e, "timed out after 500 ms; the group is broken"), nullptr) << e;
     }
     // Every peer is out of the call: ours has ended too, or is about to.
+    // Bounded: a peer whose own checks failed early may never say it.
+    double deadline = evmpi_test_now_ms() + EVMPI_TEST_TIMEOUT_MS;
     for (int r = 1; r < size; r++) {
-      int done = 0;
-      MPI_Recv(&done, 1, MPI_INT, r, kDoneTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      int done = 0, got = 0;
+      MPI_Request req;
+      MPI_Irecv(&done, 1, MPI_INT, r, kDoneTag, MPI_COMM_WORLD, &req);
+      while (!got && evmpi_test_now_ms() < deadline) {
+        MPI_Test(&req, &got, MPI_STATUS_IGNORE);
+        if (!got)
+          usleep(1000);
+      }
+      if (!got) {
+        MPI_Cancel(&req);
+        MPI_Wait(&req, MPI_STATUS_IGNORE);
+      }
+      ASSERT_TRUE(got) << "rank " << r << " did not finish its fused set";
     }
     evmpi_test_run_for(base, 300);
     for (int i = 0; i < FusedBurst::kWorks; i++)
       EXPECT_EQ(b.Values(i), Seq(FusedBurst::kElems, 1000 * i)) << "allreduce " << i
           << " was written after it timed out";
   } else {
-    for (int i = 0; i < FusedBurst::kWorks; i++) {
-      ASSERT_EQ(evmpi_work_status(b.ws[i]), EVMPI_OK) << evmpi_work_error(b.ws[i]);
-      std::vector<int32_t> v = b.Values(i);
-      for (int j = 0; j < FusedBurst::kElems; j++)
-        ASSERT_EQ(v[j], size * (1000 * i + j) + size * (size - 1) / 2) << i << "[" << j << "]";
-    }
+    b.ExpectSums(size);
     b.ExpectOneSet();
     int done = 1;
     MPI_Send(&done, 1, MPI_INT, 0, kDoneTag, MPI_COMM_WORLD);

@@ -182,18 +182,23 @@ struct FuseLoop {
 
 class Fusion : public MpiTest {};
 
-// Every rank queues the whole burst at once: the gates soon agree on many
-// held works, and the sets form.
-TEST_F(Fusion, AQueuedBurstFusesAndStaysExact) {
-  FuseLoop l(64 << 10);
-  ASSERT_NE(l.pg, nullptr);
-  Burst b(l.pg, 600);
+// Queues a burst of n at once and runs the loop until every callback ran.
+void RunQueued(FuseLoop &l, Burst &b) {
   for (int i = 0; i < b.total; i++)
     b.SubmitNext();
   ASSERT_EQ(b.failed, 0) << evmpi_last_error();
   ASSERT_TRUE(evmpi_test_run_until(
       l.base, [](void *a) { return static_cast<Burst *>(a)->AllSeen(); }, &b,
       EVMPI_TEST_TIMEOUT_MS));
+}
+
+// Every rank queues the whole burst at once: the gates soon agree on many
+// held works, and the sets form.
+TEST_F(Fusion, AQueuedBurstFusesAndStaysExact) {
+  FuseLoop l(64 << 10);
+  ASSERT_NE(l.pg, nullptr);
+  Burst b(l.pg, 600);
+  RunQueued(l, b);
   // One rank has no gate, and so no credit to fuse on.
   b.Check(b.size > 1 ? Burst::kSomeFused : Burst::kNoneFused);
 }
@@ -202,12 +207,7 @@ TEST_F(Fusion, ZeroBytesTurnsItOff) {
   FuseLoop l(0);
   ASSERT_NE(l.pg, nullptr);
   Burst b(l.pg, 300);
-  for (int i = 0; i < b.total; i++)
-    b.SubmitNext();
-  ASSERT_EQ(b.failed, 0) << evmpi_last_error();
-  ASSERT_TRUE(evmpi_test_run_until(
-      l.base, [](void *a) { return static_cast<Burst *>(a)->AllSeen(); }, &b,
-      EVMPI_TEST_TIMEOUT_MS));
+  RunQueued(l, b);
   b.Check(Burst::kNoneFused);
 }
 
