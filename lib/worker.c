@@ -259,7 +259,7 @@ static bool worker_may_start_locked(evmpi_worker_t *wk) {
  * included). Returns how many joined w. */
 static size_t fuse_followers(evmpi_worker_t *wk, evmpi_work_t *w) {
   int64_t limit = w->pg->settings.coll_fuse_bytes;
-  if (wk->credit < 2 || limit == 0 || !evmpi__fuse_lead(&wk->fuse, w, limit))
+  if (wk->credit < 2 || !evmpi__fuse_lead(&wk->fuse, w, limit)) /* 0: none can lead */
     return 0;
   int64_t t_started = evmpi__now_ns();
   size_t n = 1;
@@ -344,8 +344,7 @@ static void *worker_main(void *arg) {
       followers = fuse_followers(wk, w);
     if (followers > 0) {
       wk->credit -= (int64_t)followers + 1;
-      evmpi__fuse_reduce(&wk->fuse);
-      status = wk->fuse.status[0];
+      evmpi__fuse_reduce(&wk->fuse); /* status: the set's, once unpacked (below) */
     } else {
       status = run_gated(wk, w, status, debug);
     }
