@@ -313,8 +313,12 @@ bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) {
     f->next_delivery = head;
   while (!atomic_compare_exchange_weak_explicit(&b->posted, &head, f, memory_order_seq_cst,
                                                 memory_order_relaxed));
-  /* One write per batch: the first post after the loop left writes. */
-  if (!atomic_exchange(&b->signalled, true))
+  /* One write per batch: the first post after the loop left writes. A
+   * load that sees signalled set is ordered, as the exchange would be,
+   * before the dispatch's clearing store (both sequentially consistent),
+   * so the dispatch's last look at posted still sees this push; it saves
+   * a locked instruction per post while the loop thread polls. */
+  if (!atomic_load(&b->signalled) && !atomic_exchange(&b->signalled, true))
     signal_eventfd(b->efd);
   atomic_fetch_sub_explicit(&b->posting, 1, memory_order_release);
   return true;

@@ -47,7 +47,9 @@ struct evmpi_future {
   evmpi_ref_t *ref;         /* the count: the owning work's, or own_ref */
   evmpi_ref_t own_ref;      /* standalone futures (joins) only */
   evmpi_work_t *owner;      /* the work whose future this is, or NULL */
-  evmpi_future_sink_t *sink; /* whose loop runs the continuations (a ref on it) */
+  evmpi_future_sink_t *sink; /* whose loop runs the continuations */
+  bool sink_ref;            /* f holds a reference on sink->ref (standalone
+                               futures; a work's holds its group through the work) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   atomic_bool done;         /* set under mu after status, error and value, with
@@ -81,12 +83,17 @@ void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_ref_t *ow
 void evmpi__future_sync_init(evmpi_future_t *f);
 void evmpi__future_sync_destroy(evmpi_future_t *f);
 /* Frees what the future holds (callbacks, links, error text, its group
- * reference); not mu and cv (evmpi__future_sync_destroy). */
+ * reference if it has one); not mu and cv (evmpi__future_sync_destroy). */
 void evmpi__future_cleanup(evmpi_future_t *f);
 /* Marks f done (any thread), wakes waiters, counts down joins and hands
  * its callbacks to the loop. error is copied. */
 void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
                             const evmpi_tensor_t *value, size_t nvalue);
+/* The same, and drops one of the caller's references on f (a finished
+ * work's in-flight one): handed to the delivery when the callbacks are
+ * scheduled, which saves a count up and down per completion. */
+void evmpi__future_complete_release(evmpi_future_t *f, int status, const char *error,
+                                    const evmpi_tensor_t *value, size_t nvalue);
 /* Runs f's pending callbacks; called on the loop thread by the bridge
  * (or inline once the group is gone). Drops the delivery's reference. */
 void evmpi__future_deliver(evmpi_future_t *f);

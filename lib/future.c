@@ -76,7 +76,10 @@ void evmpi__future_reset(evmpi_future_t *f, evmpi_work_t *owner, evmpi_ref_t *ow
     f->ref = &f->own_ref;
   }
   f->sink = sink;
-  if (sink)
+  /* A work's future lives inside the work, whose own reference on the
+   * group keeps the sink alive: only a standalone future counts on it. */
+  f->sink_ref = sink && !owner_ref;
+  if (f->sink_ref)
     evmpi__ref_get(sink->ref);
   f->status = EVMPI_ERR_STATE;
 }
@@ -102,7 +105,7 @@ void evmpi__future_cleanup(evmpi_future_t *f) {
     evmpi_future_release(f->children[i]);
   free(f->children);
   free(f->error);
-  if (f->sink)
+  if (f->sink_ref)
     evmpi__ref_put(f->sink->ref);
 }
 
@@ -121,8 +124,9 @@ void evmpi_future_release(evmpi_future_t *f) {
  * callbacks still run on a loop thread and not on the library thread that
  * completed the last child. Only when every one of those groups is gone
  * (their destroy completed f) do they run here, on the destroying thread. */
-static void schedule(evmpi_future_t *f) {
-  evmpi_future_retain(f);
+static void schedule(evmpi_future_t *f, bool ref_given) {
+  if (!ref_given)
+    evmpi_future_retain(f);
   if (f->sink && f->sink->post(f->sink, f))
     return;
   for (size_t i = 0; i < f->nchildren; i++) {
@@ -135,8 +139,11 @@ static void schedule(evmpi_future_t *f) {
 
 static void join_child_done(evmpi_future_t *join);
 
-void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
-                            const evmpi_tensor_t *value, size_t nvalue) {
+/* With release, one of the caller's references on f goes too: to the
+ * delivery when f's callbacks are scheduled (no count taken and dropped
+ * again on the way), else here. */
+static void complete(evmpi_future_t *f, int status, const char *error,
+                     const evmpi_tensor_t *value, size_t nvalue, bool release) {
   char *copy = NULL;
   if (status != EVMPI_OK)
     copy = strdup(error ? error : evmpi_strerror(status));
@@ -144,6 +151,8 @@ void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
   if (atomic_load_explicit(&f->done, memory_order_relaxed)) {
     pthread_mutex_unlock(&f->mu);
     free(copy);
+    if (release)
+      evmpi_future_release(f);
     return;
   }
   f->status = status;
@@ -167,7 +176,19 @@ void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
     free(l);
   }
   if (post)
-    schedule(f);
+    schedule(f, release);
+  else if (release)
+    evmpi_future_release(f);
+}
+
+void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
+                            const evmpi_tensor_t *value, size_t nvalue) {
+  complete(f, status, error, value, nvalue, false);
+}
+
+void evmpi__future_complete_release(evmpi_future_t *f, int status, const char *error,
+                                    const evmpi_tensor_t *value, size_t nvalue) {
+  complete(f, status, error, value, nvalue, true);
 }
 
 void evmpi__future_deliver(evmpi_future_t *f) {
@@ -210,7 +231,7 @@ static int add_cont(evmpi_future_t *f, const evmpi_cont_t *tmpl, const char *opn
     f->queued = true;
   pthread_mutex_unlock(&f->mu);
   if (post)
-    schedule(f);
+    schedule(f, false);
   return EVMPI_OK;
 }
 

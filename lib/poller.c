@@ -70,8 +70,11 @@ enum {
   /* MAX_SLEEP_NS: the group's EVMPI_P2P_IDLE_POLL_MS (p->max_sleep_ns) */
   LARGE_BYTES = 65536,
   LARGE_SPIN_MAX_NS = 100000000,
-  /* The most requests the loop thread tests at once (evmpi__poller_test). */
-  LOOP_TEST_MAX = 32,
+  /* The most requests the loop thread tests at once (evmpi__poller_test);
+   * with more pending the poller tests too. 32 left a window of 64 sends
+   * and their acknowledgement's receive to both threads, which then took
+   * turns on the core and for the lock. */
+  LOOP_TEST_MAX = 128,
 };
 
 /* A work's message size in bytes. */

@@ -47,8 +47,9 @@ static atomic_bool pool_closed; /* set under pool_mu by exit's cleanup; read by 
  * get and per put was a measurable part of a small message's cost. A
  * thread's cache goes to the pool when the thread exits (the key's
  * destructor) or, for the thread that exits the process, at the pool's
- * cleanup. */
-enum { CACHE_MAX = 64 };
+ * cleanup. The cache takes from and gives to the pool CACHE_BATCH works
+ * at a time. */
+enum { CACHE_MAX = 64, CACHE_BATCH = CACHE_MAX / 2 };
 typedef struct {
   evmpi_work_t *head;
   size_t len;
@@ -113,19 +114,37 @@ static bool cache_usable(void) {
   return cache_registered;
 }
 
+/* Refills the calling thread's empty cache with up to CACHE_BATCH works
+ * from the pool under one lock, and returns one of them (NULL when the
+ * pool is empty too). One lock per batch, not per work: a stream with more
+ * works in flight than the cache holds took the lock on every get. */
+static evmpi_work_t *cache_refill(void) {
+  size_t want = cache_usable() ? CACHE_BATCH : 1;
+  size_t n = 0;
+  pthread_mutex_lock(&pool_mu);
+  evmpi_work_t *first = pool_head, *last = NULL;
+  for (evmpi_work_t *w = pool_head; w && n < want; w = w->next, n++)
+    last = w;
+  if (last) {
+    pool_head = last->next;
+    pool_len -= n;
+    last->next = NULL;
+  }
+  pthread_mutex_unlock(&pool_mu);
+  if (!last)
+    return NULL;
+  cache.head = first->next;
+  cache.len = n - 1;
+  return first;
+}
+
 static evmpi_work_t *pool_get(void) {
   evmpi_work_t *w = cache.head;
   if (w) {
     cache.head = w->next;
     cache.len--;
   } else {
-    pthread_mutex_lock(&pool_mu);
-    w = pool_head;
-    if (w) {
-      pool_head = w->next;
-      pool_len--;
-    }
-    pthread_mutex_unlock(&pool_mu);
+    w = cache_refill();
   }
   if (w) {
     /* All zero but the future's mutex and condition variable (adjacent),
@@ -140,11 +159,34 @@ static evmpi_work_t *pool_get(void) {
   return w;
 }
 
+/* Moves CACHE_BATCH works of the calling thread's full cache to the pool
+ * under one lock; those that do not fit are freed outside it. */
+static void cache_spill(void) {
+  evmpi_work_t *spill = NULL;
+  pthread_mutex_lock(&pool_mu);
+  for (size_t i = 0; i < CACHE_BATCH && cache.head; i++) {
+    evmpi_work_t *w = cache.head;
+    cache.head = w->next;
+    cache.len--;
+    if (!pool_push_locked(w)) {
+      w->next = spill;
+      spill = w;
+    }
+  }
+  pthread_mutex_unlock(&pool_mu);
+  while (spill) {
+    evmpi_work_t *next = spill->next;
+    work_destroy(spill);
+    spill = next;
+  }
+}
+
 /* Keeps w for reuse; false when the pool is full (the caller frees it). */
 static bool pool_put(evmpi_work_t *w) {
   size_t max = WORK_POOL_MAX; /* a variable: 0 < 0 would warn under ASan */
-  if (max > 0 && cache.len < CACHE_MAX &&
-      !atomic_load_explicit(&pool_closed, memory_order_relaxed) && cache_usable()) {
+  if (max > 0 && !atomic_load_explicit(&pool_closed, memory_order_relaxed) && cache_usable()) {
+    if (cache.len >= CACHE_MAX)
+      cache_spill();
     w->next = cache.head;
     cache.head = w;
     cache.len++;
@@ -269,8 +311,9 @@ void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t
     text = w->error_text ? w->error_text : msg;
   /* inline_tensors, not tensors: a staged CUDA collective points tensors at
    * host copies while it runs, and the watchdog may finish it meanwhile. */
-  evmpi__future_complete(&w->future, status, text, w->inline_tensors, w->noutputs);
-  evmpi_work_release(w);
+  /* The in-flight reference goes with it (the future counts with the
+   * work's reference). */
+  evmpi__future_complete_release(&w->future, status, text, w->inline_tensors, w->noutputs);
 }
 
 int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc) {
