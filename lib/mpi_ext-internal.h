@@ -35,5 +35,11 @@ int evmpi__mpi_test(MPI_Request *req, int *flag, MPI_Status *status);
  * called on its sides, so that the poller should keep testing while one
  * is pending (poller.c) rather than sleep. */
 bool evmpi__mpi_rendezvous_needs_polling(void);
+/* Around a long blocking collective (any thread, nested across threads
+ * and groups): the MPI's progress engine yields the core while it has
+ * nothing to do, so that the loop thread that shares the core runs
+ * (Open MPI; a no-op elsewhere). */
+void evmpi__mpi_yield_begin(void);
+void evmpi__mpi_yield_end(void);
 
 #endif /* EVMPI_MPI_EXT_INTERNAL_H */

@@ -7,8 +7,10 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <string.h>
 
 #if defined(OPEN_MPI) && OPEN_MPI
+#include <dlfcn.h>
 #include <mpi-ext.h> /* MPIX_CUDA_AWARE_SUPPORT, MPIX_Query_cuda_support */
 #endif
 
@@ -130,3 +132,49 @@ int evmpi__mpi_test(MPI_Request *req, int *flag, MPI_Status *status) {
   evmpi__mpi_match_leave();
   return rc;
 }
+
+/* A long blocking collective spins inside MPI on its worker's core, which
+ * the group's loop thread shares (a rank is bound to one core by
+ * default): the loop thread then got the core only when the scheduler took
+ * it from the worker, a time slice later, and a send or receive waited
+ * that long (doc/performance.md, "p2p during a long collective"). Open
+ * MPI's progress engine can yield the core after every pass that found
+ * nothing to do (its mpi_yield_when_idle, which mpirun sets on an
+ * oversubscribed node); libopen-pal exports the switch. evmpi turns it on
+ * while at least one long collective runs in the process, and puts back
+ * what it was when the last one ends: a loop thread with something to do
+ * then gets the core at the worker's next idle pass. Looked up at run time
+ * (an Open MPI without the symbol, or another MPI, does nothing); the
+ * count and the switch change under one lock, so that an end and a begin
+ * on two threads never leave it off while a collective runs. */
+#if defined(OPEN_MPI) && OPEN_MPI
+static pthread_mutex_t yield_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool (*set_yield)(bool);  /* under yield_mu, looked up once */
+static bool yield_looked_up;     /* under yield_mu */
+static int yield_users;          /* under yield_mu */
+static bool yield_before;        /* under yield_mu: the switch when the first began */
+
+void evmpi__mpi_yield_begin(void) {
+  pthread_mutex_lock(&yield_mu);
+  if (!yield_looked_up) {
+    yield_looked_up = true;
+    /* The cast goes through a data pointer: ISO C has no conversion from
+     * void * to a function pointer, POSIX's dlsym promises it works. */
+    void *sym = dlsym(RTLD_DEFAULT, "opal_progress_set_yield_when_idle");
+    memcpy(&set_yield, &sym, sizeof set_yield);
+  }
+  if (set_yield && yield_users++ == 0)
+    yield_before = set_yield(true);
+  pthread_mutex_unlock(&yield_mu);
+}
+
+void evmpi__mpi_yield_end(void) {
+  pthread_mutex_lock(&yield_mu);
+  if (set_yield && --yield_users == 0)
+    set_yield(yield_before);
+  pthread_mutex_unlock(&yield_mu);
+}
+#else
+void evmpi__mpi_yield_begin(void) {}
+void evmpi__mpi_yield_end(void) {}
+#endif

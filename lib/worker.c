@@ -223,15 +223,37 @@ static void break_group_locked(evmpi_worker_t *wk, const char *why, const char *
   pthread_mutex_lock(&wk->mu);
 }
 
+/* The bytes of w's tensors in all; -1 when one has no element count. */
+static int64_t work_bytes(const evmpi_work_t *w) {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < w->ntensors; i++) {
+    int64_t n = evmpi_tensor_numel(&w->tensors[i]);
+    if (n < 0)
+      return -1;
+    bytes += n * (int64_t)evmpi_dtype_size(w->tensors[i].dtype);
+  }
+  return bytes;
+}
+
 /* The collective itself, once its gate is passed (or its credit used),
- * on whichever thread runs it; status is the gate's. */
+ * on whichever thread runs it; status is the gate's. One of at least a
+ * piece (EVMPI_PIECE) runs with MPI yielding the core while it idles
+ * (evmpi__mpi_yield_begin): the loop thread that shares it gets it then,
+ * not a time slice later. Small ones do not pay a system call per idle
+ * pass. */
 static int run_gated(evmpi_worker_t *wk, evmpi_work_t *w, int status, bool debug) {
   if (wk->credit > 0)
     wk->credit--;
   if (status == EVMPI_OK && debug)
     status = evmpi__debug_check(w);
-  if (status == EVMPI_OK)
+  if (status == EVMPI_OK) {
+    bool yield = w->pg->size > 1 && work_bytes(w) >= (int64_t)w->pg->piece_bytes;
+    if (yield)
+      evmpi__mpi_yield_begin();
     status = run_work(w);
+    if (yield)
+      evmpi__mpi_yield_end();
+  }
   return status;
 }
 
@@ -456,16 +478,8 @@ static bool loop_eligible(const evmpi_work_t *w) {
     return false;
   if (w->device.type != EVMPI_DEVICE_CPU)
     return false;
-  int64_t bytes = 0;
-  for (size_t i = 0; i < w->ntensors; i++) {
-    int64_t n = evmpi_tensor_numel(&w->tensors[i]);
-    if (n < 0)
-      return false;
-    bytes += n * (int64_t)evmpi_dtype_size(w->tensors[i].dtype);
-    if (bytes > LOOP_COLLECTIVE_MAX_BYTES)
-      return false;
-  }
-  return true;
+  int64_t bytes = work_bytes(w);
+  return bytes >= 0 && bytes <= LOOP_COLLECTIVE_MAX_BYTES;
 }
 
 /* Gives a claimed head to the worker (under mu). */

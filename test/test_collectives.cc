@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -616,6 +617,45 @@ TEST_F(Collectives, RecordsStayOrderedWhenTheWorkerGoesStraightOn) {
     prev_finish = r.finished_ns;
     prev_seq = r.seq;
     evmpi_work_release(c.works[i]);
+  }
+}
+
+// A collective of at least a piece runs with Open MPI's progress engine
+// yielding the core while it idles (its switch, opal_progress_yield_when_idle,
+// read here through libopen-pal's symbol), so that the loop thread that
+// shares the core is not held a time slice behind it; after it, the switch is
+// what it was (on from the start when mpirun oversubscribes the node). A
+// group of one rank waits for nobody and leaves it alone.
+TEST_F(Collectives, ALongCollectiveLetsMpiYieldTheCoreWhileItIdles) {
+  auto *flag = static_cast<volatile bool *>(dlsym(RTLD_DEFAULT, "opal_progress_yield_when_idle"));
+  if (!flag)
+    GTEST_SKIP() << "not Open MPI (no opal_progress_yield_when_idle): evmpi has no switch to turn";
+  Loop l;
+  ASSERT_NE(l.pg, nullptr);
+  int size = evmpi_pg_size(l.pg);
+  bool before = *flag;
+  std::vector<float> v(4u << 20, 1.0f); // 16 MiB: 16 pieces of the default 1 MiB
+  evmpi_tensor_t t = evmpi_tensor_flat(v.data(), EVMPI_FLOAT32, (int64_t)v.size());
+  for (int round = 0; round < 2; round++) {
+    evmpi_work_t *w = nullptr;
+    ASSERT_EQ(evmpi_allreduce(l.pg, &t, EVMPI_SUM, &w), EVMPI_OK) << evmpi_last_error();
+    bool seen_on = false;
+    struct timespec nap = {0, 20000};
+    for (double end = evmpi_test_now_ms() + EVMPI_TEST_TIMEOUT_MS;
+         !evmpi_work_is_completed(w) && evmpi_test_now_ms() < end;) {
+      seen_on |= *flag;
+      nanosleep(&nap, nullptr);
+    }
+    ASSERT_TRUE(evmpi_test_finish(l.base, &w, 1));
+    if (size > 1)
+      EXPECT_TRUE(seen_on) << "round " << round << ": the switch was never on during a 16 MiB "
+                           << "allreduce";
+    else
+      EXPECT_EQ(seen_on, before) << "round " << round << ": a group of one turned the switch";
+    EXPECT_EQ(*flag, before) << "round " << round << ": the switch was not put back";
+    EXPECT_EQ(v[0], (float)size);
+    EXPECT_EQ(v[v.size() - 1], (float)size);
+    std::fill(v.begin(), v.end(), 1.0f);
   }
 }
 
