@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 typedef struct evmpi_poller {
   pthread_t thread;
@@ -35,6 +36,7 @@ typedef struct evmpi_poller {
   /* poller-owned (and abort's, under mu), in the order they were issued */
   MPI_Request *reqs;
   evmpi_work_t **works;
+  uint64_t *chan;            /* each one's channel (kind, peer, tag: poller.c) */
   size_t n, cap;
   size_t nheld;              /* how many of them are held (work.held) */
   bool made;                 /* mu, finish_mu and cv are made */
@@ -44,6 +46,8 @@ typedef struct evmpi_poller {
    * requests itself (bridge.c); the poller sleeps rather than spins then. */
   _Atomic int64_t loop_until;
   bool loop_wait;            /* under mu: asleep until loop_until */
+  size_t loop_cursor;        /* under mu: where the loop thread's walk through
+                                the middle of many pending requests is */
   int64_t last_activity;     /* under mu: when a request last finished (on
                                 either thread) or was submitted */
   size_t staged;             /* under mu: pending works with a pinned CUDA staging

@@ -70,11 +70,16 @@ enum {
   /* MAX_SLEEP_NS: the group's EVMPI_P2P_IDLE_POLL_MS (p->max_sleep_ns) */
   LARGE_BYTES = 65536,
   LARGE_SPIN_MAX_NS = 100000000,
-  /* The most requests the loop thread tests at once (evmpi__poller_test);
-   * with more pending the poller tests too. 32 left a window of 64 sends
-   * and their acknowledgement's receive to both threads, which then took
-   * turns on the core and for the lock. */
+  /* The most requests the loop thread tests at once (evmpi__poller_test):
+   * all of them up to LOOP_TEST_MAX, else the oldest, the newest and a
+   * walk through the rest (test_window_locked). 32, the oldest only, left
+   * a window of 64 sends and their acknowledgement's receive to both
+   * threads, which took turns on the core and for the lock, and a stream
+   * behind receives left posted to the poller alone. */
   LOOP_TEST_MAX = 128,
+  LOOP_OLDEST = 32,
+  LOOP_NEWEST = 64,
+  LOOP_MIDDLE = LOOP_TEST_MAX - LOOP_OLDEST - LOOP_NEWEST,
 };
 
 /* A work's message size in bytes. */
@@ -111,8 +116,19 @@ static int grow_pair(void **a, size_t asz, void **b, size_t bsz, size_t *cap, si
 }
 
 static int grow_arrays(evmpi_poller_t *p, size_t need) {
+  if (need <= p->cap)
+    return 0;
+  /* The channels first, to the size the pair will have: the pair's cap
+   * then never exceeds the channels' room. */
+  size_t n = p->cap ? p->cap * 2 : 16;
+  while (n < need)
+    n *= 2;
+  uint64_t *chan = realloc(p->chan, n * sizeof *chan);
+  if (!chan)
+    return -1;
+  p->chan = chan;
   void *reqs = p->reqs, *works = p->works;
-  int rc = grow_pair(&reqs, sizeof *p->reqs, &works, sizeof *p->works, &p->cap, need);
+  int rc = grow_pair(&reqs, sizeof *p->reqs, &works, sizeof *p->works, &p->cap, n);
   p->reqs = reqs;
   p->works = works;
   return rc;
@@ -171,6 +187,14 @@ static int request_outcome(evmpi_work_t *w, int rc, const MPI_Status *st) {
   return EVMPI_OK;
 }
 
+/* A send's or a receive's channel: its kind, peer and tag in one word.
+ * MPI matches the works of one channel in issue order, and a work that
+ * completes before an older one of its channel is held (release_held_locked). */
+static uint64_t channel_key(const evmpi_work_t *w) {
+  return (uint64_t)(uint32_t)w->args.p2p.peer << 32 | (uint64_t)(uint32_t)w->args.p2p.tag << 1 |
+         (w->kind == EVMPI_WORK_SEND);
+}
+
 /* Moves issued requests from the incoming stack into the arrays (under
  * mu), in issue order; new requests count as activity for the back-off.
  * Returns whether any came. */
@@ -204,6 +228,7 @@ static bool adopt_incoming(evmpi_poller_t *p) {
     w->next = NULL;
     p->reqs[p->n] = w->request;
     p->works[p->n] = w;
+    p->chan[p->n] = channel_key(w);
     p->n++;
     p->staged += w->p2p_stage != NULL;
     int64_t bytes = work_bytes(w);
@@ -270,9 +295,10 @@ static void cancel_receives(evmpi_poller_t *p) {
  * submissions do not wake it (the loop thread adopts them). A window
  * that grew while it slept is slept out too: a test of its own there
  * would only take the loop thread's completions from it, each then a
- * handoff through the eventfd. It tests when the window ends, when the
- * loop thread tests only some of the requests (LOOP_TEST_MAX), and for
- * what is its own: staged works, deadlines, stop. Called under mu; false
+ * handoff through the eventfd. The loop thread's test reaches every
+ * request, however many are pending (LOOP_TEST_MAX and its walk). It
+ * tests when the window ends, and for what is its own: staged works,
+ * deadlines, stop. Called under mu; false
  * when the loop is not polling. */
 static bool wait_for_loop_locked(evmpi_poller_t *p) {
   bool waited = false;
@@ -280,7 +306,7 @@ static bool wait_for_loop_locked(evmpi_poller_t *p) {
     int64_t t = atomic_load_explicit(&p->loop_until, memory_order_relaxed);
     if (t > p->next_deadline)
       t = p->next_deadline;
-    if (p->stopping || p->staged || p->n > LOOP_TEST_MAX || t <= evmpi__now_ns())
+    if (p->stopping || p->staged || t <= evmpi__now_ns())
       return waited;
     struct timespec until = {t / 1000000000, t % 1000000000};
     p->loop_wait = true;
@@ -343,62 +369,89 @@ static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
   EVMPI__FIFO_PUSH(d->head, d->tail, w);
 }
 
-static bool same_channel(const evmpi_work_t *a, const evmpi_work_t *b) {
-  return a->kind == b->kind && a->args.p2p.peer == b->args.p2p.peer &&
-         a->args.p2p.tag == b->args.p2p.tag;
+/* Whether key is among keys[0..n); its index, or n. */
+static size_t key_at(const uint64_t *keys, size_t n, uint64_t key) {
+  size_t k = 0;
+  while (k < n && keys[k] != key)
+    k++;
+  return k;
 }
 
 /* Moves held works whose older same-channel works have all finished to d,
- * in issue order (under mu); the scan ends at the last held one. A channel
- * is blocked from the first older work of it still pending (or held
- * behind one) on. */
+ * in issue order (under mu). A channel is blocked from the first older
+ * work of it still pending (or held behind one) on. Only the channels of
+ * held works matter, and a pending work is one whose request is still
+ * active (a held or finished one's is MPI_REQUEST_NULL): the scan reads
+ * the contiguous requests and channels, and a work itself only where its
+ * request is done (thousands of receives left posted made every
+ * completion walk through every one of their works, out of cache). */
 static void release_held_locked(evmpi_poller_t *p, done_list_t *d) {
-  size_t held = p->nheld;
-  enum { BLOCKED_STACK = 32 };
-  const evmpi_work_t *stack[BLOCKED_STACK];
-  const evmpi_work_t **blocked = stack; /* one work per blocked channel */
-  size_t nblocked = 0, cap = BLOCKED_STACK;
+  if (p->nheld == 0)
+    return;
+  enum { HELD_STACK = 16 };
+  uint64_t stack_keys[HELD_STACK];
+  bool stack_blocked[HELD_STACK];
+  uint64_t *keys = stack_keys; /* the held works' channels */
+  bool *blocked = stack_blocked;
+  size_t nkeys = 0, cap = HELD_STACK, last = 0, held = p->nheld;
   for (size_t i = 0; i < p->n && held > 0; i++) {
-    evmpi_work_t *w = p->works[i];
-    if (w->state == EVMPI_WORK_DONE)
+    if (p->reqs[i] != MPI_REQUEST_NULL || !p->works[i]->held)
       continue;
-    bool is_blocked = false;
-    for (size_t k = 0; k < nblocked && !is_blocked; k++)
-      is_blocked = same_channel(blocked[k], w);
-    if (w->held) {
-      held--;
-      if (!is_blocked) {
-        w->held = false;
-        p->nheld--;
-        done_append(p, d, w);
-        continue;
+    held--;
+    last = i;
+    if (key_at(keys, nkeys, p->chan[i]) < nkeys)
+      continue;
+    if (nkeys == cap) {
+      uint64_t *more = malloc(2 * cap * sizeof *more);
+      bool *more_blocked = malloc(2 * cap * sizeof *more_blocked);
+      if (!more || !more_blocked) { /* out of memory: all stay held until a later pass */
+        free(more);
+        free(more_blocked);
+        nkeys = 0;
+        break;
       }
-    }
-    if (is_blocked)
-      continue;
-    if (nblocked == cap) {
-      const evmpi_work_t **more = malloc(2 * cap * sizeof *more);
-      if (!more)
-        break; /* out of memory: the rest stay held until a later pass */
-      memcpy(more, blocked, nblocked * sizeof *more);
-      if (blocked != stack)
+      memcpy(more, keys, nkeys * sizeof *more);
+      if (keys != stack_keys) {
+        free(keys);
         free(blocked);
-      blocked = more;
+      }
+      keys = more;
+      blocked = more_blocked;
       cap *= 2;
     }
-    blocked[nblocked++] = w;
+    keys[nkeys++] = p->chan[i];
   }
-  if (blocked != stack)
+  memset(blocked, 0, nkeys * sizeof *blocked);
+  for (size_t i = 0; nkeys > 0 && i <= last; i++) {
+    size_t k = key_at(keys, nkeys, p->chan[i]);
+    if (k == nkeys)
+      continue; /* no held work of this channel */
+    if (p->reqs[i] != MPI_REQUEST_NULL) {
+      blocked[k] = true; /* pending: later works of its channel wait for it */
+      continue;
+    }
+    evmpi_work_t *w = p->works[i];
+    if (!w->held || blocked[k])
+      continue; /* finished already, or behind an older one */
+    w->held = false;
+    p->nheld--;
+    done_append(p, d, w);
+  }
+  if (keys != stack_keys) {
+    free(keys);
     free(blocked);
+  }
 }
 
-/* Closes the gaps that finished works left (under mu), keeping the order. */
+/* Closes the gaps that finished works left (under mu), keeping the order.
+ * A pending work's request is active: only the others are read. */
 static void compact_locked(evmpi_poller_t *p) {
   size_t j = 0;
   for (size_t i = 0; i < p->n; i++) {
-    if (p->works[i]->state != EVMPI_WORK_DONE) {
+    if (p->reqs[i] != MPI_REQUEST_NULL || p->works[i]->state != EVMPI_WORK_DONE) {
       p->works[j] = p->works[i];
       p->reqs[j] = p->reqs[i];
+      p->chan[j] = p->chan[i];
       j++;
     }
   }
@@ -408,16 +461,16 @@ static void compact_locked(evmpi_poller_t *p) {
 /* The MPI_Testsome call itself failed (rather than a request): each
  * request is tested on its own, so that those still active stay pending
  * (their buffers are in use) and only those that failed or finished leave. */
-static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st) {
+static int test_each(MPI_Request *reqs, size_t n, int *idx, MPI_Status *st) {
   int out = 0;
   for (size_t i = 0; i < n; i++) {
-    if (p->reqs[i] == MPI_REQUEST_NULL)
+    if (reqs[i] == MPI_REQUEST_NULL)
       continue;
     int flag = 0;
-    int rc = MPI_Test(&p->reqs[i], &flag, &st[out]);
+    int rc = MPI_Test(&reqs[i], &flag, &st[out]);
     if (rc != MPI_SUCCESS) {
       st[out].MPI_ERROR = rc;
-      p->reqs[i] = MPI_REQUEST_NULL; /* a failed request is no longer active */
+      reqs[i] = MPI_REQUEST_NULL; /* a failed request is no longer active */
       flag = 1;
     } else if (flag) {
       st[out].MPI_ERROR = MPI_SUCCESS;
@@ -428,27 +481,35 @@ static int test_each_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *s
   return out;
 }
 
-/* One MPI_Testsome over the first n pending requests (under mu), with room
- * for n results in idx and st; the works that may finish now are taken
- * out of the arrays, marked done and appended to d, in issue order, for
- * finish_list to complete after mu is released. */
-static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, done_list_t *d,
-                        bool on_loop) {
+/* One MPI_Testsome over reqs (n of them), with room for n results in idx
+ * and st; how many completed (0 for MPI_UNDEFINED), and whether each
+ * status carries its own error. */
+static int testsome(MPI_Request *reqs, size_t n, int *idx, MPI_Status *st, bool *per_status) {
   int outcount = 0;
   evmpi__mpi_match_enter();
   evmpi__mpi_test_begin();
-  int rc = MPI_Testsome((int)n, p->reqs, &outcount, idx, st);
-  bool per_status = rc == MPI_ERR_IN_STATUS;
-  if (rc != MPI_SUCCESS && !per_status) {
-    outcount = test_each_locked(p, n, idx, st);
-    per_status = true;
+  int rc = MPI_Testsome((int)n, reqs, &outcount, idx, st);
+  *per_status = rc == MPI_ERR_IN_STATUS;
+  if (rc != MPI_SUCCESS && !*per_status) {
+    outcount = test_each(reqs, n, idx, st);
+    *per_status = true;
   }
   evmpi__mpi_test_end();
   evmpi__mpi_match_leave();
-  if (outcount == MPI_UNDEFINED || outcount <= 0)
+  return outcount == MPI_UNDEFINED || outcount < 0 ? 0 : outcount;
+}
+
+/* The works at pos[idx[k]] (pos NULL: at idx[k]) whose requests completed
+ * get their outcome and are held; those that may finish now are taken out
+ * of the arrays, marked done and appended to d, in issue order, for
+ * finish_list to complete after mu is released (under mu). */
+static void take_completed_locked(evmpi_poller_t *p, const size_t *pos, const int *idx,
+                                  const MPI_Status *st, int outcount, bool per_status,
+                                  done_list_t *d, bool on_loop) {
+  if (outcount <= 0)
     return;
   for (int k = 0; k < outcount; k++) {
-    evmpi_work_t *w = p->works[idx[k]];
+    evmpi_work_t *w = p->works[pos ? pos[idx[k]] : (size_t)idx[k]];
     int wrc = per_status ? st[k].MPI_ERROR : MPI_SUCCESS;
     w->outcome = request_outcome(w, wrc, &st[k]);
     w->ran_on_loop = on_loop; /* which thread's test saw it (the timeline says) */
@@ -461,6 +522,45 @@ static void test_locked(evmpi_poller_t *p, size_t n, int *idx, MPI_Status *st, d
     p->last_activity = d->now;
     compact_locked(p);
   }
+}
+
+/* One test of every pending request (under mu), with room for p->n
+ * results in idx and st. */
+static void test_all_locked(evmpi_poller_t *p, int *idx, MPI_Status *st, done_list_t *d,
+                            bool on_loop) {
+  bool per_status;
+  int out = testsome(p->reqs, p->n, idx, st, &per_status);
+  take_completed_locked(p, NULL, idx, st, out, per_status, d, on_loop);
+}
+
+/* The loop thread's test when more than LOOP_TEST_MAX requests are
+ * pending (under mu): one MPI_Testsome over the oldest LOOP_OLDEST (MPI
+ * matches them first), the newest LOOP_NEWEST (a stream's, behind
+ * receives left posted: a server's, or thousands) and LOOP_MIDDLE more
+ * from a cursor that walks the rest, so that every request is tested
+ * while the poller sleeps through the loop's window. Their handles are
+ * copied out and back: one call, one progress pass. */
+static void test_window_locked(evmpi_poller_t *p, done_list_t *d) {
+  size_t pos[LOOP_TEST_MAX], k = 0;
+  MPI_Request reqs[LOOP_TEST_MAX];
+  int idx[LOOP_TEST_MAX];
+  MPI_Status st[LOOP_TEST_MAX];
+  size_t middle = p->n - LOOP_OLDEST - LOOP_NEWEST; /* > LOOP_MIDDLE */
+  for (size_t i = 0; i < LOOP_OLDEST; i++)
+    pos[k++] = i;
+  p->loop_cursor %= middle;
+  for (size_t i = 0; i < LOOP_MIDDLE; i++)
+    pos[k++] = LOOP_OLDEST + (p->loop_cursor + i) % middle;
+  p->loop_cursor += LOOP_MIDDLE;
+  for (size_t i = p->n - LOOP_NEWEST; i < p->n; i++)
+    pos[k++] = i;
+  for (size_t i = 0; i < k; i++)
+    reqs[i] = p->reqs[pos[i]];
+  bool per_status;
+  int out = testsome(reqs, k, idx, st, &per_status);
+  for (size_t i = 0; i < k; i++)
+    p->reqs[pos[i]] = reqs[i]; /* completed ones are MPI_REQUEST_NULL now */
+  take_completed_locked(p, pos, idx, st, out, per_status, d, true);
 }
 
 static void finish_list(evmpi_work_t *done, int64_t now) {
@@ -658,13 +758,13 @@ static void *poller_main(void *arg) {
       sleep_backoff(p); /* out of memory: wait a little */
       continue;
     }
-    test_locked(p, p->n, s.idx, s.st, &d, false);
+    test_all_locked(p, s.idx, s.st, &d, false);
     /* Open MPI's MPI_Testsome progresses only when it found nothing
      * complete, and returns without looking again: what that progress
      * completed (a message that came while we slept) shows at the next
      * test. A second test sees it now, not a sleep later. */
     if (!d.head)
-      test_locked(p, p->n, s.idx, s.st, &d, false);
+      test_all_locked(p, s.idx, s.st, &d, false);
     bool done = d.head != NULL;
     finish_in_order_unlock(p, &d);
     if (!done && !fresh)
@@ -680,7 +780,7 @@ static void *poller_main(void *arg) {
  * itself, with no handoff from the poller thread, which on a rank bound to
  * one core costs a sched_yield and a context switch or two each way.
  * trylock: never waits for the poller's MPI calls; at most LOOP_TEST_MAX
- * requests, the oldest, so the scratch lives on the stack. */
+ * requests (the oldest and the newest), so the scratch lives on the stack. */
 bool evmpi__poller_test(evmpi_poller_t *p, bool *pending, int64_t *done_ns) {
   *pending = true; /* unknown: the poller has the lock */
   if (pthread_mutex_trylock(&p->mu) != 0)
@@ -688,9 +788,13 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending, int64_t *done_ns) {
   adopt_incoming(p);
   done_list_t d = {0};
   if (p->n > 0 && !p->stopping && p->staged == 0) {
-    int idx[LOOP_TEST_MAX];
-    MPI_Status st[LOOP_TEST_MAX];
-    test_locked(p, p->n < LOOP_TEST_MAX ? p->n : LOOP_TEST_MAX, idx, st, &d, true);
+    if (p->n <= LOOP_TEST_MAX) {
+      int idx[LOOP_TEST_MAX];
+      MPI_Status st[LOOP_TEST_MAX];
+      test_all_locked(p, idx, st, &d, true);
+    } else {
+      test_window_locked(p, &d);
+    }
   }
   *pending = p->n > 0;
   bool done = d.head != NULL;
@@ -861,5 +965,6 @@ void evmpi__poller_fini(evmpi_poller_t *p) {
   pthread_cond_destroy(&p->cv);
   free(p->reqs);
   free(p->works);
+  free(p->chan);
   p->made = false;
 }

@@ -320,6 +320,45 @@ TEST_F(Lifecycle, ALargeMessageMatchedFirstCompletesFirst) {
   check_matching_order({1 << 20, 16, 2 << 20, 8}, 5);
 }
 
+// Many channels (tags) finishing in one test: each completed work is held
+// until no older work of its channel is pending, and the poller keeps the
+// held works' channels in a list that grows past its first 16. 100
+// receives from this rank on 100 tags, then the 100 sends: all complete,
+// each with its own message (a held work left behind by the list's growth
+// once hung destroy, in test_p2p's stream behind parked receives).
+TEST_F(Lifecycle, ManyChannelsFinishingTogetherAllComplete) {
+  for (int trial = 0; trial < 5; trial++) {
+    TestLoop l;
+    ASSERT_NE(l.pg, nullptr);
+    int me = evmpi_pg_rank(l.pg);
+    const int n = 100;
+    std::vector<int32_t> in(n, -1), out(n);
+    std::vector<evmpi_work_t *> works;
+    for (int i = 0; i < n; i++) {
+      evmpi_tensor_t t = evmpi_tensor_flat(&in[i], EVMPI_INT32, 1);
+      evmpi_work_t *w = nullptr;
+      ASSERT_EQ(evmpi_recv(l.pg, &t, me, 200 + i, &w), EVMPI_OK) << evmpi_last_error();
+      works.push_back(w);
+    }
+    for (int i = n - 1; i >= 0; i--) { // newest tag first: out of posting order
+      out[i] = 1000 + i;
+      evmpi_tensor_t t = evmpi_tensor_flat(&out[i], EVMPI_INT32, 1);
+      evmpi_work_t *w = nullptr;
+      ASSERT_EQ(evmpi_send(l.pg, &t, me, 200 + i, &w), EVMPI_OK) << evmpi_last_error();
+      works.push_back(w);
+    }
+    ASSERT_TRUE(evmpi_test_run_until_done(l.base, works.data(), (int)works.size(),
+                                          EVMPI_TEST_TIMEOUT_MS))
+        << "trial " << trial;
+    for (int i = 0; i < n; i++) {
+      EXPECT_EQ(evmpi_work_status(works[i]), EVMPI_OK) << evmpi_work_error(works[i]);
+      EXPECT_EQ(in[i], 1000 + i) << "receive of tag " << 200 + i;
+    }
+    for (evmpi_work_t *w : works)
+      evmpi_work_release(w);
+  }
+}
+
 // ---- 4, 5, 10a. timeouts --------------------------------------------------------
 
 // Ranks other than 0 arrive late_ms late at the barrier.

@@ -675,6 +675,108 @@ TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
   EXPECT_LE(by_poller, 40) << "of 4000 sends and receives, seen complete by the poller";
 }
 
+// A stream behind receives left posted (a server's, or thousands of them)
+// is still the loop thread's: past 128 pending requests its test looks at
+// the oldest, the newest (the stream's) and a walk through the rest, so the
+// stream's completions need no handoff from the poller, which sleeps, and
+// a message for one in the middle is still seen meanwhile. 300 receives of
+// tags 100-399 stay posted on every rank while it ping-pongs; halfway the
+// peer sends tag 250. Before the loop thread looked past the oldest it saw
+// none of the stream's completions.
+// A ping-pong that, halfway, also sends one message of tag to its peer.
+struct MidStream {
+  PingPong p;
+  int at_left = 0, tag = 0;
+  int32_t one = 1;
+};
+
+void midstream_send(MidStream *m);
+
+void midstream_cb(evmpi_work_t *w, void *arg) {
+  auto *m = static_cast<MidStream *>(arg);
+  if (evmpi_work_status(w) != EVMPI_OK)
+    m->p.failed++;
+  evmpi_work_release(w);
+  if (--m->p.left > 0)
+    midstream_send(m);
+}
+
+void midstream_send(MidStream *m) {
+  PingPong *p = &m->p;
+  if (p->left == m->at_left) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&m->one, EVMPI_INT32, 1);
+    evmpi_work_t *s = nullptr;
+    if (evmpi_send(p->pg, &t, p->peer, m->tag, &s) != EVMPI_OK)
+      p->failed++;
+    evmpi_work_release(s);
+  }
+  evmpi_tensor_t to = evmpi_tensor_flat(&p->out, EVMPI_INT32, 1);
+  evmpi_tensor_t ti = evmpi_tensor_flat(&p->in, EVMPI_INT32, 1);
+  evmpi_work_t *r = nullptr, *s = nullptr;
+  if (evmpi_recv(p->pg, &ti, p->peer, 30, &r) != EVMPI_OK ||
+      evmpi_send(p->pg, &to, p->peer, 30, &s) != EVMPI_OK) {
+    p->failed++;
+    p->left = 0;
+    return;
+  }
+  evmpi_work_release(s);
+  evmpi_work_on_complete(r, midstream_cb, m);
+}
+
+TEST_F(P2P, AStreamBehindReceivesLeftPostedStaysWithTheLoopThread) {
+  struct event_base *base = event_base_new();
+  evmpi_pg_options_t *o = nullptr;
+  ASSERT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
+  EXPECT_EQ(evmpi_pg_options_set_loop_p2p_poll_us(o, 100000), EVMPI_OK) << evmpi_last_error();
+  EXPECT_EQ(evmpi_pg_options_set_timeline(o, timeline.base()), EVMPI_OK);
+  size_t skip = timeline.size();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_WORLD, o, &pg), EVMPI_OK)
+      << evmpi_last_error();
+  evmpi_pg_options_free(o);
+  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
+  int peer = (rank ^ 1) < size ? rank ^ 1 : rank;
+  const int parked = 300, trips = 1000;
+  std::vector<int32_t> bufs(parked);
+  std::vector<evmpi_work_t *> left(parked, nullptr);
+  for (int i = 0; i < parked; i++) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&bufs[i], EVMPI_INT32, 1);
+    ASSERT_EQ(evmpi_recv(pg, &t, peer, 100 + i, &left[i]), EVMPI_OK) << evmpi_last_error();
+  }
+  const int middle = 150;
+  MidStream m;
+  m.p.pg = pg;
+  m.p.peer = peer;
+  m.p.left = trips;
+  m.at_left = trips / 2;
+  m.tag = 100 + middle;
+  midstream_send(&m);
+  EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) {
+    return static_cast<MidStream *>(a)->p.left <= 0;
+  }, &m, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(m.p.failed, 0);
+  EXPECT_EQ(evmpi_work_status(left[middle]), EVMPI_OK)
+      << "the receive in the middle of the posted ones, matched halfway through the stream, was "
+         "not seen complete by the end of its " << trips << " round trips";
+  evmpi_pg_destroy(pg); // cancels the parked receives; flushes the timeline
+  EXPECT_EQ(bufs[middle], 1);
+  for (int i = 0; i < parked; i++) {
+    if (i != middle)
+      EXPECT_EQ(evmpi_work_status(left[i]), EVMPI_ERR_ABORTED) << "parked receive " << i;
+    evmpi_work_release(left[i]);
+  }
+  event_base_free(base);
+  auto threads = timeline.threads_since(skip, "p2p");
+  ASSERT_EQ(threads.size(), (size_t)(parked + 1 + 2 * trips)) << timeline.file();
+  EXPECT_EQ(threads[middle + 1], "loop") << "whose test saw the receive in the middle complete";
+  int by_poller = 0;
+  for (auto &kv : threads)
+    by_poller += kv.first > (unsigned long long)parked && kv.second == "poller";
+  EXPECT_LE(by_poller, 2 * trips / 10) << "of " << 2 * trips << " sends and receives behind "
+                                       << parked << " posted ones, seen complete by the poller";
+}
+
 // A stream that ends in a dispatch that came back for it (the hold ran
 // out while it flowed) hands the poller back its tests: a send and
 // receive submitted afterwards by another thread complete at once, not

@@ -30,6 +30,7 @@ typedef struct {
   int settle_ms;            /* --settle-ms: idle, how long a case waits before its window */
   int groups;               /* --groups: idle and scale, groups alive at once */
   int pending;              /* --pending: scale, receives left pending */
+  bool pending_distinct;    /* --pending-tags distinct: each of them its own tag */
   bool json;                /* --json: JSON instead of the tables */
   const char *json_out;     /* --json-out: the tables, and the JSON in this file */
 } options_t;

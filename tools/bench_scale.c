@@ -9,7 +9,10 @@
  * through callbacks). MPI matches an arriving message against the posted
  * receives in order, so the P pending ones slow both. Then rank 0 sends
  * the P messages the pending receives wait for. Messages per second, for
- * P = 0 and P = --pending (default 10000).
+ * P = 0 and P = --pending (default 10000). The pending receives share one
+ * tag, or with --pending-tags distinct each has its own (a server's
+ * receives for many clients or requests: every completion then has
+ * thousands of other channels before it in the poller's list).
  *
  * groups: the 8 B allreduce chain of mode allreduce on one group while G
  * more groups stay alive and idle (raw: MPI_Allreduce with G more
@@ -21,6 +24,9 @@
 #include <string.h>
 
 #define TAG_PEND 5151 /* no message of msgrate's has it */
+
+/* The tag of pending receive i. */
+static int pend_tag(const bench_t *b, int i) { return TAG_PEND + (b->o.pending_distinct ? i : 0); }
 
 /* One repetition at P pending receives: raw then evmpi; rates of rank 0. */
 static void pending_round(msgrate_t *m, MPI_Comm comm, int p, char *pend, MPI_Status *st,
@@ -36,12 +42,12 @@ static void pending_round(msgrate_t *m, MPI_Comm comm, int p, char *pend, MPI_St
   if (b->rank == 1 && p > 0) {
     req = xcalloc((size_t)p, sizeof *req);
     for (int i = 0; i < p; i++)
-      MPI_Irecv(pend + i, 1, MPI_BYTE, 0, TAG_PEND, comm, &req[i]);
+      MPI_Irecv(pend + i, 1, MPI_BYTE, 0, pend_tag(b, i), comm, &req[i]);
   }
   *raw = msgrate_raw(m, comm);
   if (b->rank == 0)
     for (int i = 0; i < p; i++)
-      MPI_Send(pend + i, 1, MPI_BYTE, 1, TAG_PEND, comm);
+      MPI_Send(pend + i, 1, MPI_BYTE, 1, pend_tag(b, i), comm);
   else if (p > 0)
     MPI_Waitall(p, req, st); /* real statuses: see msgrate_raw */
   free(req);
@@ -53,14 +59,14 @@ static void pending_round(msgrate_t *m, MPI_Comm comm, int p, char *pend, MPI_St
     tp = xcalloc((size_t)p, sizeof *tp);
     for (int i = 0; i < p; i++) {
       tp[i] = evmpi_tensor_flat(pend + i, EVMPI_UINT8, 1);
-      post_recv(b, &tp[i], 0, TAG_PEND, count_done, &cd);
+      post_recv(b, &tp[i], 0, pend_tag(b, i), count_done, &cd);
     }
   }
   *ev = msgrate_evmpi(m);
   if (b->rank == 0 && p > 0) {
     evmpi_tensor_t one = evmpi_tensor_flat(pend, EVMPI_UINT8, 1);
     for (int i = 0; i < p; i++)
-      post_send(b, &one, 1, TAG_PEND, count_done, &cd);
+      post_send(b, &one, 1, pend_tag(b, i), count_done, &cd);
   }
   loop_until(b, &cd.done);
   free(tp);
@@ -76,9 +82,14 @@ static void mode_pending(bench_t *b) {
   out_mode(b, "scale_pending", "Message rate with receives pending", "messages/s", "pending",
            "Pending", 3, cols);
   out_note(b, "ranks 0 -> 1 of %d, windows of %d 8 B messages, each acknowledged; rank 1 has "
-           "Pending receives posted for another tag", b->size, b->o.window);
+           "Pending receives posted for %s", b->size, b->o.window,
+           b->o.pending_distinct ? "other tags, one each" : "another tag");
   out_note(b, "median of %d repetitions (rank 0's time), messages per second", b->o.reps);
   out_header(b);
+  int *tag_ub = NULL, flag = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &flag);
+  if (b->o.pending_distinct && flag && TAG_PEND + (long)b->o.pending > (long)*tag_ub)
+    die("--pending with --pending-tags distinct: the tags would pass MPI_TAG_UB");
   msgrate_t m;
   msgrate_init(&m, b, 8);
   msgrate_size(&m, 8);

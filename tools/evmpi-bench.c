@@ -80,6 +80,7 @@ static void usage(FILE *f) {
           "  --settle-ms MS    idle: wait before the window opens (default 5)\n"
           "  --groups G        idle, scale: groups alive at once (default 64)\n"
           "  --pending P       scale: receives left pending (default 10000)\n"
+          "  --pending-tags T  scale: the pending receives' tags, one (default) or distinct\n"
           "BYTES take K, M, G suffixes (powers of 1024).\n");
 }
 
@@ -158,6 +159,7 @@ static int parse(int argc, char **argv, options_t *o) {
       {"settle-ms", required_argument, NULL, 'S'},
       {"groups", required_argument, NULL, 'g'},
       {"pending", required_argument, NULL, 'p'},
+      {"pending-tags", required_argument, NULL, 'P'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -192,6 +194,13 @@ static int parse(int argc, char **argv, options_t *o) {
     case 'S': o->settle_ms = atoi(optarg); break;
     case 'g': o->groups = atoi(optarg); break;
     case 'p': o->pending = atoi(optarg); break;
+    case 'P':
+      if (strcmp(optarg, "one") != 0 && strcmp(optarg, "distinct") != 0) {
+        fprintf(stderr, "evmpi-bench: --pending-tags %s: one or distinct\n", optarg);
+        return -1;
+      }
+      o->pending_distinct = strcmp(optarg, "distinct") == 0;
+      break;
     case 'h': usage(stdout); return 1;
     default: usage(stderr); return -1;
     }
