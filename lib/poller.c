@@ -71,8 +71,9 @@ enum {
   LARGE_BYTES = 65536,
   LARGE_SPIN_MAX_NS = 100000000,
   /* The most requests the loop thread tests at once (evmpi__poller_test):
-   * all of them up to LOOP_TEST_MAX, else the oldest, the newest and a
-   * walk through the rest (test_window_locked). 32, the oldest only, left
+   * all of them up to LOOP_TEST_MAX, else the oldest, or when none of
+   * those is done the newest and a walk through the rest
+   * (test_window_locked). 32, the oldest only, left
    * a window of 64 sends and their acknowledgement's receive to both
    * threads, which took turns on the core and for the lock, and a stream
    * behind receives left posted to the poller alone. */
@@ -534,32 +535,39 @@ static void test_all_locked(evmpi_poller_t *p, int *idx, MPI_Status *st, done_li
 }
 
 /* The loop thread's test when more than LOOP_TEST_MAX requests are
- * pending (under mu): one MPI_Testsome over the oldest LOOP_OLDEST (MPI
- * matches them first), the newest LOOP_NEWEST (a stream's, behind
- * receives left posted: a server's, or thousands) and LOOP_MIDDLE more
- * from a cursor that walks the rest, so that every request is tested
- * while the poller sleeps through the loop's window. Their handles are
- * copied out and back: one call, one progress pass. */
+ * pending (under mu). First the oldest LOOP_OLDEST, in place: MPI matches
+ * them first, and a window of sends or receives completes from there.
+ * When none of them is done, one MPI_Testsome over copies of the newest
+ * LOOP_NEWEST (a stream's, behind receives left posted: a server's, or
+ * thousands) and LOOP_MIDDLE more from a cursor that walks the rest, so
+ * that every request is tested while the poller sleeps through the loop's
+ * window; the completed handles (MPI_REQUEST_NULL now) are copied back. */
 static void test_window_locked(evmpi_poller_t *p, done_list_t *d) {
-  size_t pos[LOOP_TEST_MAX], k = 0;
-  MPI_Request reqs[LOOP_TEST_MAX];
   int idx[LOOP_TEST_MAX];
   MPI_Status st[LOOP_TEST_MAX];
+  bool per_status;
+  int out = testsome(p->reqs, LOOP_OLDEST, idx, st, &per_status);
+  if (out > 0) {
+    take_completed_locked(p, NULL, idx, st, out, per_status, d, true);
+    return;
+  }
+  size_t pos[LOOP_MIDDLE + LOOP_NEWEST], k = 0;
+  MPI_Request reqs[LOOP_MIDDLE + LOOP_NEWEST];
   size_t middle = p->n - LOOP_OLDEST - LOOP_NEWEST; /* > LOOP_MIDDLE */
-  for (size_t i = 0; i < LOOP_OLDEST; i++)
-    pos[k++] = i;
-  p->loop_cursor %= middle;
-  for (size_t i = 0; i < LOOP_MIDDLE; i++)
-    pos[k++] = LOOP_OLDEST + (p->loop_cursor + i) % middle;
-  p->loop_cursor += LOOP_MIDDLE;
+  size_t at = p->loop_cursor % middle;
+  for (size_t i = 0; i < LOOP_MIDDLE; i++) {
+    pos[k++] = LOOP_OLDEST + at;
+    if (++at == middle)
+      at = 0;
+  }
+  p->loop_cursor = at;
   for (size_t i = p->n - LOOP_NEWEST; i < p->n; i++)
     pos[k++] = i;
   for (size_t i = 0; i < k; i++)
     reqs[i] = p->reqs[pos[i]];
-  bool per_status;
-  int out = testsome(reqs, k, idx, st, &per_status);
-  for (size_t i = 0; i < k; i++)
-    p->reqs[pos[i]] = reqs[i]; /* completed ones are MPI_REQUEST_NULL now */
+  out = testsome(reqs, k, idx, st, &per_status);
+  for (int i = 0; i < out; i++)
+    p->reqs[pos[idx[i]]] = reqs[idx[i]];
   take_completed_locked(p, pos, idx, st, out, per_status, d, true);
 }
 
