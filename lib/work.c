@@ -10,6 +10,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,8 +79,32 @@ static bool pool_push_locked(evmpi_work_t *w) {
 
 static EVMPI__HOT_TLS bool cache_registered; /* this thread's key is set */
 
-/* Moves the calling thread's cache to the pool under one lock; what does
- * not fit, or comes after the cleanup, is freed outside it. */
+/* Moves up to max works off the front of *list to the pool (under
+ * pool_mu); those that do not fit, or come after the cleanup, go onto
+ * *spill for the caller to free outside the lock. Returns how many left
+ * *list. */
+static size_t pool_take_locked(evmpi_work_t **list, size_t max, evmpi_work_t **spill) {
+  size_t n = 0;
+  for (; n < max && *list; n++) {
+    evmpi_work_t *w = *list;
+    *list = w->next;
+    if (!pool_push_locked(w)) {
+      w->next = *spill;
+      *spill = w;
+    }
+  }
+  return n;
+}
+
+static void destroy_list(evmpi_work_t *w) {
+  while (w) {
+    evmpi_work_t *next = w->next;
+    work_destroy(w);
+    w = next;
+  }
+}
+
+/* Moves the calling thread's cache to the pool under one lock. */
 static void cache_flush(void *unused) {
   (void)unused;
   evmpi_work_t *w = cache.head, *spill = NULL;
@@ -87,20 +112,9 @@ static void cache_flush(void *unused) {
   cache.len = 0;
   cache_registered = false; /* the key's value is gone once its destructor runs */
   pthread_mutex_lock(&pool_mu);
-  while (w) {
-    evmpi_work_t *next = w->next;
-    if (!pool_push_locked(w)) {
-      w->next = spill;
-      spill = w;
-    }
-    w = next;
-  }
+  pool_take_locked(&w, SIZE_MAX, &spill);
   pthread_mutex_unlock(&pool_mu);
-  while (spill) {
-    evmpi_work_t *next = spill->next;
-    work_destroy(spill);
-    spill = next;
-  }
+  destroy_list(spill);
 }
 
 static void cache_make_key(void) { cache_keyed = pthread_key_create(&cache_key, cache_flush) == 0; }
@@ -160,25 +174,13 @@ static evmpi_work_t *pool_get(void) {
 }
 
 /* Moves CACHE_BATCH works of the calling thread's full cache to the pool
- * under one lock; those that do not fit are freed outside it. */
+ * under one lock. */
 static void cache_spill(void) {
   evmpi_work_t *spill = NULL;
   pthread_mutex_lock(&pool_mu);
-  for (size_t i = 0; i < CACHE_BATCH && cache.head; i++) {
-    evmpi_work_t *w = cache.head;
-    cache.head = w->next;
-    cache.len--;
-    if (!pool_push_locked(w)) {
-      w->next = spill;
-      spill = w;
-    }
-  }
+  cache.len -= pool_take_locked(&cache.head, CACHE_BATCH, &spill);
   pthread_mutex_unlock(&pool_mu);
-  while (spill) {
-    evmpi_work_t *next = spill->next;
-    work_destroy(spill);
-    spill = next;
-  }
+  destroy_list(spill);
 }
 
 /* Keeps w for reuse; false when the pool is full (the caller frees it). */
@@ -208,11 +210,7 @@ __attribute__((destructor)) static void pool_cleanup(void) {
   pool_len = 0;
   atomic_store_explicit(&pool_closed, true, memory_order_relaxed);
   pthread_mutex_unlock(&pool_mu);
-  while (w) {
-    evmpi_work_t *next = w->next;
-    work_destroy(w);
-    w = next;
-  }
+  destroy_list(w);
 }
 
 static void work_last(evmpi_ref_t *ref);

@@ -605,6 +605,9 @@ struct PingPong {
   evmpi_pg_t *pg = nullptr;
   int peer = 0, left = 0, failed = 0;
   int32_t out = 0, in = 0;
+  // When left reaches at_left, one more message of extra_tag goes to the peer.
+  int at_left = -1, extra_tag = 0;
+  int32_t extra = 1;
 };
 
 void pingpong_send(PingPong *p);
@@ -619,6 +622,13 @@ void pingpong_cb(evmpi_work_t *w, void *arg) {
 }
 
 void pingpong_send(PingPong *p) {
+  if (p->left == p->at_left) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&p->extra, EVMPI_INT32, 1);
+    evmpi_work_t *e = nullptr;
+    if (evmpi_send(p->pg, &t, p->peer, p->extra_tag, &e) != EVMPI_OK)
+      p->failed++;
+    evmpi_work_release(e);
+  }
   evmpi_tensor_t to = evmpi_tensor_flat(&p->out, EVMPI_INT32, 1);
   evmpi_tensor_t ti = evmpi_tensor_flat(&p->in, EVMPI_INT32, 1);
   evmpi_work_t *r = nullptr, *s = nullptr;
@@ -646,22 +656,29 @@ void run_pingpong(struct event_base *base, evmpi_pg_t *pg, int peer, int n) {
   EXPECT_EQ(p.failed, 0);
 }
 
-TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
-  struct event_base *base = event_base_new();
+// A group on base over MPI_COMM_WORLD whose sends and receives go to the
+// timeline, with a loop hold of hold_us (0: the default). The poller takes
+// over when the loop thread has been away a polling window past its own:
+// 100 ms, so that a loaded machine's preemptions (milliseconds) do not count.
+void stream_group(struct event_base *base, int hold_us, evmpi_pg_t **pg) {
   evmpi_pg_options_t *o = nullptr;
   ASSERT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
   EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
-  EXPECT_EQ(evmpi_pg_options_set_loop_hold_us(o, 50), EVMPI_OK) << evmpi_last_error();
-  // The poller takes over when the loop thread has been away a polling
-  // window past its own: 100 ms, so that a loaded machine's preemptions
-  // (milliseconds) do not count here.
+  if (hold_us > 0)
+    EXPECT_EQ(evmpi_pg_options_set_loop_hold_us(o, hold_us), EVMPI_OK) << evmpi_last_error();
   EXPECT_EQ(evmpi_pg_options_set_loop_p2p_poll_us(o, 100000), EVMPI_OK) << evmpi_last_error();
   EXPECT_EQ(evmpi_pg_options_set_timeline(o, timeline.base()), EVMPI_OK);
-  size_t skip = timeline.size();
-  evmpi_pg_t *pg = nullptr;
-  ASSERT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_WORLD, o, &pg), EVMPI_OK)
+  EXPECT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_WORLD, o, pg), EVMPI_OK)
       << evmpi_last_error();
   evmpi_pg_options_free(o);
+  ASSERT_NE(*pg, nullptr);
+}
+
+TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
+  struct event_base *base = event_base_new();
+  size_t skip = timeline.size();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_NO_FATAL_FAILURE(stream_group(base, 50, &pg));
   int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
   run_pingpong(base, pg, (rank ^ 1) < size ? rank ^ 1 : rank, 2000);
   evmpi_pg_destroy(pg); // flushes the timeline
@@ -683,58 +700,11 @@ TEST_F(P2P, AStreamOutlastingTheHoldStaysWithTheLoopThread) {
 // tags 100-399 stay posted on every rank while it ping-pongs; halfway the
 // peer sends tag 250. Before the loop thread looked past the oldest it saw
 // none of the stream's completions.
-// A ping-pong that, halfway, also sends one message of tag to its peer.
-struct MidStream {
-  PingPong p;
-  int at_left = 0, tag = 0;
-  int32_t one = 1;
-};
-
-void midstream_send(MidStream *m);
-
-void midstream_cb(evmpi_work_t *w, void *arg) {
-  auto *m = static_cast<MidStream *>(arg);
-  if (evmpi_work_status(w) != EVMPI_OK)
-    m->p.failed++;
-  evmpi_work_release(w);
-  if (--m->p.left > 0)
-    midstream_send(m);
-}
-
-void midstream_send(MidStream *m) {
-  PingPong *p = &m->p;
-  if (p->left == m->at_left) {
-    evmpi_tensor_t t = evmpi_tensor_flat(&m->one, EVMPI_INT32, 1);
-    evmpi_work_t *s = nullptr;
-    if (evmpi_send(p->pg, &t, p->peer, m->tag, &s) != EVMPI_OK)
-      p->failed++;
-    evmpi_work_release(s);
-  }
-  evmpi_tensor_t to = evmpi_tensor_flat(&p->out, EVMPI_INT32, 1);
-  evmpi_tensor_t ti = evmpi_tensor_flat(&p->in, EVMPI_INT32, 1);
-  evmpi_work_t *r = nullptr, *s = nullptr;
-  if (evmpi_recv(p->pg, &ti, p->peer, 30, &r) != EVMPI_OK ||
-      evmpi_send(p->pg, &to, p->peer, 30, &s) != EVMPI_OK) {
-    p->failed++;
-    p->left = 0;
-    return;
-  }
-  evmpi_work_release(s);
-  evmpi_work_on_complete(r, midstream_cb, m);
-}
-
 TEST_F(P2P, AStreamBehindReceivesLeftPostedStaysWithTheLoopThread) {
   struct event_base *base = event_base_new();
-  evmpi_pg_options_t *o = nullptr;
-  ASSERT_EQ(evmpi_pg_options_new(&o), EVMPI_OK);
-  EXPECT_EQ(evmpi_pg_options_set_ignore_env(o, true), EVMPI_OK);
-  EXPECT_EQ(evmpi_pg_options_set_loop_p2p_poll_us(o, 100000), EVMPI_OK) << evmpi_last_error();
-  EXPECT_EQ(evmpi_pg_options_set_timeline(o, timeline.base()), EVMPI_OK);
   size_t skip = timeline.size();
   evmpi_pg_t *pg = nullptr;
-  ASSERT_EQ(evmpi_pg_create_from_comm_with(base, MPI_COMM_WORLD, o, &pg), EVMPI_OK)
-      << evmpi_last_error();
-  evmpi_pg_options_free(o);
+  ASSERT_NO_FATAL_FAILURE(stream_group(base, 0, &pg));
   int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
   int peer = (rank ^ 1) < size ? rank ^ 1 : rank;
   const int parked = 300, trips = 1000;
@@ -745,17 +715,17 @@ TEST_F(P2P, AStreamBehindReceivesLeftPostedStaysWithTheLoopThread) {
     ASSERT_EQ(evmpi_recv(pg, &t, peer, 100 + i, &left[i]), EVMPI_OK) << evmpi_last_error();
   }
   const int middle = 150;
-  MidStream m;
-  m.p.pg = pg;
-  m.p.peer = peer;
-  m.p.left = trips;
-  m.at_left = trips / 2;
-  m.tag = 100 + middle;
-  midstream_send(&m);
+  PingPong p;
+  p.pg = pg;
+  p.peer = peer;
+  p.left = trips;
+  p.at_left = trips / 2;
+  p.extra_tag = 100 + middle;
+  pingpong_send(&p);
   EXPECT_TRUE(evmpi_test_run_until(base, [](void *a) {
-    return static_cast<MidStream *>(a)->p.left <= 0;
-  }, &m, EVMPI_TEST_TIMEOUT_MS));
-  EXPECT_EQ(m.p.failed, 0);
+    return static_cast<PingPong *>(a)->left <= 0;
+  }, &p, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(p.failed, 0);
   EXPECT_EQ(evmpi_work_status(left[middle]), EVMPI_OK)
       << "the receive in the middle of the posted ones, matched halfway through the stream, was "
          "not seen complete by the end of its " << trips << " round trips";
