@@ -335,7 +335,7 @@ EVMPI_API int evmpi_pg_options_set_loop_collectives(evmpi_pg_options_t *opts, in
 EVMPI_API int evmpi_pg_options_set_p2p_idle_poll_ms(evmpi_pg_options_t *opts, int64_t ms);
 /** The longest a collective waiting for a late peer sleeps between tests
  * of its arrival gate (EVMPI_COLL_IDLE_POLL_US, 1..1000000 us, default
- * 500), on whichever thread waits (the worker's, or the loop thread's for
+ * 1000), on whichever thread waits (the worker's, or the loop thread's for
  * a collective it runs itself, which hands a gate not passed within 30 us
  * to the worker): a collective left waiting costs one wake-up this often
  * (a timer, a context switch and two tests), and completes at most about

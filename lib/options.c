@@ -131,7 +131,7 @@ static const row_t table[EVMPI_NSETTINGS] = {
                                         "collective runs on the worker. Each rank may choose "
                                         "its own."},
     [EVMPI_SETTING_COLL_IDLE_POLL] = {"EVMPI_COLL_IDLE_POLL_US", "coll_idle_poll_us", DURATION,
-                                      500, 1, 1000000, "microseconds", NULL, NULL, 0,
+                                      1000, 1, 1000000, "microseconds", NULL, NULL, 0,
                                       OFF(coll_idle_poll_us),
                                       "The longest a collective waiting at its arrival gate "
                                       "for a late peer sleeps between tests: a collective "

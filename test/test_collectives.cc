@@ -152,7 +152,7 @@ long long others_cpu_ns() {
 // asleep, not spinning in MPI_Bcast, which kept the worker on a CPU for the
 // whole wait (issue 18). Over 300 ms from 20 ms after the post, the
 // process's other threads may be on a CPU for at most a tenth of that
-// (a back-off wait tests about every 0.5 ms); a spinning worker is on one
+// (a back-off wait tests about every 1 ms); a spinning worker is on one
 // whenever the scheduler lets it run. The root posts only once every
 // other rank has measured.
 TEST_F(Collectives, WorkerSleepsWhileACollectiveWaitsForALateRoot) {
