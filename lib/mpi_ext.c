@@ -137,7 +137,7 @@ int evmpi__mpi_test(MPI_Request *req, int *flag, MPI_Status *status) {
  * the group's loop thread shares (a rank is bound to one core by
  * default): the loop thread then got the core only when the scheduler took
  * it from the worker, a time slice later, and a send or receive waited
- * that long (doc/performance.md, "p2p during a long collective"). Open
+ * that long (doc/performance.md, "MPI yields inside long collectives"). Open
  * MPI's progress engine can yield the core after every pass that found
  * nothing to do (its mpi_yield_when_idle, which mpirun sets on an
  * oversubscribed node); libopen-pal exports the switch. evmpi turns it on
