@@ -370,10 +370,16 @@ static void done_append(evmpi_poller_t *p, done_list_t *d, evmpi_work_t *w) {
   EVMPI__FIFO_PUSH(d->head, d->tail, w);
 }
 
-/* Whether key is among keys[0..n); its index, or n. */
-static size_t key_at(const uint64_t *keys, size_t n, uint64_t key) {
+/* A held work's channel, and whether an older work of it is pending. */
+typedef struct {
+  uint64_t key;
+  bool blocked;
+} held_chan_t;
+
+/* Where key is among c[0..n); n when it is not. */
+static size_t chan_at(const held_chan_t *c, size_t n, uint64_t key) {
   size_t k = 0;
-  while (k < n && keys[k] != key)
+  while (k < n && c[k].key != key)
     k++;
   return k;
 }
@@ -390,58 +396,47 @@ static void release_held_locked(evmpi_poller_t *p, done_list_t *d) {
   if (p->nheld == 0)
     return;
   enum { HELD_STACK = 16 };
-  uint64_t stack_keys[HELD_STACK];
-  bool stack_blocked[HELD_STACK];
-  uint64_t *keys = stack_keys; /* the held works' channels */
-  bool *blocked = stack_blocked;
-  size_t nkeys = 0, cap = HELD_STACK, last = 0, held = p->nheld;
+  held_chan_t stack[HELD_STACK];
+  held_chan_t *chans = stack;
+  size_t nchans = 0, cap = HELD_STACK, last = 0, held = p->nheld;
   for (size_t i = 0; i < p->n && held > 0; i++) {
     if (p->reqs[i] != MPI_REQUEST_NULL || !p->works[i]->held)
       continue;
     held--;
     last = i;
-    if (key_at(keys, nkeys, p->chan[i]) < nkeys)
+    if (chan_at(chans, nchans, p->chan[i]) < nchans)
       continue;
-    if (nkeys == cap) {
-      uint64_t *more = malloc(2 * cap * sizeof *more);
-      bool *more_blocked = malloc(2 * cap * sizeof *more_blocked);
-      if (!more || !more_blocked) { /* out of memory: all stay held until a later pass */
-        free(more);
-        free(more_blocked);
-        nkeys = 0;
+    if (nchans == cap) {
+      held_chan_t *more = malloc(2 * cap * sizeof *more);
+      if (!more) { /* out of memory: all stay held until a later pass */
+        nchans = 0;
         break;
       }
-      memcpy(more, keys, nkeys * sizeof *more);
-      if (keys != stack_keys) {
-        free(keys);
-        free(blocked);
-      }
-      keys = more;
-      blocked = more_blocked;
+      memcpy(more, chans, nchans * sizeof *more);
+      if (chans != stack)
+        free(chans);
+      chans = more;
       cap *= 2;
     }
-    keys[nkeys++] = p->chan[i];
+    chans[nchans++] = (held_chan_t){p->chan[i], false};
   }
-  memset(blocked, 0, nkeys * sizeof *blocked);
-  for (size_t i = 0; nkeys > 0 && i <= last; i++) {
-    size_t k = key_at(keys, nkeys, p->chan[i]);
-    if (k == nkeys)
+  for (size_t i = 0; nchans > 0 && i <= last; i++) {
+    size_t k = chan_at(chans, nchans, p->chan[i]);
+    if (k == nchans)
       continue; /* no held work of this channel */
     if (p->reqs[i] != MPI_REQUEST_NULL) {
-      blocked[k] = true; /* pending: later works of its channel wait for it */
+      chans[k].blocked = true; /* pending: later works of its channel wait for it */
       continue;
     }
     evmpi_work_t *w = p->works[i];
-    if (!w->held || blocked[k])
+    if (!w->held || chans[k].blocked)
       continue; /* finished already, or behind an older one */
     w->held = false;
     p->nheld--;
     done_append(p, d, w);
   }
-  if (keys != stack_keys) {
-    free(keys);
-    free(blocked);
-  }
+  if (chans != stack)
+    free(chans);
 }
 
 /* Closes the gaps that finished works left (under mu), keeping the order.
