@@ -17,10 +17,12 @@
 #define EVMPI_GATE_DATA_MAX 1024
 
 /* One round's message of a gate that carries data: the count, whether
- * every rank seen so far put its data in, then the data reduced so far. */
+ * every rank seen so far put its data in, whether every one was quiet
+ * (below), then the data reduced so far. */
 typedef struct {
   int64_t count;
   int64_t all_in;
+  int64_t quiet;
   unsigned char data[EVMPI_GATE_DATA_MAX];
 } evmpi_gate_msg_t;
 
@@ -33,7 +35,8 @@ typedef struct evmpi_gate {
   int rank, size;
   int rounds, round; /* the dissemination's rounds, and the one in flight */
   int value;         /* the least count seen so far */
-  int out, in;       /* this round's message out and in */
+  bool quiet;        /* every rank seen so far was quiet */
+  int out[2], in[2]; /* this round's message out and in: count, quiet */
   MPI_Request reqs[2];
   /* A gate that carries an allreduce (evmpi__gate_post_allreduce):
    * elems elements of dtype, reduced with op in every round into stage,
@@ -49,10 +52,13 @@ typedef struct evmpi_gate {
   evmpi_gate_msg_t msg_out, msg_in;
 } evmpi_gate_t;
 
-/* Posts the gate's first round with this rank's count (comm must not be
- * used for tags EVMPI_GATE_TAG..EVMPI_GATE_TAG+63 otherwise). An MPI error
- * code on failure, nothing left in flight. */
-int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count);
+/* Posts the gate's first round with this rank's count and whether this
+ * rank is quiet (no point-to-point traffic of late: the worker then sends
+ * large collectives to MPI in longer pieces, pieces.c); every rank learns
+ * whether all of them were (evmpi__gate_quiet). comm must not be used for
+ * tags EVMPI_GATE_TAG..EVMPI_GATE_TAG+63 otherwise. An MPI error code on
+ * failure, nothing left in flight. */
+int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count, bool quiet);
 /* Posts a gate that carries an in-place allreduce of elems elements of
  * dtype at data (bytes, at most EVMPI_GATE_DATA_MAX) with op, in a group
  * whose size is a power of two: recursive doubling over the same
@@ -62,7 +68,7 @@ int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int cou
  * evmpi__gate_complete). Every rank must post the same kind of gate for a
  * collective. An MPI error code on failure, nothing left in flight. */
 int evmpi__gate_post_allreduce(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count,
-                               void *data, int elems, MPI_Datatype dtype, size_t bytes,
+                               bool quiet, void *data, int elems, MPI_Datatype dtype, size_t bytes,
                                MPI_Op op);
 /* Tests without blocking, moving to the next round when one is over;
  * *passed once every round is. An MPI error code on failure. */
@@ -82,6 +88,8 @@ int evmpi__gate_wait(evmpi_gate_t *g, int64_t sleep_max_ns);
 bool evmpi__gate_complete(evmpi_gate_t *g);
 /* The least count of all ranks, once passed. */
 static inline int evmpi__gate_min(const evmpi_gate_t *g) { return g->value; }
+/* Whether every rank posted the gate quiet, once passed. */
+static inline bool evmpi__gate_quiet(const evmpi_gate_t *g) { return g->quiet; }
 
 /* Tags EVMPI_GATE_TAG + round; a gate that carries data, + 32 + round. */
 #define EVMPI_GATE_TAG 32000

@@ -34,6 +34,7 @@ static int start_carry_round(evmpi_gate_t *g) {
   int n = (int)(offsetof(evmpi_gate_msg_t, data) + g->bytes);
   g->msg_out.count = g->value;
   g->msg_out.all_in = g->all_in;
+  g->msg_out.quiet = g->quiet;
   if (g->bytes)
     memcpy(g->msg_out.data, g->stage, g->bytes);
   g->reqs[0] = g->reqs[1] = MPI_REQUEST_NULL;
@@ -54,6 +55,7 @@ static int end_carry_round(evmpi_gate_t *g) {
   if (g->msg_in.count < g->value)
     g->value = (int)g->msg_in.count;
   g->all_in = g->all_in && g->msg_in.all_in;
+  g->quiet = g->quiet && g->msg_in.quiet;
   if (!g->all_in)
     return MPI_SUCCESS; /* the collective runs as usual: nothing to reduce */
   if (partner < g->rank)
@@ -70,21 +72,23 @@ static int start_round(evmpi_gate_t *g) {
   int step = 1 << g->round;
   int to = (g->rank + step) % g->size;
   int from = ((g->rank - step) % g->size + g->size) % g->size;
-  g->out = g->value;
+  g->out[0] = g->value;
+  g->out[1] = g->quiet;
   g->reqs[0] = g->reqs[1] = MPI_REQUEST_NULL;
   evmpi__mpi_match_enter();
-  int rc = MPI_Irecv(&g->in, 1, MPI_INT, from, EVMPI_GATE_TAG + g->round, g->comm, &g->reqs[1]);
+  int rc = MPI_Irecv(g->in, 2, MPI_INT, from, EVMPI_GATE_TAG + g->round, g->comm, &g->reqs[1]);
   if (rc == MPI_SUCCESS)
-    rc = MPI_Isend(&g->out, 1, MPI_INT, to, EVMPI_GATE_TAG + g->round, g->comm, &g->reqs[0]);
+    rc = MPI_Isend(g->out, 2, MPI_INT, to, EVMPI_GATE_TAG + g->round, g->comm, &g->reqs[0]);
   evmpi__mpi_match_leave();
   return rc;
 }
 
-static void setup(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
+static void setup(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count, bool quiet) {
   g->comm = comm;
   g->rank = rank;
   g->size = size;
   g->value = count;
+  g->quiet = quiet;
   g->round = 0;
   g->rounds = 0;
   while ((1 << g->rounds) < size)
@@ -92,15 +96,15 @@ static void setup(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count)
   g->carrying = false;
 }
 
-int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count) {
-  setup(g, comm, rank, size, count);
+int evmpi__gate_post(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count, bool quiet) {
+  setup(g, comm, rank, size, count, quiet);
   return g->rounds ? start_round(g) : MPI_SUCCESS;
 }
 
 int evmpi__gate_post_allreduce(evmpi_gate_t *g, MPI_Comm comm, int rank, int size, int count,
-                               void *data, int elems, MPI_Datatype dtype, size_t bytes,
-                               MPI_Op op) {
-  setup(g, comm, rank, size, count);
+                               bool quiet, void *data, int elems, MPI_Datatype dtype,
+                               size_t bytes, MPI_Op op) {
+  setup(g, comm, rank, size, count, quiet);
   g->carrying = true;
   g->all_in = data != NULL;
   g->data = data;
@@ -139,8 +143,11 @@ int evmpi__gate_test(evmpi_gate_t *g, bool *passed) {
     }
     if (g->carrying)
       rc = end_carry_round(g);
-    else if (g->in < g->value)
-      g->value = g->in;
+    else {
+      if (g->in[0] < g->value)
+        g->value = g->in[0];
+      g->quiet = g->quiet && g->in[1];
+    }
     if (rc != MPI_SUCCESS) {
       *passed = false;
       return rc;

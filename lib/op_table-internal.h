@@ -109,12 +109,13 @@ typedef int evmpi_prepare_t(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op
 typedef evmpi_prepare_t *evmpi_prepare_fn;
 /* Posts the arrival gate before a collective with the collective in it,
  * when this one can ride the gate (gate.c): *carried then says so, and
- * run has only to finish the work once the gate is passed. When it cannot,
+ * run has only to finish the work once the gate is passed (count and quiet
+ * as evmpi__gate_post takes them). When it cannot,
  * *carried is false and nothing is posted. The choice may depend only on
  * what every rank of the group sees alike (the call, the group). An MPI
  * error code on failure. */
 struct evmpi_gate;
-typedef int evmpi_carry_t(evmpi_work_t *work, struct evmpi_gate *gate, int count,
+typedef int evmpi_carry_t(evmpi_work_t *work, struct evmpi_gate *gate, int count, bool quiet,
                           bool *carried);
 typedef evmpi_carry_t *evmpi_carry_fn;
 

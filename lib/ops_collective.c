@@ -57,9 +57,10 @@ int evmpi__prepare_barrier(const evmpi_op_t *op, evmpi_pg_t *pg, const evmpi_op_
 /* Once every rank has reached a barrier's gate, the barrier is passed:
  * a barrier with no gate credit rides its gate (a plain one, which
  * evmpi__gate_complete always calls complete) and needs no MPI_Barrier. */
-int evmpi__barrier_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, bool *carried) {
+int evmpi__barrier_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, bool quiet,
+                         bool *carried) {
   *carried = true;
-  return evmpi__gate_post(g, w->pg->internal, w->pg->rank, w->pg->size, count);
+  return evmpi__gate_post(g, w->pg->internal, w->pg->rank, w->pg->size, count, quiet);
 }
 
 int evmpi__run_barrier(evmpi_work_t *w) {

@@ -42,7 +42,7 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
                           MPI_Op op) {
   MPI_Datatype dt = evmpi__mpi_datatype(dtype);
   size_t esz = evmpi_dtype_size(dtype);
-  int64_t per = evmpi__cut_elems(w->pg, w->pg->piece_bytes, esz, numel);
+  int64_t per = evmpi__cut_elems(w->pg, w->piece_bytes, esz, numel);
   char *p = data;
   for (int64_t left = numel; left > 0;) {
     int n = (int)(left < per ? left : per);
@@ -65,7 +65,8 @@ static int allreduce_span(evmpi_work_t *w, void *data, evmpi_dtype_t dtype, int6
  * on the call and the group only, alike on every rank; a tensor in
  * device memory takes part without its data, and then every rank makes
  * the blocking call after the gate (evmpi__gate_complete). */
-int evmpi__allreduce_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, bool *carried) {
+int evmpi__allreduce_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, bool quiet,
+                           bool *carried) {
   evmpi_pg_t *pg = w->pg;
   evmpi_dtype_t dtype = w->tensors[0].dtype;
   size_t bytes = (size_t)w->numel * evmpi_dtype_size(dtype);
@@ -73,7 +74,7 @@ int evmpi__allreduce_carry(evmpi_work_t *w, struct evmpi_gate *g, int count, boo
   if (!*carried)
     return MPI_SUCCESS;
   void *data = w->device.type == EVMPI_DEVICE_CPU ? w->tensors[0].data : NULL;
-  return evmpi__gate_post_allreduce(g, pg->internal, pg->rank, pg->size, count, data,
+  return evmpi__gate_post_allreduce(g, pg->internal, pg->rank, pg->size, count, quiet, data,
                                     (int)w->numel, evmpi__mpi_datatype(dtype), bytes,
                                     w->args.coll.mpi_op);
 }

@@ -10,7 +10,9 @@
  * Up to WHOLE_PIECES pieces (4 MiB) a message goes whole: cutting it
  * gains nothing there. A broadcast gains no speed from pieces (its own
  * pipeline runs best over a whole message, and small pieces slow it), so
- * it goes in pieces of WHOLE_PIECES pieces, for the yields alone.
+ * it goes in pieces of WHOLE_PIECES pieces, for the yields alone. So do
+ * allreduces and reduces when no rank of the group has sends or receives
+ * to make between pieces (worker.c, "pieces by traffic").
  * doc/performance.md ("Where the time goes") has the figures.
  *
  * Every rank must cut a message at the same element offsets, whatever the

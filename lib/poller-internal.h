@@ -97,6 +97,11 @@ static inline void evmpi__poller_loop_window(evmpi_poller_t *p, int64_t until, b
 /* The loop thread has stopped polling: its window ends now, and the
  * poller is woken if it sleeps until the end of that window. */
 void evmpi__poller_loop_done(evmpi_poller_t *p);
+/* Whether the group has no send or receive pending and none submitted
+ * or finished within the last quiet_ns: the arrival gate says so to the
+ * peers (worker.c, "pieces by traffic"). Never waits for mu: false while
+ * another thread holds it, which only a thread with requests to test does. */
+bool evmpi__poller_quiet(evmpi_poller_t *p, int64_t quiet_ns);
 /* Sets the group's p2p timeout for works issued from now on (0 = none). */
 void evmpi__poller_set_timeout(evmpi_poller_t *p, int timeout_ms);
 /* Sets w's deadline to timeout_ms after its issue (0 = none);

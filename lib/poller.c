@@ -947,6 +947,14 @@ int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_m
   return EVMPI_OK;
 }
 
+bool evmpi__poller_quiet(evmpi_poller_t *p, int64_t quiet_ns) {
+  if (pthread_mutex_trylock(&p->mu) != 0)
+    return false;
+  bool quiet = p->n == 0 && !incoming_waiting(p) && evmpi__now_ns() - p->last_activity >= quiet_ns;
+  pthread_mutex_unlock(&p->mu);
+  return quiet;
+}
+
 bool evmpi__poller_broken(evmpi_poller_t *p, char *buf, size_t len) {
   if (!atomic_load(&p->is_broken))
     return false; /* every submission asks: no lock on that path */

@@ -51,6 +51,8 @@ typedef struct evmpi_worker {
   int64_t credit;            /* collectives every rank holds, agreed at the last gate:
                                 they run without one (written by whoever runs the
                                 collective, read under mu while none runs) */
+  bool credit_quiet;         /* the last gate found every rank quiet: its credit's
+                                large collectives go in longer pieces (as credit) */
   evmpi_fuse_t fuse;         /* the worker's: allreduces fused into one call (fuse.c) */
   size_t fused_running;      /* under mu: how many of fuse.works are in the running
                                 call with `running` (their leader), so that a group
