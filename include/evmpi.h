@@ -190,8 +190,9 @@ typedef struct evmpi_future evmpi_future_t;
  * on every rank of the group; 256M sends tensors up to 1 GiB whole. While
  * the group is quiet on every rank (no send or receive pending on it, none
  * for 10 ms, as the ranks tell each other at the arrival gate), its
- * allreduces and reduces go in pieces of 4 x EVMPI_PIECE instead: fewer
- * calls, and no loop thread waiting for its messages in between.
+ * allreduces and reduces of up to 16 x EVMPI_PIECE go in pieces of
+ * 4 x EVMPI_PIECE instead: fewer calls, and no loop thread waiting for
+ * its messages in between.
  *
  * After delivering completions the loop thread polls for the next ones
  * for a while, so that a stream of replies needs no wake-up each:

@@ -26,14 +26,16 @@
  *
  * Pieces by traffic. A large allreduce goes to MPI in pieces (pieces.c)
  * with a yield between them, so that a loop thread sharing the core gets
- * it for its sends and receives; but every call has its price, and 1 MiB
- * pieces made a 16 MiB allreduce 15-20% slower than 4 MiB ones. Each rank
- * tells the gate whether its group is quiet (no send or receive pending,
- * none for QUIET_NS); when every rank is, the collectives on that gate's
- * credit go in pieces of 4 (the largest whole message,
- * evmpi__whole_max_bytes), which still nest in every staged CUDA chunk.
- * One rank's traffic keeps EVMPI_PIECE for all: the choice is the gate's,
- * the same on every rank, like the credit. Traffic that starts during a
+ * it for its sends and receives; but every call has its price, and a
+ * 16 MiB allreduce was much slower in 1 MiB pieces than in 4 MiB ones
+ * (doc/performance.md, "Pieces by traffic"). Each rank tells the gate
+ * whether its group is quiet (no send or receive pending, none for
+ * QUIET_NS); when every rank is, the collectives on that gate's credit
+ * go in pieces of 4 (the largest whole message, evmpi__whole_max_bytes),
+ * which still nest in every staged CUDA chunk. Messages beyond
+ * QUIET_LONG_PIECES pieces keep EVMPI_PIECE, which is faster there. One
+ * rank's traffic keeps EVMPI_PIECE for all: the choice is the gate's, the
+ * same on every rank, like the credit. Traffic that starts during a
  * credit waits for the longer pieces until the next gate. */
 #include "worker-internal.h"
 #include "tls-internal.h"
@@ -70,6 +72,11 @@
 /* How long a group's sends and receives must have been over for its rank
  * to call the group quiet at a gate (see the top of this file). */
 #define QUIET_NS ((int64_t)10 * 1000000)
+/* The longest message (in pieces) that goes in the longer pieces then:
+ * beyond it the data no longer stays in cache from one call to the next,
+ * and 4 MiB pieces were slower than 1 MiB ones (doc/performance.md,
+ * "Pieces by traffic"). */
+#define QUIET_LONG_PIECES 16
 
 static void spin_for_work(evmpi_worker_t *wk) {
   if (atomic_load_explicit(&wk->queued, memory_order_acquire) != 0)
@@ -268,7 +275,8 @@ static int run_gated(evmpi_worker_t *wk, evmpi_work_t *w, int status, bool debug
   /* Pieces by traffic: every rank holds this collective on the same
    * gate's credit, so every rank cuts it alike. */
   size_t longer = evmpi__whole_max_bytes(w->pg);
-  if (quiet && w->piece_bytes < longer)
+  if (quiet && w->piece_bytes < longer &&
+      work_bytes(w) <= (int64_t)(QUIET_LONG_PIECES * w->pg->piece_bytes))
     w->piece_bytes = longer;
   if (status == EVMPI_OK && debug)
     status = evmpi__debug_check(w);
