@@ -69,8 +69,8 @@ static const row_t table[EVMPI_NSETTINGS] = {
     [EVMPI_SETTING_PIECE] = {"EVMPI_PIECE", "piece_bytes", SIZE_POW2, (int64_t)1 << 20, 16, GIB,
                              NULL, NULL, NULL, 0, OFF(piece_bytes),
                              "Allreduces and reduces larger than 4 pieces go to MPI in "
-                             "pieces of this many bytes (of 4 while no rank has sends or "
-                             "receives on the group), broadcasts in pieces of 4. A power "
+                             "pieces of this many bytes (of 4, up to 16 pieces, while no rank has "
+                             "sends or receives on the group), broadcasts in pieces of 4. A power "
                              "of two; the same on every rank of the group."},
     [EVMPI_SETTING_LOOP_P2P_POLL] = {"EVMPI_LOOP_P2P_POLL_US", "loop_p2p_poll_us", DURATION,
                                      2000, 0, 1000000, "microseconds", NULL, NULL, 0,
