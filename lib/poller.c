@@ -81,6 +81,9 @@ enum {
   LOOP_OLDEST = 32,
   LOOP_NEWEST = 64,
   LOOP_MIDDLE = LOOP_TEST_MAX - LOOP_OLDEST - LOOP_NEWEST,
+  /* How often evmpi__poller_quiet tries the lock before it answers "not
+   * quiet" (the safe answer: pieces of EVMPI_PIECE). */
+  QUIET_TRIES = 8,
 };
 
 /* A work's message size in bytes. */
@@ -948,8 +951,17 @@ int evmpi__poller_set_deadline(evmpi_poller_t *p, evmpi_work_t *w, int timeout_m
 }
 
 bool evmpi__poller_quiet(evmpi_poller_t *p, int64_t quiet_ns) {
-  if (pthread_mutex_trylock(&p->mu) != 0)
-    return false;
+  if (atomic_load_explicit(&p->incoming, memory_order_relaxed) != NULL)
+    return false; /* a submission waits to be adopted */
+  /* A holder with nothing pending (the poller thread starting or between
+   * sleeps, the loop thread ending its window) lets go at once unless it
+   * was preempted there: a few yields give it the core. */
+  int tries = 0;
+  while (pthread_mutex_trylock(&p->mu) != 0) {
+    if (++tries == QUIET_TRIES)
+      return false;
+    sched_yield();
+  }
   bool quiet = p->n == 0 && !incoming_waiting(p) && evmpi__now_ns() - p->last_activity >= quiet_ns;
   pthread_mutex_unlock(&p->mu);
   return quiet;

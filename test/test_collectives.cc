@@ -721,6 +721,11 @@ TEST_F(Pieces, AQuietGroupGoesInLongerPieces) {
   Loop l;
   ASSERT_NE(l.pg, nullptr);
   int rank = evmpi_pg_rank(l.pg), size = evmpi_pg_size(l.pg);
+  // A poller thread just started holds its lock until it first sleeps; a
+  // rank that cannot take the lock then says "not quiet" (the safe
+  // answer). Seen at 4 ranks on 2 cores: let the threads settle first.
+  struct timespec settle = {0, 20 * 1000 * 1000};
+  nanosleep(&settle, nullptr);
   auto pieces = [&](const char *what, size_t n) {
     std::vector<float> v(n, 1.0f);
     evmpi_tensor_t t = evmpi_tensor_flat(v.data(), EVMPI_FLOAT32, (int64_t)v.size());
