@@ -56,6 +56,9 @@ struct evmpi_bridge {
   bool stop;                /* under mu: own loop should exit */
   bool dead;                /* under mu: no loop any more, deliver inline */
   bool dispatching;         /* loop thread only */
+  uint64_t coll_delivered;  /* dispatching thread only: the sequence number of the last
+                               collective whose completion it delivered (the worker's
+                               unposted one may be it: evmpi__worker_run_here) */
   bool destroy_requested;   /* loop thread only */
   bool resume_poll;         /* loop thread only: the last dispatch ran out of time
                                while sends and receives flowed, and made the

@@ -42,7 +42,10 @@ static bool deliver_list(evmpi_bridge_t *b, evmpi_future_t *f, int *count) {
     ++*count;
     evmpi_future_t *next = f->next_delivery;
     f->next_delivery = NULL;
-    p2p |= f->owner && f->owner->kind != EVMPI_WORK_COLLECTIVE;
+    if (f->owner && f->owner->kind == EVMPI_WORK_COLLECTIVE)
+      b->coll_delivered = f->owner->seq; /* read before f may go */
+    else
+      p2p |= f->owner != NULL;
     if (atomic_load_explicit(&b->halted, memory_order_acquire))
       evmpi_future_release(f); /* MPI is being finalized: no callback runs */
     else

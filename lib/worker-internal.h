@@ -42,6 +42,7 @@ typedef struct evmpi_worker {
                                 posted its completion yet: the loop thread does not
                                 start a claimed one meanwhile, whose completion it
                                 could otherwise post first */
+  uint64_t unposted_seq;     /* under mu: that collective's sequence number */
   evmpi_work_t *handoff;     /* under mu: the running collective, whose gate the loop
                                 thread posted and left to the worker */
   bool handoff_passed;       /* under mu: the hand-off's gate is passed already (the

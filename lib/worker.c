@@ -420,6 +420,8 @@ static void *worker_main(void *arg) {
       if (wk->watchdog_started)
         pthread_cond_signal(&wk->wd_cv);
       wk->unposted = true; /* until w's completion is posted (see unposted) */
+      /* the last to be posted: a fused set's last follower */
+      wk->unposted_seq = followers > 0 ? wk->fuse.works[wk->fuse.n - 1]->seq : w->seq;
     }
     pthread_mutex_unlock(&wk->mu);
     if (followers > 0) {
@@ -560,10 +562,12 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     pthread_mutex_unlock(&wk->mu);
     return false;
   }
-  if (wk->unposted) {
+  if (wk->unposted && wk->unposted_seq > pg->bridge.coll_delivered) {
     /* The worker has yet to post the completion of the collective before
      * this one: ours would come first. The claim stays, for the next
-     * poll of the dispatch (or the worker, once the dispatch ends). */
+     * poll of the dispatch (or the worker, once the dispatch ends). Once
+     * this thread has delivered that completion, the worker is only slow
+     * to say so (a callback of it submitted ours, say): no wait then. */
     pthread_mutex_unlock(&wk->mu);
     return false;
   }

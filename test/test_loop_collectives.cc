@@ -8,14 +8,48 @@
 #include "harness.h"
 #include "timeline_reader.h"
 
+#include <dlfcn.h>
 #include <event2/event.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
+
+// Every write(2) of the process goes through here on its way to libc (the
+// executable's definition comes first). Armed with a group's eventfd, a
+// thread other than the loop's that signals it sleeps for a while after
+// the write: a worker that has posted a completion and is slow to go on,
+// as one preempted under load is.
+static std::atomic<int> slow_fd{-1};
+static std::atomic<long> slow_tid{0}; // the loop thread, never slowed
+static std::atomic<int> slow_writes{0};
+extern "C" ssize_t write(int fd, const void *buf, size_t n) {
+  static ssize_t (*next)(int, const void *, size_t) =
+      reinterpret_cast<ssize_t (*)(int, const void *, size_t)>(dlsym(RTLD_NEXT, "write"));
+  bool slow = fd >= 0 && fd == slow_fd.load() && (long)syscall(SYS_gettid) != slow_tid.load();
+  if (slow)
+    slow_writes.fetch_add(1); // before the write: the loop may see it at once
+  ssize_t rc = next ? next(fd, buf, n) : syscall(SYS_write, fd, buf, n);
+  if (slow)
+    usleep(20000);
+  return rc;
+}
+
+// While armed (above), an MPI_Allreduce off the loop thread waits a little
+// first: the worker's first link then completes after its callback is set,
+// and posts that completion (with the slow write) rather than leaving the
+// loop thread to post it when the callback is added.
+extern "C" int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype dtype,
+                             MPI_Op op, MPI_Comm comm) {
+  if (slow_fd.load() >= 0 && (long)syscall(SYS_gettid) != slow_tid.load())
+    usleep(5000);
+  return PMPI_Allreduce(sendbuf, recvbuf, count, dtype, op, comm);
+}
 
 namespace {
 
@@ -105,6 +139,44 @@ TEST_F(LoopCollectives, CallbackChainsRunOnTheLoopThreadUnlessSwitchedOff) {
       on_loop += kv.second == "loop";
     EXPECT_EQ(on_loop, on ? 49 : 0) << "loop_collectives " << on;
   }
+}
+
+// The first link runs on the worker, and its callback submits the
+// second while the worker, having posted the first's completion, has yet
+// to say so (slowed in its eventfd write). The loop thread delivered that
+// completion itself, so no completion can come after its own: it runs the
+// second link rather than leaving it to the worker (under CI's load the
+// worker was late that way and the second link went to it). A round whose
+// worker did not write the eventfd (the loop thread was polling already,
+// as it may be under load) proves nothing about the wait: rounds go on
+// until one did, each checked all the same.
+TEST_F(LoopCollectives, TheLinkAfterTheWorkersRunsOnTheLoopWhileTheWorkerLingers) {
+  slow_tid.store((long)syscall(SYS_gettid));
+  int round = 0, slowed = 0;
+  for (; round < 20 && slowed == 0; round++) {
+    struct event_base *base = event_base_new();
+    size_t skip = timeline.size();
+    evmpi_pg_t *pg = make_group(base, MPI_COMM_SELF, 1);
+    ASSERT_NE(pg, nullptr);
+    slow_writes.store(0);
+    slow_fd.store(evmpi_pg_fd(pg));
+    Chain c;
+    c.pg = pg;
+    c.n = 3;
+    submit_link(&c);
+    EXPECT_TRUE(evmpi_test_run_until(base, chain_over, &c, EVMPI_TEST_TIMEOUT_MS));
+    slow_fd.store(-1);
+    EXPECT_EQ(c.wrong, 0);
+    slowed = slow_writes.load();
+    evmpi_pg_destroy(pg); // flushes the timeline
+    event_base_free(base);
+    auto threads = timeline.threads_since(skip, "collective");
+    ASSERT_EQ(threads.size(), 3u) << timeline.file() << " round " << round;
+    EXPECT_EQ(threads[1], "worker") << "round " << round;
+    EXPECT_EQ(threads[2], "loop") << "round " << round;
+    EXPECT_EQ(threads[3], "loop") << "round " << round;
+  }
+  EXPECT_GE(slowed, 1) << "in " << round << " rounds the worker never wrote the eventfd";
 }
 
 // Ranks that choose differently make the same MPI calls: a long chain of
