@@ -562,14 +562,20 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
     pthread_mutex_unlock(&wk->mu);
     return false;
   }
-  if (wk->unposted && wk->unposted_seq > pg->bridge.coll_delivered) {
+  if (wk->unposted) {
     /* The worker has yet to post the completion of the collective before
      * this one: ours would come first. The claim stays, for the next
      * poll of the dispatch (or the worker, once the dispatch ends). Once
-     * this thread has delivered that completion, the worker is only slow
-     * to say so (a callback of it submitted ours, say): no wait then. */
-    pthread_mutex_unlock(&wk->mu);
-    return false;
+     * this thread has delivered that very completion, the worker is only
+     * slow to say so (a callback of it submitted ours, say): it was posted,
+     * and the flag goes now. Equal, not at least: collectives that threads
+     * submit at once may take their numbers in one order and the queue in
+     * the other. */
+    if (wk->unposted_seq != pg->bridge.coll_delivered) {
+      pthread_mutex_unlock(&wk->mu);
+      return false;
+    }
+    wk->unposted = false;
   }
   atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
   w = start_next_locked(wk, evmpi__now_ns());
