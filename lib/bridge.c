@@ -260,6 +260,13 @@ static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f) {
 }
 
 /* A future of this group's is waited for: see evmpi__worker_kick. */
+static bool post_list(evmpi_bridge_t *b, evmpi_future_t *newest, evmpi_future_t *oldest);
+
+static bool sink_post_list(evmpi_future_sink_t *sink, evmpi_future_t *newest,
+                           evmpi_future_t *oldest) {
+  return post_list(evmpi__container_of(sink, evmpi_bridge_t, sink), newest, oldest);
+}
+
 static void sink_kick(evmpi_future_sink_t *sink) {
   evmpi_bridge_t *b = evmpi__container_of(sink, evmpi_bridge_t, sink);
   evmpi__worker_kick(&evmpi__container_of(b, evmpi_pg_t, bridge)->worker);
@@ -270,6 +277,7 @@ int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t
   memset(b, 0, sizeof *b);
   b->sink.ref = &pg->ref;
   b->sink.post = sink_post;
+  b->sink.post_list = sink_post_list;
   b->sink.kick = sink_kick;
   b->teardown = teardown;
   b->efd = -1;
@@ -302,10 +310,12 @@ int evmpi__bridge_open(evmpi_bridge_t *b, evmpi_pg_t *pg, const evmpi_loop_ops_t
 /* Lock-free, so that a worker or poller finishing works never waits for
  * the loop thread (which polled the old list's mutex while it spun, 74% of
  * the futex calls of a ping-pong) and the eventfd is written outside any
- * lock. `posting` stands in for the lock that made close safe: close sets
+ * lock. A batch (newest to oldest, linked newest first: the list's own
+ * order) goes on with one exchange, as one future does. `posting` stands
+ * in for the lock that made close safe: close sets
  * `closed`, then waits for `posting` to fall to zero before it takes what
  * is left and closes the eventfd, so no poster writes to a closed fd. */
-bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) {
+static bool post_list(evmpi_bridge_t *b, evmpi_future_t *newest, evmpi_future_t *oldest) {
   atomic_fetch_add(&b->posting, 1);
   if (atomic_load(&b->closed)) {
     atomic_fetch_sub(&b->posting, 1);
@@ -313,8 +323,8 @@ bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) {
   }
   evmpi_future_t *head = atomic_load_explicit(&b->posted, memory_order_relaxed);
   do
-    f->next_delivery = head;
-  while (!atomic_compare_exchange_weak_explicit(&b->posted, &head, f, memory_order_seq_cst,
+    oldest->next_delivery = head;
+  while (!atomic_compare_exchange_weak_explicit(&b->posted, &head, newest, memory_order_seq_cst,
                                                 memory_order_relaxed));
   /* One write per batch: the first post after the loop left writes. A
    * load that sees signalled set is ordered, as the exchange would be,
@@ -326,6 +336,8 @@ bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) {
   atomic_fetch_sub_explicit(&b->posting, 1, memory_order_release);
   return true;
 }
+
+bool evmpi__bridge_post(evmpi_bridge_t *b, evmpi_future_t *f) { return post_list(b, f, f); }
 
 bool evmpi__bridge_on_loop_thread(evmpi_bridge_t *b) {
   return b->own_loop && pthread_equal(pthread_self(), b->loop_thread);

@@ -38,6 +38,10 @@ typedef struct evmpi_future_sink {
   /* Hands f to the loop (the caller has taken a reference on f for it);
    * false when the loop is gone, and the caller delivers f itself. */
   bool (*post)(struct evmpi_future_sink *sink, evmpi_future_t *f);
+  /* The same for a list, linked newest first through next_delivery from
+   * newest to oldest, in one hand-over; false: none was taken. */
+  bool (*post_list)(struct evmpi_future_sink *sink, evmpi_future_t *newest,
+                    evmpi_future_t *oldest);
   /* Someone waits for a future of this sink's (or tests one that is not
    * done): work held back for the loop thread goes to the worker now. */
   void (*kick)(struct evmpi_future_sink *sink);
@@ -94,6 +98,22 @@ void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
  * scheduled, which saves a count up and down per completion. */
 void evmpi__future_complete_release(evmpi_future_t *f, int status, const char *error,
                                     const evmpi_tensor_t *value, size_t nvalue);
+/* Futures completed one after another on one thread, whose callbacks go
+ * to their loop together (evmpi__future_batch_post): one hand-over for a
+ * batch of sends and receives, not one per completion. Zero-initialised;
+ * linked newest first through next_delivery. */
+typedef struct {
+  evmpi_future_sink_t *sink;
+  evmpi_future_t *newest, *oldest;
+} evmpi_future_batch_t;
+/* evmpi__future_complete_release, with the hand-over of f's callbacks
+ * (if any) added to batch rather than made now; a future of another sink
+ * posts what batch holds first, so the order stays. */
+void evmpi__future_complete_release_batch(evmpi_future_t *f, int status, const char *error,
+                                          const evmpi_tensor_t *value, size_t nvalue,
+                                          evmpi_future_batch_t *batch);
+/* Hands what batch holds to its loop, oldest first, and empties it. */
+void evmpi__future_batch_post(evmpi_future_batch_t *batch);
 /* Runs f's pending callbacks; called on the loop thread by the bridge
  * (or inline once the group is gone). Drops the delivery's reference. */
 void evmpi__future_deliver(evmpi_future_t *f);

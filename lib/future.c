@@ -139,11 +139,46 @@ static void schedule(evmpi_future_t *f, bool ref_given) {
 
 static void join_child_done(evmpi_future_t *join);
 
+void evmpi__future_batch_post(evmpi_future_batch_t *batch) {
+  evmpi_future_t *newest = batch->newest, *oldest = batch->oldest;
+  evmpi_future_sink_t *sink = batch->sink;
+  *batch = (evmpi_future_batch_t){0};
+  if (!newest || sink->post_list(sink, newest, oldest))
+    return;
+  /* The loop is gone: each goes its own way (schedule), oldest first. */
+  evmpi_future_t *fifo = NULL;
+  while (newest) {
+    evmpi_future_t *next = newest->next_delivery;
+    newest->next_delivery = fifo;
+    fifo = newest;
+    newest = next;
+  }
+  while (fifo) {
+    evmpi_future_t *next = fifo->next_delivery;
+    fifo->next_delivery = NULL;
+    schedule(fifo, true);
+    fifo = next;
+  }
+}
+
+/* Adds f (with the reference given for its delivery) to batch. */
+static void batch_add(evmpi_future_batch_t *batch, evmpi_future_t *f) {
+  if (batch->newest && batch->sink != f->sink)
+    evmpi__future_batch_post(batch);
+  batch->sink = f->sink;
+  f->next_delivery = batch->newest;
+  batch->newest = f;
+  if (!batch->oldest)
+    batch->oldest = f;
+}
+
 /* With release, one of the caller's references on f goes too: to the
  * delivery when f's callbacks are scheduled (no count taken and dropped
- * again on the way), else here. */
+ * again on the way), else here. With batch (release only), a future with
+ * a sink that takes lists is added to it instead of posted. */
 static void complete(evmpi_future_t *f, int status, const char *error,
-                     const evmpi_tensor_t *value, size_t nvalue, bool release) {
+                     const evmpi_tensor_t *value, size_t nvalue, bool release,
+                     evmpi_future_batch_t *batch) {
   char *copy = NULL;
   if (status != EVMPI_OK)
     copy = strdup(error ? error : evmpi_strerror(status));
@@ -175,7 +210,9 @@ static void complete(evmpi_future_t *f, int status, const char *error,
     evmpi_future_release(l->parent);
     free(l);
   }
-  if (post)
+  if (post && batch && f->sink && f->sink->post_list)
+    batch_add(batch, f);
+  else if (post)
     schedule(f, release);
   else if (release)
     evmpi_future_release(f);
@@ -183,12 +220,18 @@ static void complete(evmpi_future_t *f, int status, const char *error,
 
 void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
                             const evmpi_tensor_t *value, size_t nvalue) {
-  complete(f, status, error, value, nvalue, false);
+  complete(f, status, error, value, nvalue, false, NULL);
+}
+
+void evmpi__future_complete_release_batch(evmpi_future_t *f, int status, const char *error,
+                                          const evmpi_tensor_t *value, size_t nvalue,
+                                          evmpi_future_batch_t *batch) {
+  complete(f, status, error, value, nvalue, true, batch);
 }
 
 void evmpi__future_complete_release(evmpi_future_t *f, int status, const char *error,
                                     const evmpi_tensor_t *value, size_t nvalue) {
-  complete(f, status, error, value, nvalue, true);
+  complete(f, status, error, value, nvalue, true, NULL);
 }
 
 void evmpi__future_deliver(evmpi_future_t *f) {

@@ -569,7 +569,10 @@ static void test_window_locked(evmpi_poller_t *p, done_list_t *d) {
   take_completed_locked(p, pos, idx, st, out, per_status, d, true);
 }
 
+/* The works' callbacks go to the loop in one hand-over (a window of
+ * sends that completed together paid one per send). */
 static void finish_list(evmpi_work_t *done, int64_t now) {
+  evmpi_future_batch_t batch = {0};
   while (done) {
     evmpi_work_t *next = done->next;
     int status = done->outcome;
@@ -580,9 +583,10 @@ static void finish_list(evmpi_work_t *done, int64_t now) {
       at = 0; /* finished after that copy */
     }
 #endif
-    evmpi__work_finish_at(done, status, NULL, at);
+    evmpi__work_finish_batch(done, status, at, &batch);
     done = next;
   }
+  evmpi__future_batch_post(&batch);
 }
 
 /* Hands over from mu to finish_mu, finishes d's works, lets go: a test on

@@ -83,6 +83,11 @@ static inline void evmpi__work_retain(evmpi_work_t *w) { evmpi__ref_get(&w->ref)
 void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg);
 /* The same, with the finish time already read (0: read it here). */
 void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t now_ns);
+/* The same (no message), with the hand-over of its callbacks added to
+ * batch, for evmpi__future_batch_post to make with those of the works
+ * finished after it. */
+void evmpi__work_finish_batch(evmpi_work_t *w, int status, int64_t now_ns,
+                              evmpi_future_batch_t *batch);
 /* Records an MPI failure of call rc as the work's message and returns
  * EVMPI_ERR_MPI. */
 int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc);

@@ -295,7 +295,8 @@ void evmpi__work_finish(evmpi_work_t *w, int status, const char *msg) {
   evmpi__work_finish_at(w, status, msg, 0);
 }
 
-void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t now_ns) {
+static void finish(evmpi_work_t *w, int status, const char *msg, int64_t now_ns,
+                   evmpi_future_batch_t *batch) {
   bool expected = false;
   if (!atomic_compare_exchange_strong(&w->finished, &expected, true))
     return; /* completed already (a timed-out collective returning late) */
@@ -311,7 +312,20 @@ void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t
    * host copies while it runs, and the watchdog may finish it meanwhile. */
   /* The in-flight reference goes with it (the future counts with the
    * work's reference). */
-  evmpi__future_complete_release(&w->future, status, text, w->inline_tensors, w->noutputs);
+  if (batch)
+    evmpi__future_complete_release_batch(&w->future, status, text, w->inline_tensors,
+                                         w->noutputs, batch);
+  else
+    evmpi__future_complete_release(&w->future, status, text, w->inline_tensors, w->noutputs);
+}
+
+void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t now_ns) {
+  finish(w, status, msg, now_ns, NULL);
+}
+
+void evmpi__work_finish_batch(evmpi_work_t *w, int status, int64_t now_ns,
+                              evmpi_future_batch_t *batch) {
+  finish(w, status, NULL, now_ns, batch);
 }
 
 int evmpi__work_mpi_error(evmpi_work_t *w, const char *call, int rc) {
