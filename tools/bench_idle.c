@@ -14,6 +14,11 @@
  *   coll    an 8 B evmpi_broadcast posted on rank 0 whose root (rank 1)
  *           posts only after the window (raw: a pthread blocked in
  *           MPI_Bcast)
+ *   floor   no evmpi work pending; a bare pthread wakes from a timed
+ *           condition-variable wait every EVMPI_P2P_IDLE_POLL_MS (the
+ *           group's), as the poller does for a posted receive, and does
+ *           nothing else (in the raw column): what that period of
+ *           wake-ups costs on this machine before any MPI test
  *   groups  --groups more groups (default 64) alive on the loop, nothing
  *           pending; threads and memory (resident set) per group from
  *           /proc/self
@@ -127,6 +132,57 @@ typedef struct {
   double cpu, late_us;
 } idle_sample_t;
 
+/* ---- floor: a bare thread with the poller's period ------------------------------- */
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool stop;
+  int64_t period_ns;
+} ticker_t;
+
+static void *ticker_main(void *arg) {
+  ticker_t *t = arg;
+  pthread_mutex_lock(&t->mu);
+  while (!t->stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t at = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + t->period_ns;
+    ts.tv_sec = (time_t)(at / 1000000000);
+    ts.tv_nsec = (long)(at % 1000000000);
+    pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+  }
+  pthread_mutex_unlock(&t->mu);
+  return NULL;
+}
+
+/* Rank 0's CPU over the window with a ticker of period_ns running. */
+static double floor_round(bench_t *b, int64_t period_ns, int64_t settle_ns, int64_t window_ns) {
+  idle_barrier(b);
+  if (b->rank != 0)
+    return NAN;
+  ticker_t t = {.period_ns = period_ns};
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_mutex_init(&t.mu, NULL);
+  pthread_cond_init(&t.cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_t th;
+  if (pthread_create(&th, NULL, ticker_main, &t) != 0)
+    die("pthread_create failed");
+  loop_for(b, settle_ns);
+  double cpu = cpu_window(b, window_ns);
+  pthread_mutex_lock(&t.mu);
+  t.stop = true;
+  pthread_cond_signal(&t.cv);
+  pthread_mutex_unlock(&t.mu);
+  pthread_join(th, NULL);
+  pthread_mutex_destroy(&t.mu);
+  pthread_cond_destroy(&t.cv);
+  return cpu;
+}
+
 /* One repetition of case which (1 recv, 2 coll), raw or evmpi. */
 static idle_sample_t idle_round(bench_t *b, MPI_Comm raw_comm, int which, bool raw,
                                 int64_t settle_ns, int64_t window_ns) {
@@ -200,6 +256,11 @@ void mode_idle(bench_t *b) {
            "(raw: a pthread in MPI_Recv)");
   out_note(b, "coll:   a posted 8 B broadcast whose root (rank 1) posts after the window "
            "(raw: a pthread in MPI_Bcast)");
+  char poll_ms[32] = "20";
+  check(evmpi_pg_get_setting(b->pg, "EVMPI_P2P_IDLE_POLL_MS", poll_ms, sizeof poll_ms));
+  int64_t period = (int64_t)atoll(poll_ms) * 1000000;
+  out_note(b, "floor:  a bare pthread waking from a timed wait every %s ms "
+           "(EVMPI_P2P_IDLE_POLL_MS), no MPI (raw column)", poll_ms);
   out_note(b, "groups: %d more groups alive, nothing pending", b->o.groups);
   out_note(b, "late:   from the sender's or root's post to rank 0's completion (one host's "
            "clock); medians of %d repetitions", reps);
@@ -241,6 +302,14 @@ void mode_idle(bench_t *b) {
              jnum(vals[1]), names[which], jnum(vals[3]));
     strcat(summary, part);
   }
+
+  /* floor */
+  for (int r = 0; r < reps; r++)
+    v[0][r] = floor_round(b, period, settle, window);
+  double fl[4] = {median(v[0], reps), NAN, NAN, NAN};
+  out_row_name(b, "floor", fl, NULL);
+  snprintf(part, sizeof part, ", \"floor_pct\": %s", jnum(fl[0]));
+  strcat(summary, part);
 
   /* groups */
   int ng = b->o.groups;
