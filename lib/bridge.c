@@ -60,15 +60,8 @@ static bool deliver_list(evmpi_bridge_t *b, evmpi_future_t *f, int *count) {
  * order it made them. Taking the whole list with one exchange, never
  * popping single entries, is what keeps the push free of the ABA problem. */
 static evmpi_future_t *take_posted(evmpi_bridge_t *b) {
-  evmpi_future_t *f = atomic_exchange_explicit(&b->posted, NULL, memory_order_acquire);
-  evmpi_future_t *fifo = NULL;
-  while (f) {
-    evmpi_future_t *next = f->next_delivery;
-    f->next_delivery = fifo;
-    fifo = f;
-    f = next;
-  }
-  return fifo;
+  return evmpi__future_list_reverse(
+      atomic_exchange_explicit(&b->posted, NULL, memory_order_acquire));
 }
 
 /* After a batch, while the group still has work in flight, the loop

@@ -98,6 +98,19 @@ void evmpi__future_complete(evmpi_future_t *f, int status, const char *error,
  * scheduled, which saves a count up and down per completion. */
 void evmpi__future_complete_release(evmpi_future_t *f, int status, const char *error,
                                     const evmpi_tensor_t *value, size_t nvalue);
+/* Reverses a list of futures linked through next_delivery (the bridge's
+ * and a batch's are pushed newest first; delivery goes oldest first). */
+static inline evmpi_future_t *evmpi__future_list_reverse(evmpi_future_t *f) {
+  evmpi_future_t *reversed = NULL;
+  while (f) {
+    evmpi_future_t *next = f->next_delivery;
+    f->next_delivery = reversed;
+    reversed = f;
+    f = next;
+  }
+  return reversed;
+}
+
 /* Futures completed one after another on one thread, whose callbacks go
  * to their loop together (evmpi__future_batch_post): one hand-over for a
  * batch of sends and receives, not one per completion. Zero-initialised;

@@ -146,13 +146,7 @@ void evmpi__future_batch_post(evmpi_future_batch_t *batch) {
   if (!newest || sink->post_list(sink, newest, oldest))
     return;
   /* The loop is gone: each goes its own way (schedule), oldest first. */
-  evmpi_future_t *fifo = NULL;
-  while (newest) {
-    evmpi_future_t *next = newest->next_delivery;
-    newest->next_delivery = fifo;
-    fifo = newest;
-    newest = next;
-  }
+  evmpi_future_t *fifo = evmpi__future_list_reverse(newest);
   while (fifo) {
     evmpi_future_t *next = fifo->next_delivery;
     fifo->next_delivery = NULL;
