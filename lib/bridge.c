@@ -252,14 +252,15 @@ static bool sink_post(evmpi_future_sink_t *sink, evmpi_future_t *f) {
   return evmpi__bridge_post(evmpi__container_of(sink, evmpi_bridge_t, sink), f);
 }
 
-/* A future of this group's is waited for: see evmpi__worker_kick. */
 static bool post_list(evmpi_bridge_t *b, evmpi_future_t *newest, evmpi_future_t *oldest);
 
+/* A batch of this group's finished futures (evmpi_future_batch_t). */
 static bool sink_post_list(evmpi_future_sink_t *sink, evmpi_future_t *newest,
                            evmpi_future_t *oldest) {
   return post_list(evmpi__container_of(sink, evmpi_bridge_t, sink), newest, oldest);
 }
 
+/* A future of this group's is waited for: see evmpi__worker_kick. */
 static void sink_kick(evmpi_future_sink_t *sink) {
   evmpi_bridge_t *b = evmpi__container_of(sink, evmpi_bridge_t, sink);
   evmpi__worker_kick(&evmpi__container_of(b, evmpi_pg_t, bridge)->worker);

@@ -47,6 +47,20 @@ int64_t evmpi_test_now_ns(void);
 /* The default time budget of one wait in a test. */
 #define EVMPI_TEST_TIMEOUT_MS 30000
 
+/* 1 in a ThreadSanitizer build: its instrumentation makes every wake-up
+ * of a library thread several times dearer in CPU, which the tests that
+ * bound a waiting thread's CPU allow for. */
+#if defined(__SANITIZE_THREAD__)
+#define EVMPI_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define EVMPI_TEST_TSAN 1
+#endif
+#endif
+#ifndef EVMPI_TEST_TSAN
+#define EVMPI_TEST_TSAN 0
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -164,9 +164,11 @@ long long others_cpu_ns() {
 // asleep, not spinning in MPI_Bcast, which kept the worker on a CPU for the
 // whole wait (issue 18). Over 300 ms from 20 ms after the post, the
 // process's other threads may be on a CPU for at most a tenth of that
-// (a back-off wait tests about every 1 ms); a spinning worker is on one
-// whenever the scheduler lets it run. The root posts only once every
-// other rank has measured.
+// (a back-off wait tests about every 1 ms), a fifth under ThreadSanitizer
+// (CI's TSan run measured 38 of 300 ms: each of those wake-ups costs well
+// over 100 us there); a spinning worker is on one whenever the scheduler
+// lets it run (before the gate, 91 of 305 ms with the cores shared). The
+// root posts only once every other rank has measured.
 TEST_F(Collectives, WorkerSleepsWhileACollectiveWaitsForALateRoot) {
   Loop l;
   ASSERT_NE(l.pg, nullptr);
@@ -188,8 +190,9 @@ TEST_F(Collectives, WorkerSleepsWhileACollectiveWaitsForALateRoot) {
     double wall_ns = (evmpi_test_now_ms() - t0) * 1e6;
     long long used = others_cpu_ns() - c0;
     EXPECT_FALSE(evmpi_work_is_completed(w));
-    EXPECT_LE((double)used, wall_ns / 10) << "other threads used " << used / 1000 << " us of "
-                                          << (long long)(wall_ns / 1000) << " us";
+    EXPECT_LE((double)used, wall_ns / (EVMPI_TEST_TSAN ? 5 : 10))
+        << "other threads used " << used / 1000 << " us of " << (long long)(wall_ns / 1000)
+        << " us";
     char done = 1; // the root posts once every other rank has sampled
     MPI_Send(&done, 1, MPI_CHAR, evmpi_test_world_size() - 1, 18, MPI_COMM_WORLD);
   } else {
