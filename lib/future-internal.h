@@ -120,8 +120,8 @@ typedef struct {
   evmpi_future_t *newest, *oldest;
 } evmpi_future_batch_t;
 /* evmpi__future_complete_release, with the hand-over of f's callbacks
- * (if any) added to batch rather than made now; a future of another sink
- * posts what batch holds first, so the order stays. */
+ * (if any) added to batch rather than made now (batch NULL: made now); a
+ * future of another sink posts what batch holds first, so the order stays. */
 void evmpi__future_complete_release_batch(evmpi_future_t *f, int status, const char *error,
                                           const evmpi_tensor_t *value, size_t nvalue,
                                           evmpi_future_batch_t *batch);

@@ -312,11 +312,8 @@ static void finish(evmpi_work_t *w, int status, const char *msg, int64_t now_ns,
    * host copies while it runs, and the watchdog may finish it meanwhile. */
   /* The in-flight reference goes with it (the future counts with the
    * work's reference). */
-  if (batch)
-    evmpi__future_complete_release_batch(&w->future, status, text, w->inline_tensors,
-                                         w->noutputs, batch);
-  else
-    evmpi__future_complete_release(&w->future, status, text, w->inline_tensors, w->noutputs);
+  evmpi__future_complete_release_batch(&w->future, status, text, w->inline_tensors,
+                                       w->noutputs, batch);
 }
 
 void evmpi__work_finish_at(evmpi_work_t *w, int status, const char *msg, int64_t now_ns) {

@@ -38,11 +38,11 @@ typedef struct evmpi_worker {
                                 (evmpi__worker_kick), and the worker leaves it alone */
   bool loop_running;         /* under mu: the running collective is the loop's (until
                                 its completion is posted) */
-  bool unposted;             /* under mu: the worker retired a collective and has not
-                                posted its completion yet: the loop thread does not
-                                start a claimed one meanwhile, whose completion it
-                                could otherwise post first */
-  uint64_t unposted_seq;     /* under mu: that collective's sequence number */
+  uint64_t unposted;         /* under mu: the sequence number of a collective the
+                                worker retired and has not posted the completion of
+                                yet (0 = none): the loop thread does not start a
+                                claimed one meanwhile, whose completion it could
+                                otherwise post first */
   evmpi_work_t *handoff;     /* under mu: the running collective, whose gate the loop
                                 thread posted and left to the worker */
   bool handoff_passed;       /* under mu: the hand-off's gate is passed already (the

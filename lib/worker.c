@@ -419,9 +419,9 @@ static void *worker_main(void *arg) {
       atomic_store_explicit(&wk->in_mpi, false, memory_order_relaxed);
       if (wk->watchdog_started)
         pthread_cond_signal(&wk->wd_cv);
-      wk->unposted = true; /* until w's completion is posted (see unposted) */
-      /* the last to be posted: a fused set's last follower */
-      wk->unposted_seq = followers > 0 ? wk->fuse.works[wk->fuse.n - 1]->seq : w->seq;
+      /* until w's completion is posted (see unposted): the last to be
+       * posted, a fused set's last follower */
+      wk->unposted = followers > 0 ? wk->fuse.works[wk->fuse.n - 1]->seq : w->seq;
     }
     pthread_mutex_unlock(&wk->mu);
     if (followers > 0) {
@@ -436,7 +436,7 @@ static void *worker_main(void *arg) {
       finish_fused(wk, t_done);
     if (!next) {
       pthread_mutex_lock(&wk->mu);
-      wk->unposted = false;
+      wk->unposted = 0;
       pthread_mutex_unlock(&wk->mu);
     }
     evmpi_work_release(w);
@@ -571,11 +571,11 @@ bool evmpi__worker_run_here(evmpi_worker_t *wk, evmpi_pg_t *pg, int64_t gate_unt
      * and the flag goes now. Equal, not at least: collectives that threads
      * submit at once may take their numbers in one order and the queue in
      * the other. */
-    if (wk->unposted_seq != pg->bridge.coll_delivered) {
+    if (wk->unposted != pg->bridge.coll_delivered) {
       pthread_mutex_unlock(&wk->mu);
       return false;
     }
-    wk->unposted = false;
+    wk->unposted = 0;
   }
   atomic_store_explicit(&wk->loop_claim, false, memory_order_relaxed);
   w = start_next_locked(wk, evmpi__now_ns());

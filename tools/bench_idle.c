@@ -256,7 +256,7 @@ void mode_idle(bench_t *b) {
            "(raw: a pthread in MPI_Recv)");
   out_note(b, "coll:   a posted 8 B broadcast whose root (rank 1) posts after the window "
            "(raw: a pthread in MPI_Bcast)");
-  char poll_ms[32] = "20";
+  char poll_ms[32];
   check(evmpi_pg_get_setting(b->pg, "EVMPI_P2P_IDLE_POLL_MS", poll_ms, sizeof poll_ms));
   int64_t period = (int64_t)atoll(poll_ms) * 1000000;
   out_note(b, "floor:  a bare pthread waking from a timed wait every %s ms "
