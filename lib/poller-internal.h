@@ -46,8 +46,10 @@ typedef struct evmpi_poller {
    * requests itself (bridge.c); the poller sleeps rather than spins then. */
   _Atomic int64_t loop_until;
   bool loop_wait;            /* under mu: asleep until loop_until */
-  size_t loop_cursor;        /* under mu: where the loop thread's walk through
+  size_t cursor;             /* under mu: where the windowed tests' walk through
                                 the middle of many pending requests is */
+  int64_t full_at, full_ns;  /* poller thread: when its last test of every pending
+                                request ended, and how long it took */
   int64_t last_activity;     /* under mu: when a request last finished (on
                                 either thread) or was submitted */
   size_t staged;             /* under mu: pending works with a pinned CUDA staging

@@ -1,10 +1,11 @@
 /* poller.c: the poller thread. Sends and receives are issued at once with
  * MPI_Isend/MPI_Irecv by the submitting thread; the poller tests them all
  * with MPI_Testsome, so that their completion does not wait for the
- * collective the worker may be running. It spins briefly after activity,
- * then sleeps in proportion to how long nothing has happened (4 ranks
- * share 2 cores in the tests), and sleeps on a condition variable when
- * nothing is pending.
+ * collective the worker may be running (past a hundred or so pending, a
+ * window of them between tests of all: test_pending_locked). It spins
+ * briefly after activity, then sleeps in proportion to how long nothing
+ * has happened (4 ranks share 2 cores in the tests), and sleeps on a
+ * condition variable when nothing is pending.
  *
  * Works finish in the order MPI matched them: the pending arrays keep the
  * order of issue, and a request that completes while an older one of the
@@ -81,6 +82,10 @@ enum {
   LOOP_OLDEST = 32,
   LOOP_NEWEST = 64,
   LOOP_MIDDLE = LOOP_TEST_MAX - LOOP_OLDEST - LOOP_NEWEST,
+  /* Past LOOP_TEST_MAX pending requests the poller, too, tests the window
+   * (test_pending_locked), and all of them at most once per FULL_SPACING
+   * times what its last test of all of them took. */
+  FULL_SPACING = 32,
   /* How often evmpi__poller_quiet tries the lock before it answers "not
    * quiet" (the safe answer: pieces of EVMPI_PIECE). */
   QUIET_TRIES = 8,
@@ -532,33 +537,34 @@ static void test_all_locked(evmpi_poller_t *p, int *idx, MPI_Status *st, done_li
   take_completed_locked(p, NULL, idx, st, out, per_status, d, on_loop);
 }
 
-/* The loop thread's test when more than LOOP_TEST_MAX requests are
- * pending (under mu). First the oldest LOOP_OLDEST, in place: MPI matches
- * them first, and a window of sends or receives completes from there.
+/* The windowed test when more than LOOP_TEST_MAX requests are pending
+ * (under mu): the loop thread's every time, the poller's between its
+ * tests of every request (test_pending_locked). First the oldest
+ * LOOP_OLDEST, in place: MPI matches them first, and a window of sends or receives completes from there.
  * When none of them is done, one MPI_Testsome over copies of the newest
  * LOOP_NEWEST (a stream's, behind receives left posted: a server's, or
  * thousands) and LOOP_MIDDLE more from a cursor that walks the rest, so
  * that every request is tested while the poller sleeps through the loop's
  * window; the completed handles (MPI_REQUEST_NULL now) are copied back. */
-static void test_window_locked(evmpi_poller_t *p, done_list_t *d) {
+static void test_window_locked(evmpi_poller_t *p, done_list_t *d, bool on_loop) {
   int idx[LOOP_TEST_MAX];
   MPI_Status st[LOOP_TEST_MAX];
   bool per_status;
   int out = testsome(p->reqs, LOOP_OLDEST, idx, st, &per_status);
   if (out > 0) {
-    take_completed_locked(p, NULL, idx, st, out, per_status, d, true);
+    take_completed_locked(p, NULL, idx, st, out, per_status, d, on_loop);
     return;
   }
   size_t pos[LOOP_MIDDLE + LOOP_NEWEST], k = 0;
   MPI_Request reqs[LOOP_MIDDLE + LOOP_NEWEST];
   size_t middle = p->n - LOOP_OLDEST - LOOP_NEWEST; /* > LOOP_MIDDLE */
-  size_t at = p->loop_cursor % middle;
+  size_t at = p->cursor % middle;
   for (size_t i = 0; i < LOOP_MIDDLE; i++) {
     pos[k++] = LOOP_OLDEST + at;
     if (++at == middle)
       at = 0;
   }
-  p->loop_cursor = at;
+  p->cursor = at;
   for (size_t i = p->n - LOOP_NEWEST; i < p->n; i++)
     pos[k++] = i;
   for (size_t i = 0; i < k; i++)
@@ -566,7 +572,36 @@ static void test_window_locked(evmpi_poller_t *p, done_list_t *d) {
   out = testsome(reqs, k, idx, st, &per_status);
   for (int i = 0; i < out; i++)
     p->reqs[pos[idx[i]]] = reqs[idx[i]];
-  take_completed_locked(p, pos, idx, st, out, per_status, d, true);
+  take_completed_locked(p, pos, idx, st, out, per_status, d, on_loop);
+}
+
+/* The poller thread's test (under mu), with room for p->n results in idx
+ * and st; whether it tested every request (all: it must). MPI_Testsome
+ * reads every request it is given, so a test of thousands of pending
+ * receives costs tens of microseconds, and when a stream of messages
+ * flowed behind them the poller spent most of each message's time in two
+ * such tests (the second: see poller_main). Past LOOP_TEST_MAX it tests
+ * every request at most once per FULL_SPACING times what its last test of
+ * all of them took (a thirty-third of its time, whatever their number),
+ * and the window of the oldest, the newest and the walk through the rest
+ * in between. A message for a receive in the middle is so still seen
+ * within that spacing (about a millisecond for 10,000), and at the first
+ * test after a sleep as long. */
+static bool test_pending_locked(evmpi_poller_t *p, int *idx, MPI_Status *st, done_list_t *d,
+                                bool all) {
+  if (p->n <= LOOP_TEST_MAX) {
+    test_all_locked(p, idx, st, d, false);
+    return true;
+  }
+  int64_t start = evmpi__now_ns();
+  if (!all && start - p->full_at < FULL_SPACING * p->full_ns) {
+    test_window_locked(p, d, false);
+    return false;
+  }
+  test_all_locked(p, idx, st, d, false);
+  p->full_at = d->head ? d->now : evmpi__now_ns();
+  p->full_ns = p->full_at - start;
+  return true;
 }
 
 /* The works' callbacks go to the loop in one hand-over (a window of
@@ -768,13 +803,14 @@ static void *poller_main(void *arg) {
       sleep_backoff(p); /* out of memory: wait a little */
       continue;
     }
-    test_all_locked(p, s.idx, s.st, &d, false);
+    bool all = test_pending_locked(p, s.idx, s.st, &d, false);
     /* Open MPI's MPI_Testsome progresses only when it found nothing
      * complete, and returns without looking again: what that progress
      * completed (a message that came while we slept) shows at the next
-     * test. A second test sees it now, not a sleep later. */
+     * test. A second test, of the same requests, sees it now, not a sleep
+     * later. */
     if (!d.head)
-      test_all_locked(p, s.idx, s.st, &d, false);
+      test_pending_locked(p, s.idx, s.st, &d, all);
     bool done = d.head != NULL;
     finish_in_order_unlock(p, &d);
     if (!done && !fresh)
@@ -803,7 +839,7 @@ bool evmpi__poller_test(evmpi_poller_t *p, bool *pending, int64_t *done_ns) {
       MPI_Status st[LOOP_TEST_MAX];
       test_all_locked(p, idx, st, &d, true);
     } else {
-      test_window_locked(p, &d);
+      test_window_locked(p, &d, true);
     }
   }
   *pending = p->n > 0;

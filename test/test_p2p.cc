@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -745,6 +746,105 @@ TEST_F(P2P, AStreamBehindReceivesLeftPostedStaysWithTheLoopThread) {
     by_poller += kv.first > (unsigned long long)parked && kv.second == "poller";
   EXPECT_LE(by_poller, 2 * trips / 10) << "of " << 2 * trips << " sends and receives behind "
                                        << parked << " posted ones, seen complete by the poller";
+}
+
+// Past 128 pending requests the poller, too, tests a window (the oldest,
+// the newest and a walk through the rest) between its tests of them all:
+// one of thousands each time cost a stream behind them most of its rate.
+// Nothing runs the loop here while the messages come, so the poller's
+// tests are the only ones. 300 receives of tags 100-399 stay posted and a
+// stream of 400 on tag 50 is posted behind them: the window sees the
+// newest of the stream complete before the older ones in the middle, and
+// those must still finish first (MPI's matching order), callbacks in that
+// order too; the message for tag 250, sent halfway, is seen. The stream
+// comes in bursts of 8, so that the peer's poller tests while it comes.
+struct Order {
+  std::vector<int> seen;
+};
+
+TEST_F(P2P, ThePollersWindowKeepsMatchingOrderBehindManyPending) {
+  struct event_base *base = event_base_new();
+  evmpi_pg_t *pg = nullptr;
+  ASSERT_EQ(evmpi_pg_create_from_comm(base, MPI_COMM_WORLD, &pg), EVMPI_OK) << evmpi_last_error();
+  int rank = evmpi_pg_rank(pg), size = evmpi_pg_size(pg);
+  int peer = (rank ^ 1) < size ? rank ^ 1 : rank;
+  const int parked = 300, stream = 400, middle = 150;
+  std::vector<int32_t> pbuf(parked, -1), sbuf(stream, -1), out(stream);
+  std::vector<evmpi_work_t *> left(parked, nullptr), recvs(stream, nullptr),
+      sends(stream, nullptr);
+  for (int i = 0; i < parked; i++) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&pbuf[i], EVMPI_INT32, 1);
+    ASSERT_EQ(evmpi_recv(pg, &t, peer, 100 + i, &left[i]), EVMPI_OK) << evmpi_last_error();
+  }
+  Order order;
+  for (int i = 0; i < stream; i++) {
+    evmpi_tensor_t t = evmpi_tensor_flat(&sbuf[i], EVMPI_INT32, 1);
+    ASSERT_EQ(evmpi_recv(pg, &t, peer, 50, &recvs[i]), EVMPI_OK) << evmpi_last_error();
+    ASSERT_EQ(evmpi_work_on_complete(recvs[i], [](evmpi_work_t *w, void *arg) {
+      evmpi_work_record_t rec;
+      evmpi_work_get_record(w, &rec);
+      static_cast<Order *>(arg)->seen.push_back((int)rec.seq);
+    }, &order), EVMPI_OK);
+  }
+  MPI_Barrier(MPI_COMM_WORLD); // the peer's receives are posted
+  int32_t one = 7;
+  evmpi_tensor_t tone = evmpi_tensor_flat(&one, EVMPI_INT32, 1);
+  evmpi_work_t *extra = nullptr;
+  for (int i = 0; i < stream; i++) {
+    out[i] = i;
+    evmpi_tensor_t t = evmpi_tensor_flat(&out[i], EVMPI_INT32, 1);
+    ASSERT_EQ(evmpi_send(pg, &t, peer, 50, &sends[i]), EVMPI_OK) << evmpi_last_error();
+    if (i % 8 == 7)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (i == stream / 2)
+      ASSERT_EQ(evmpi_send(pg, &tone, peer, 100 + middle, &extra), EVMPI_OK)
+          << evmpi_last_error();
+  }
+  // Blocking waits: the loop does not run, the poller tests.
+  EXPECT_EQ(evmpi_work_wait(recvs[stream - 1], EVMPI_TEST_TIMEOUT_MS), EVMPI_OK)
+      << evmpi_work_error(recvs[stream - 1]);
+  EXPECT_EQ(evmpi_work_wait(left[middle], EVMPI_TEST_TIMEOUT_MS), EVMPI_OK)
+      << "the receive in the middle of the posted ones was not seen: "
+      << evmpi_work_error(left[middle]);
+  EXPECT_EQ(pbuf[middle], 7);
+  int64_t last_finished = 0;
+  for (int i = 0; i < stream; i++) {
+    ASSERT_TRUE(evmpi_work_is_completed(recvs[i]))
+        << "stream receive " << i << " is not complete while the last one is";
+    EXPECT_EQ(evmpi_work_status(recvs[i]), EVMPI_OK) << evmpi_work_error(recvs[i]);
+    EXPECT_EQ(sbuf[i], i) << "MPI matches a channel's receives in the order they were posted";
+    evmpi_work_record_t rec;
+    ASSERT_EQ(evmpi_work_get_record(recvs[i], &rec), EVMPI_OK);
+    EXPECT_GE(rec.finished_ns, last_finished) << "stream receive " << i
+                                              << " finished before an older one of its channel";
+    last_finished = rec.finished_ns;
+  }
+  for (int i = 0; i < parked; i++)
+    if (i != middle)
+      EXPECT_FALSE(evmpi_work_is_completed(left[i])) << "parked receive " << i;
+  ASSERT_TRUE(evmpi_test_run_until_done(base, sends.data(), stream, EVMPI_TEST_TIMEOUT_MS));
+  EXPECT_EQ(evmpi_work_wait(extra, EVMPI_TEST_TIMEOUT_MS), EVMPI_OK) << evmpi_work_error(extra);
+  ASSERT_TRUE(evmpi_test_run_until(base, [](void *a) {
+    return static_cast<Order *>(a)->seen.size() == 400;
+  }, &order, EVMPI_TEST_TIMEOUT_MS));
+  for (int i = 0; i < stream; i++) {
+    evmpi_work_record_t rec;
+    evmpi_work_get_record(recvs[i], &rec);
+    EXPECT_EQ(order.seen[i], (int)rec.seq) << "callback " << i << " ran out of issue order";
+  }
+  MPI_Barrier(MPI_COMM_WORLD); // both sides are done with the stream
+  evmpi_pg_destroy(pg); // cancels the parked receives
+  for (int i = 0; i < parked; i++) {
+    if (i != middle)
+      EXPECT_EQ(evmpi_work_status(left[i]), EVMPI_ERR_ABORTED) << "parked receive " << i;
+    evmpi_work_release(left[i]);
+  }
+  for (int i = 0; i < stream; i++) {
+    evmpi_work_release(recvs[i]);
+    evmpi_work_release(sends[i]);
+  }
+  evmpi_work_release(extra);
+  event_base_free(base);
 }
 
 // A stream that ends in a dispatch that came back for it (the hold ran
