@@ -191,9 +191,15 @@ typedef struct {
   evmpi_tensor_t tack;
   MPI_Request *req;   /* raw: the window's requests */
   MPI_Status *st;     /* and their statuses */
-  int left;           /* evmpi: callbacks left in this window */
+  int left;           /* evmpi and minimal: callbacks left in this window */
   int windows_left;
   bool done;
+  /* minimal (bench_p2p.c): the pending requests and their callbacks */
+  MPI_Request *mreq;
+  void (**mcb)(void *m);
+  int *midx;
+  MPI_Status *mst;
+  int mn;
 } msgrate_t;
 
 /* Buffers for messages of up to max_bytes; msgrate_free frees them. */
